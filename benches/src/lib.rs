@@ -1,0 +1,1 @@
+//! Benches live in `benches/benches/`; comparison scripts in `benches/scripts/`.

@@ -1,0 +1,1 @@
+//! MemAgent paradigm: read the context chunk by chunk, overwrite a capped memory, answer in \\boxed{}.

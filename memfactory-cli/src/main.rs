@@ -1,0 +1,2 @@
+//! memfactory CLI
+fn main() {}

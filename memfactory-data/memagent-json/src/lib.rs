@@ -1,0 +1,1 @@
+//! Reads MemAgent / MemFactory eval files: JSON array or JSONL of {context, input, answers}.

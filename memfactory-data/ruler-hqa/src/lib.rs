@@ -1,0 +1,1 @@
+//! RULER-HotpotQA instances built from a HotpotQA JSON file, as MemAgent builds them.

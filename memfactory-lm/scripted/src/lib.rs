@@ -1,0 +1,1 @@
+//! A deterministic scripted LM for tests: maps prompts to replies by rules, byte-level tokenizer.

@@ -1,0 +1,1 @@
+//! Reward `exact-match` on the extracted \\boxed{} answer.

@@ -1,0 +1,1 @@
+//! Reward `f1` on the extracted \\boxed{} answer.

@@ -1,0 +1,1 @@
+//! Reward `format` on the extracted \\boxed{} answer.

@@ -1,0 +1,1 @@
+//! Reward `sub-em` on the extracted \\boxed{} answer.

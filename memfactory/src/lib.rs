@@ -1,0 +1,1 @@
+//! MemFactory facade.
