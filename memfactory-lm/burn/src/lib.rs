@@ -1,1 +1,70 @@
-//! Native LM engine on burn: Llama/Qwen2/Qwen3 from HF safetensors or GGUF, batched KV-cache generation with log-probs, autodiff log-probs for training.
+//! # memfactory-lm-burn
+//!
+//! The native language-model engine of MemFactory, written on [burn] 0.22. It implements
+//! [`memfactory_core::LanguageModel`] for [`BurnLm`] and registers it with the component
+//! registry as LM kind **`burn`**, so a recipe selects it with
+//!
+//! ```toml
+//! [lm]
+//! kind = "burn"
+//! path = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"  # or an HF directory
+//! device = "flex"      # flex (CPU, default) | wgpu | cuda (with the crate features)
+//! max_batch = 8
+//! ```
+//!
+//! What it does:
+//! - reads models from **GGUF** ([`gguf`], dequantizing F32/F16/BF16/Q4_0/Q4_1/Q5_0/Q5_1/
+//!   Q8_0/Q4_K/Q5_K/Q6_K with [`quant`]) or from a **Hugging Face directory** (safetensors
+//!   F32/F16/BF16, single or sharded);
+//! - architectures Llama (SmolLM2), Qwen2/2.5 and Qwen3 as one decoder with a per-arch
+//!   [`ModelConfig`];
+//! - tokenizer and chat template from GGUF metadata or `tokenizer.json` /
+//!   `tokenizer_config.json` ([`tokenizer`]);
+//! - batched lockstep generation with a preallocated KV cache, left padding with per-row
+//!   positions, greedy / temperature / top-k / top-p sampling from a per-request ChaCha seed,
+//!   stop strings, and the log-prob of every sampled token;
+//! - a training forward ([`train`]): log-probs of action tokens after a prompt under autodiff,
+//!   with LoRA on named projections or full fine-tuning.
+//!
+//! Backends: `flex` (pure-Rust CPU, always on), `wgpu` and `cuda` behind the crate features of
+//! the same names.
+
+pub mod engine;
+mod forward;
+pub mod gguf;
+pub mod model;
+pub mod quant;
+pub mod sampling;
+pub mod tokenizer;
+pub mod train;
+
+pub use engine::{BurnLm, EngineOptions, parse_device};
+pub use model::{Arch, ModelConfig};
+pub use train::{ActionLogprobs, LoraConfig, TrainModel};
+
+use memfactory_core::{Cfg, LanguageModel, Result};
+
+fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
+    let path: String = cfg.req("path")?;
+    let device: String = cfg.get("device", "flex".to_string())?;
+    let max_batch: usize = cfg.get_checked("max_batch", 8usize, |&b| b > 0, "a positive integer")?;
+    let prefill_chunk: usize =
+        cfg.get_checked("prefill_chunk", 512usize, |&b| b > 0, "a positive integer")?;
+    if let Err(m) = parse_device(&device) {
+        return Err(cfg.error("device", m));
+    }
+    let mut lm = BurnLm::load(std::path::Path::new(&path), &device)?;
+    lm.options = EngineOptions {
+        max_batch,
+        prefill_chunk,
+    };
+    Ok(Box::new(lm))
+}
+
+memfactory_core::inventory::submit! {
+    memfactory_core::Registration::<dyn LanguageModel> {
+        kind: "burn",
+        about: "Native burn engine: Llama/Qwen2/Qwen3 from GGUF or HF safetensors, batched KV-cache generation with log-probs, LoRA training forward (flex CPU; wgpu/cuda features)",
+        build,
+    }
+}

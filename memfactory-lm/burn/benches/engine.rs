@@ -1,0 +1,2 @@
+//! Engine bench (placeholder until the engine lands).
+fn main() {}

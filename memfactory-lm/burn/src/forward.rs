@@ -1,0 +1,211 @@
+//! The inference forward pass: fused weights, a preallocated KV cache, per-row positions and
+//! additive attention masks (left-padded batches).
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::model::{Fused, FusedLayer, ModelConfig};
+
+/// Additive mask value for blocked keys (finite, so fully-masked pad rows stay NaN-free).
+pub(crate) const NEG: f32 = -1e9;
+
+pub(crate) fn rms_norm<const D: usize>(x: Tensor<D>, w: &Tensor<1>, eps: f32) -> Tensor<D> {
+    let var = (x.clone() * x.clone()).mean_dim(D - 1);
+    let x = x * var.add_scalar(eps).sqrt().recip();
+    x * w.clone().unsqueeze::<D>()
+}
+
+/// RoPE tables for positions `pos` (`[b][s]`): `cos` = `[cos, cos]` and `sin` = `[−sin, sin]`,
+/// each `[b, 1, s, head_dim]`.
+pub(crate) fn rope_tables(
+    pos: &[Vec<usize>],
+    head_dim: usize,
+    theta: f32,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let b = pos.len();
+    let s = pos.first().map_or(0, Vec::len);
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(b * s * head_dim);
+    let mut sin = Vec::with_capacity(b * s * head_dim);
+    for row in pos {
+        for &p in row {
+            let f: Vec<f32> = inv.iter().map(|&w| p as f32 * w).collect();
+            cos.extend(f.iter().map(|x| x.cos()));
+            cos.extend(f.iter().map(|x| x.cos()));
+            sin.extend(f.iter().map(|x| -x.sin()));
+            sin.extend(f.iter().map(|x| x.sin()));
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [b, 1, s, head_dim]), device),
+        Tensor::from_data(TensorData::new(sin, [b, 1, s, head_dim]), device),
+    )
+}
+
+/// Rotate-half RoPE on `[b, h, s, hd]`.
+pub(crate) fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let hd = x.dims()[3];
+    let half = hd / 2;
+    let swapped = Tensor::cat(
+        vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
+        3,
+    );
+    x * cos.clone() + swapped * sin.clone()
+}
+
+/// GQA attention: `q` `[b, H, s, hd]`, `k`/`v` `[b, K, T, hd]`, `bias` `[b, 1, s, T]`.
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Tensor<4> {
+    let [b, h, s, hd] = q.dims();
+    let kvh = k.dims()[1];
+    let t = k.dims()[2];
+    let g = h / kvh;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let q = q.reshape([b, kvh, g * s, hd]);
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let scores = scores.reshape([b, h, s, t]) + bias.clone();
+    let p = softmax(scores, 3).reshape([b, kvh, g * s, t]);
+    p.matmul(v).reshape([b, h, s, hd])
+}
+
+/// Per-layer key/value cache, preallocated to `capacity` positions.
+pub(crate) struct KvCache {
+    pub k: Vec<Tensor<4>>,
+    pub v: Vec<Tensor<4>>,
+    /// Positions filled so far.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &Device) -> KvCache {
+        let shape = [batch, cfg.kv_heads, capacity, cfg.head_dim];
+        KvCache {
+            k: (0..cfg.layers).map(|_| Tensor::zeros(shape, device)).collect(),
+            v: (0..cfg.layers).map(|_| Tensor::zeros(shape, device)).collect(),
+            len: 0,
+        }
+    }
+
+    /// Keeps only batch rows `rows`.
+    pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let n = idx.len();
+        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(idx, [n]), device);
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let old = std::mem::replace(t, Tensor::zeros([1, 1, 1, 1], device));
+            *t = old.select(0, idx.clone());
+        }
+    }
+}
+
+fn layer(
+    cfg: &ModelConfig,
+    ly: &FusedLayer,
+    x: Tensor<2>,
+    dims: (usize, usize),
+    rope_t: &(Tensor<4>, Tensor<4>),
+    bias: &Tensor<4>,
+    cache: (&mut Tensor<4>, &mut Tensor<4>, usize),
+) -> Tensor<2> {
+    let (b, s) = dims;
+    let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+    let h = rms_norm(x.clone(), &ly.attn_norm, cfg.rms_eps);
+    let mut qkv = h.matmul(ly.wqkv.clone());
+    if let Some(bq) = &ly.bqkv {
+        qkv = qkv + bq.clone().unsqueeze::<2>();
+    }
+    let mut q = qkv
+        .clone()
+        .narrow(1, 0, hh * hd)
+        .reshape([b, s, hh, hd])
+        .swap_dims(1, 2);
+    let mut k = qkv
+        .clone()
+        .narrow(1, hh * hd, kv * hd)
+        .reshape([b, s, kv, hd])
+        .swap_dims(1, 2);
+    let v = qkv
+        .narrow(1, (hh + kv) * hd, kv * hd)
+        .reshape([b, s, kv, hd])
+        .swap_dims(1, 2);
+    if let (Some(qn), Some(kn)) = (&ly.q_norm, &ly.k_norm) {
+        q = rms_norm(q, qn, cfg.rms_eps);
+        k = rms_norm(k, kn, cfg.rms_eps);
+    }
+    let q = rope(q, &rope_t.0, &rope_t.1);
+    let k = rope(k, &rope_t.0, &rope_t.1);
+    let (kc, vc, start) = cache;
+    let end = start + s;
+    let old = std::mem::replace(kc, k.clone());
+    *kc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], k);
+    let old = std::mem::replace(vc, v.clone());
+    *vc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], v);
+    let kk = kc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
+    let vv = vc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
+    let o = attention(q, kk, vv, bias)
+        .swap_dims(1, 2)
+        .reshape([b * s, hh * hd]);
+    let x = x + o.matmul(ly.wo.clone());
+    let h = rms_norm(x.clone(), &ly.ffn_norm, cfg.rms_eps);
+    let gu = h.matmul(ly.wgu.clone());
+    let ff = cfg.intermediate;
+    let g = gu.clone().narrow(1, 0, ff);
+    let u = gu.narrow(1, ff, ff);
+    x + (silu(g) * u).matmul(ly.wdown.clone())
+}
+
+/// Runs `tokens` (`[b][s]`, one chunk) through the model at cache positions
+/// `cache.len .. cache.len + s`; `pads[i]` leading cache positions of row `i` are padding.
+/// Returns the logits of the last position of each row, `[b, vocab]`.
+pub(crate) fn forward_chunk(
+    cfg: &ModelConfig,
+    w: &Fused,
+    tokens: &[Vec<u32>],
+    pads: &[usize],
+    cache: &mut KvCache,
+    device: &Device,
+) -> Tensor<2> {
+    let b = tokens.len();
+    let s = tokens[0].len();
+    let start = cache.len;
+    let end = start + s;
+    let ids: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
+    let ids: Tensor<1, Int> = Tensor::from_data(TensorData::new(ids, [b * s]), device);
+    let mut x = w.embed.clone().select(0, ids);
+    let pos: Vec<Vec<usize>> = pads
+        .iter()
+        .map(|&p| (start..end).map(|j| j.saturating_sub(p)).collect())
+        .collect();
+    let rope_t = rope_tables(&pos, cfg.head_dim, cfg.rope_theta, device);
+    let mut bias = vec![0f32; b * s * end];
+    for (i, &p) in pads.iter().enumerate() {
+        for qi in 0..s {
+            let row = &mut bias[(i * s + qi) * end..(i * s + qi + 1) * end];
+            for (j, m) in row.iter_mut().enumerate() {
+                if j < p || j > start + qi {
+                    *m = NEG;
+                }
+            }
+        }
+    }
+    let bias: Tensor<4> = Tensor::from_data(TensorData::new(bias, [b, 1, s, end]), device);
+    for (l, ly) in w.layers.iter().enumerate() {
+        x = layer(
+            cfg,
+            ly,
+            x,
+            (b, s),
+            &rope_t,
+            &bias,
+            (&mut cache.k[l], &mut cache.v[l], start),
+        );
+    }
+    cache.len = end;
+    let d = cfg.hidden;
+    let last = x.reshape([b, s, d]).narrow(1, s - 1, 1).reshape([b, d]);
+    let last = rms_norm(last, &w.norm, cfg.rms_eps);
+    last.matmul(w.lm_head.clone())
+}

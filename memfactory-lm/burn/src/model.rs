@@ -1,0 +1,552 @@
+//! Decoder-only transformer families (Llama, Qwen2/2.5, Qwen3) as one shared decoder with a
+//! per-architecture [`ModelConfig`], and loading of their weights from GGUF or a Hugging Face
+//! directory.
+//!
+//! Facts used (HF `modeling_llama.py`, `modeling_qwen2.py`, `modeling_qwen3.py`; llama.cpp
+//! `convert_hf_to_gguf.py`):
+//! - pre-norm blocks, RMSNorm `x / sqrt(mean(x²) + eps) · w`, SwiGLU MLP, GQA where query head
+//!   `h` reads kv head `h / (heads / kv_heads)`;
+//! - RoPE in the rotate-half layout (pairs `i` and `i + head_dim/2`); llama-arch GGUF files
+//!   store q/k rows permuted for interleaved RoPE, so they are un-permuted on load and one
+//!   RoPE serves every source;
+//! - Qwen2: bias on q/k/v; Qwen3: per-head RMSNorm on q and k before RoPE, explicit
+//!   `head_dim`;
+//! - tied embeddings: the LM head is the token embedding.
+//!
+//! Weights are held on the device as `f32`, `[in, out]` (so `x · W`), with q/k/v and gate/up
+//! fused into one matrix each for inference.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use memfactory_core::{Error, Result};
+use serde_json::Value as Json;
+
+use crate::gguf::{Gguf, Value};
+
+/// Which architecture family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Arch {
+    /// Llama / SmolLM / SmolLM2.
+    Llama,
+    /// Qwen2 and Qwen2.5 (q/k/v bias).
+    Qwen2,
+    /// Qwen3 (q/k RMSNorm, explicit head_dim).
+    Qwen3,
+}
+
+/// Hyper-parameters of a decoder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    /// Architecture family.
+    pub arch: Arch,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Number of blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// LM head shares the embedding.
+    pub tied: bool,
+    /// q/k/v projections have a bias.
+    pub qkv_bias: bool,
+    /// q/k RMSNorm per head (Qwen3).
+    pub qk_norm: bool,
+    /// Trained context length.
+    pub max_positions: usize,
+}
+
+impl ModelConfig {
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::model(path.to_path_buf(), m));
+        if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.kv_heads == 0 {
+            return bad(format!("degenerate config {self:?}"));
+        }
+        if self.heads % self.kv_heads != 0 {
+            return bad(format!(
+                "{} heads not a multiple of {} kv heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+            return bad(format!("odd head_dim {}", self.head_dim));
+        }
+        if self.hidden > 1 << 16 || self.intermediate > 1 << 18 || self.layers > 512 || self.vocab > 1 << 20 {
+            return bad(format!("implausibly large config {self:?}"));
+        }
+        Ok(())
+    }
+
+    /// Reads the config from GGUF metadata.
+    pub fn from_gguf(g: &Gguf, path: &Path) -> Result<ModelConfig> {
+        let bad = |m: String| Error::model(path.to_path_buf(), m);
+        let arch_name = g
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("GGUF metadata lacks general.architecture".into()))?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            a => return Err(bad(format!("unsupported architecture `{a}` (llama, qwen2, qwen3)"))),
+        };
+        let u = |k: &str| -> Result<usize> {
+            g.get(&format!("{arch_name}.{k}"))
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("GGUF metadata lacks {arch_name}.{k}")))
+        };
+        let f = |k: &str, d: f32| -> f32 {
+            g.get(&format!("{arch_name}.{k}"))
+                .and_then(Value::as_f64)
+                .map(|v| v as f32)
+                .unwrap_or(d)
+        };
+        let hidden = u("embedding_length")?;
+        let heads = u("attention.head_count")?;
+        let kv_heads = u("attention.head_count_kv").unwrap_or(heads);
+        let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
+        let embd = g
+            .tensor("token_embd.weight")
+            .ok_or_else(|| bad("GGUF lacks token_embd.weight".into()))?;
+        let vocab = embd.dims.get(1).copied().unwrap_or(0) as usize;
+        let cfg = ModelConfig {
+            arch,
+            vocab,
+            hidden,
+            intermediate: u("feed_forward_length")?,
+            layers: u("block_count")?,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_theta: f(
+                "rope.freq_base",
+                if arch == Arch::Llama { 10_000.0 } else { 1_000_000.0 },
+            ),
+            rms_eps: f("attention.layer_norm_rms_epsilon", 1e-6),
+            tied: g.tensor("output.weight").is_none(),
+            qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+            qk_norm: g.tensor("blk.0.attn_q_norm.weight").is_some(),
+            max_positions: u("context_length").unwrap_or(4096),
+        };
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads the config from an HF `config.json`.
+    pub fn from_hf_json(j: &Json, path: &Path) -> Result<ModelConfig> {
+        let bad = |m: String| Error::model(path.to_path_buf(), m);
+        let mt = j.get("model_type").and_then(Json::as_str).unwrap_or("");
+        let arch = match mt {
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            a => return Err(bad(format!("unsupported model_type `{a}` (llama, qwen2, qwen3)"))),
+        };
+        let u = |k: &str| -> Result<usize> {
+            j.get(k)
+                .and_then(Json::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("config.json lacks `{k}`")))
+        };
+        let hidden = u("hidden_size")?;
+        let heads = u("num_attention_heads")?;
+        let cfg = ModelConfig {
+            arch,
+            vocab: u("vocab_size")?,
+            hidden,
+            intermediate: u("intermediate_size")?,
+            layers: u("num_hidden_layers")?,
+            heads,
+            kv_heads: u("num_key_value_heads").unwrap_or(heads),
+            head_dim: u("head_dim").unwrap_or(hidden / heads.max(1)),
+            rope_theta: j.get("rope_theta").and_then(Json::as_f64).unwrap_or(10_000.0) as f32,
+            rms_eps: j.get("rms_norm_eps").and_then(Json::as_f64).unwrap_or(1e-6) as f32,
+            tied: j.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
+            qkv_bias: arch == Arch::Qwen2
+                || j.get("attention_bias").and_then(Json::as_bool).unwrap_or(false),
+            qk_norm: arch == Arch::Qwen3,
+            max_positions: u("max_position_embeddings").unwrap_or(4096),
+        };
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+}
+
+/// A host matrix, row-major `[rows, cols]` (PyTorch's `[out, in]` for weights).
+pub(crate) struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+/// Named tensors on the host, dequantized to f32, under Hugging Face names.
+pub(crate) trait Source {
+    fn get(&mut self, name: &str) -> Result<Option<Mat>>;
+    fn path(&self) -> &Path;
+    fn need(&mut self, name: &str, rows: usize, cols: usize) -> Result<Mat> {
+        let m = self
+            .get(name)?
+            .ok_or_else(|| Error::model(self.path().to_path_buf(), format!("missing tensor `{name}`")))?;
+        if m.rows != rows || m.cols != cols {
+            return Err(Error::model(
+                self.path().to_path_buf(),
+                format!(
+                    "tensor `{name}` has shape [{}, {}], expected [{rows}, {cols}]",
+                    m.rows, m.cols
+                ),
+            ));
+        }
+        Ok(m)
+    }
+}
+
+/// GGUF file as a [`Source`] under HF names.
+pub(crate) struct GgufSource<'a> {
+    pub g: &'a Gguf,
+    pub buf: &'a [u8],
+    pub path: PathBuf,
+    pub cfg: ModelConfig,
+}
+
+fn gguf_name(hf: &str) -> Option<String> {
+    if hf == "model.embed_tokens.weight" {
+        return Some("token_embd.weight".into());
+    }
+    if hf == "model.norm.weight" {
+        return Some("output_norm.weight".into());
+    }
+    if hf == "lm_head.weight" {
+        return Some("output.weight".into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (n, tail) = rest.split_once('.')?;
+    let t = match tail {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{n}.{t}"))
+}
+
+/// Undoes llama.cpp's q/k row permutation (`reshape(h, 2, d/2h, ..).swapaxes(1, 2)`):
+/// GGUF row `h·hd + 2i + a` holds HF row `h·hd + a·hd/2 + i`.
+fn unpermute_rows(m: &mut Mat, n_head: usize) {
+    let hd = m.rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0f32; m.data.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for a in 0..2 {
+                let src = h * hd + 2 * i + a;
+                let dst = h * hd + a * half + i;
+                out[dst * m.cols..(dst + 1) * m.cols]
+                    .copy_from_slice(&m.data[src * m.cols..(src + 1) * m.cols]);
+            }
+        }
+    }
+    m.data = out;
+}
+
+impl Source for GgufSource<'_> {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn get(&mut self, name: &str) -> Result<Option<Mat>> {
+        let Some(gname) = gguf_name(name) else {
+            return Ok(None);
+        };
+        if self.g.tensor(&gname).is_none() {
+            return Ok(None);
+        }
+        let (shape, data) = self.g.tensor_f32(self.buf, &gname, &self.path)?;
+        let (rows, cols) = match shape.as_slice() {
+            [c] => (1, *c),
+            [r, c] => (*r, *c),
+            s => {
+                return Err(Error::model(
+                    self.path.clone(),
+                    format!("tensor `{gname}` has {} dims", s.len()),
+                ));
+            }
+        };
+        let mut m = Mat { rows, cols, data };
+        if self.cfg.arch == Arch::Llama {
+            if gname.ends_with("attn_q.weight") && m.rows % self.cfg.heads == 0 {
+                unpermute_rows(&mut m, self.cfg.heads);
+            } else if gname.ends_with("attn_k.weight") && m.rows % self.cfg.kv_heads == 0 {
+                unpermute_rows(&mut m, self.cfg.kv_heads);
+            }
+        }
+        Ok(Some(m))
+    }
+}
+
+/// Safetensors files of an HF directory as a [`Source`].
+pub(crate) struct SafetensorsSource {
+    pub path: PathBuf,
+    /// (file bytes, tensor names in it)
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    pub index: HashMap<String, usize>,
+}
+
+impl SafetensorsSource {
+    pub fn open(dir: &Path) -> Result<SafetensorsSource> {
+        let single = dir.join("model.safetensors");
+        let idx = dir.join("model.safetensors.index.json");
+        let mut names: Vec<PathBuf> = Vec::new();
+        if single.exists() {
+            names.push(single);
+        } else if idx.exists() {
+            let s = std::fs::read_to_string(&idx).map_err(|e| Error::io(&idx, e))?;
+            let j: Json = serde_json::from_str(&s)
+                .map_err(|e| Error::model(idx.clone(), format!("malformed JSON: {e}")))?;
+            let map = j
+                .get("weight_map")
+                .and_then(Json::as_object)
+                .ok_or_else(|| Error::model(idx.clone(), "no `weight_map` object"))?;
+            let mut files: Vec<&str> = map.values().filter_map(Json::as_str).collect();
+            files.sort_unstable();
+            files.dedup();
+            for f in files {
+                if f.contains("..") || f.contains('/') {
+                    return Err(Error::model(idx.clone(), format!("bad shard name `{f}`")));
+                }
+                names.push(dir.join(f));
+            }
+        } else {
+            return Err(Error::model(
+                dir.to_path_buf(),
+                "no model.safetensors or model.safetensors.index.json",
+            ));
+        }
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for p in names {
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| Error::model(p.clone(), format!("bad safetensors file: {e}")))?;
+            for n in st.names() {
+                index.insert(n.to_string(), files.len());
+            }
+            files.push((p, bytes));
+        }
+        Ok(SafetensorsSource {
+            path: dir.to_path_buf(),
+            files,
+            index,
+        })
+    }
+}
+
+impl Source for SafetensorsSource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn get(&mut self, name: &str) -> Result<Option<Mat>> {
+        let Some(&fi) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (p, bytes) = &self.files[fi];
+        let bad = |m: String| Error::model(p.clone(), m);
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("bad safetensors file: {e}")))?;
+        let t = st.tensor(name).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let raw = t.data();
+        use safetensors::Dtype;
+        let data: Vec<f32> = match t.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            d => return Err(bad(format!("tensor `{name}`: unsupported dtype {d:?}"))),
+        };
+        let (rows, cols) = match t.shape() {
+            [c] => (1, *c),
+            [r, c] => (*r, *c),
+            s => return Err(bad(format!("tensor `{name}`: {} dims", s.len()))),
+        };
+        Ok(Some(Mat { rows, cols, data }))
+    }
+}
+
+/// One block of inference weights (fused, `[in, out]`).
+#[derive(Debug, Clone)]
+pub(crate) struct FusedLayer {
+    pub attn_norm: Tensor<1>,
+    pub wqkv: Tensor<2>,
+    pub bqkv: Option<Tensor<1>>,
+    pub q_norm: Option<Tensor<1>>,
+    pub k_norm: Option<Tensor<1>>,
+    pub wo: Tensor<2>,
+    pub ffn_norm: Tensor<1>,
+    pub wgu: Tensor<2>,
+    pub wdown: Tensor<2>,
+}
+
+/// Inference weights.
+#[derive(Debug, Clone)]
+pub(crate) struct Fused {
+    pub embed: Tensor<2>,
+    pub layers: Vec<FusedLayer>,
+    pub norm: Tensor<1>,
+    /// `[hidden, vocab]`.
+    pub lm_head: Tensor<2>,
+}
+
+/// `[in, Σ out]` row-major from `[out, in]` matrices.
+fn transpose_cat(mats: &[&Mat]) -> (usize, usize, Vec<f32>) {
+    let cols_in = mats[0].cols;
+    let total: usize = mats.iter().map(|m| m.rows).sum();
+    let mut out = vec![0f32; cols_in * total];
+    let mut off = 0;
+    for m in mats {
+        for r in 0..m.rows {
+            let row = &m.data[r * m.cols..(r + 1) * m.cols];
+            for (i, &v) in row.iter().enumerate() {
+                out[i * total + off + r] = v;
+            }
+        }
+        off += m.rows;
+    }
+    (cols_in, total, out)
+}
+
+pub(crate) fn t1(v: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+pub(crate) fn t2(v: Vec<f32>, r: usize, c: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v, [r, c]), device)
+}
+
+impl Fused {
+    /// Loads every weight of `cfg` from `src` onto `device`.
+    pub fn load(src: &mut dyn Source, cfg: &ModelConfig, device: &Device) -> Result<Fused> {
+        let (d, hd) = (cfg.hidden, cfg.head_dim);
+        let (qo, kvo) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let embed = src.need("model.embed_tokens.weight", cfg.vocab, d)?;
+        let lm_head = if cfg.tied {
+            None
+        } else {
+            Some(src.need("lm_head.weight", cfg.vocab, d)?)
+        };
+        let vec1 = |src: &mut dyn Source, n: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(src.need(n, 1, len)?.data)
+        };
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let p = format!("model.layers.{l}.");
+            let q = src.need(&format!("{p}self_attn.q_proj.weight"), qo, d)?;
+            let k = src.need(&format!("{p}self_attn.k_proj.weight"), kvo, d)?;
+            let v = src.need(&format!("{p}self_attn.v_proj.weight"), kvo, d)?;
+            let (r, c, wqkv) = transpose_cat(&[&q, &k, &v]);
+            drop((q, k, v));
+            let bqkv = if cfg.qkv_bias {
+                let mut b = vec1(src, &format!("{p}self_attn.q_proj.bias"), qo)?;
+                b.extend(vec1(src, &format!("{p}self_attn.k_proj.bias"), kvo)?);
+                b.extend(vec1(src, &format!("{p}self_attn.v_proj.bias"), kvo)?);
+                Some(t1(b, device))
+            } else {
+                None
+            };
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(t1(vec1(src, &format!("{p}self_attn.q_norm.weight"), hd)?, device)),
+                    Some(t1(vec1(src, &format!("{p}self_attn.k_norm.weight"), hd)?, device)),
+                )
+            } else {
+                (None, None)
+            };
+            let o = src.need(&format!("{p}self_attn.o_proj.weight"), d, qo)?;
+            let (or, oc, wo) = transpose_cat(&[&o]);
+            let g = src.need(&format!("{p}mlp.gate_proj.weight"), cfg.intermediate, d)?;
+            let u = src.need(&format!("{p}mlp.up_proj.weight"), cfg.intermediate, d)?;
+            let (gr, gc, wgu) = transpose_cat(&[&g, &u]);
+            drop((g, u));
+            let dn = src.need(&format!("{p}mlp.down_proj.weight"), d, cfg.intermediate)?;
+            let (dr, dc, wdown) = transpose_cat(&[&dn]);
+            layers.push(FusedLayer {
+                attn_norm: t1(vec1(src, &format!("{p}input_layernorm.weight"), d)?, device),
+                wqkv: t2(wqkv, r, c, device),
+                bqkv,
+                q_norm,
+                k_norm,
+                wo: t2(wo, or, oc, device),
+                ffn_norm: t1(
+                    vec1(src, &format!("{p}post_attention_layernorm.weight"), d)?,
+                    device,
+                ),
+                wgu: t2(wgu, gr, gc, device),
+                wdown: t2(wdown, dr, dc, device),
+            });
+        }
+        let norm = t1(vec1(src, "model.norm.weight", d)?, device);
+        let (hr, hc, head) = transpose_cat(&[lm_head.as_ref().unwrap_or(&embed)]);
+        Ok(Fused {
+            embed: t2(embed.data, cfg.vocab, d, device),
+            layers,
+            norm,
+            lm_head: t2(head, hr, hc, device),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // HF rows 0..8 for 2 heads of dim 4; llama.cpp permute: reshape(h, 2, hd/2).swap(1, 2).
+        let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        // head 0: rows [0,1,2,3] → pairs (0,2),(1,3) interleaved: [0,2,1,3]
+        let gguf = vec![0., 2., 1., 3., 4., 6., 5., 7.];
+        let mut m = Mat { rows: 8, cols: 1, data: gguf };
+        unpermute_rows(&mut m, 2);
+        assert_eq!(m.data, hf);
+    }
+
+    #[test]
+    fn transpose_cat_layout() {
+        let a = Mat { rows: 2, cols: 3, data: vec![1., 2., 3., 4., 5., 6.] };
+        let b = Mat { rows: 1, cols: 3, data: vec![7., 8., 9.] };
+        let (r, c, v) = transpose_cat(&[&a, &b]);
+        assert_eq!((r, c), (3, 3));
+        assert_eq!(v, vec![1., 4., 7., 2., 5., 8., 3., 6., 9.]);
+    }
+}

@@ -1,0 +1,402 @@
+//! The training forward: log-probs of action tokens after a prompt, under autodiff, with
+//! LoRA on named projections or full fine-tuning.
+//!
+//! [`TrainModel`] holds a burn [`Module`] ([`Decoder`]) on the autodiff device, built from a
+//! loaded [`BurnLm`] (weights shared, not copied, until the optimizer changes them). After an
+//! optimizer step, [`BurnLm::set_weights`] merges LoRA and refreshes the inference weights so
+//! that rollouts sample from the updated policy.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use memfactory_core::{Error, Result};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::engine::BurnLm;
+use crate::forward::{NEG, attention, rms_norm, rope, rope_tables};
+use crate::model::{Fused, FusedLayer, ModelConfig};
+
+/// Projection names LoRA may adapt (HF names).
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+];
+
+/// LoRA settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    /// Rank `r`.
+    pub rank: usize,
+    /// Scale numerator: the update is `alpha / r · x A B`.
+    pub alpha: f32,
+    /// Adapted projections, among [`PROJECTIONS`].
+    pub targets: Vec<String>,
+    /// Seed of the `A` initialisation (`B` starts at zero, so the model starts unchanged).
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+            seed: 0,
+        }
+    }
+}
+
+/// A linear map `x W + b` (`W` is `[in, out]`) with an optional LoRA update.
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// `[in, r]`.
+    pub lora_a: Option<Param<Tensor<2>>>,
+    /// `[r, out]`.
+    pub lora_b: Option<Param<Tensor<2>>>,
+    /// `alpha / r`.
+    pub scale: f32,
+}
+
+impl LoraLinear {
+    /// Applies the map to `x` `[n, in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut y = x.clone().matmul(self.weight.val());
+        if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
+            y = y + x.matmul(a.val()).matmul(b.val()).mul_scalar(self.scale);
+        }
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze::<2>();
+        }
+        y
+    }
+
+    /// The effective weight `W + s·A B`, detached, on the plain device.
+    pub fn merged(&self) -> Tensor<2> {
+        let w = self.weight.val().inner();
+        match (&self.lora_a, &self.lora_b) {
+            (Some(a), Some(b)) => w + a.val().inner().matmul(b.val().inner()).mul_scalar(self.scale),
+            _ => w,
+        }
+    }
+}
+
+/// One decoder block.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Pre-attention RMSNorm.
+    pub attn_norm: Param<Tensor<1>>,
+    /// Query projection.
+    pub q_proj: LoraLinear,
+    /// Key projection.
+    pub k_proj: LoraLinear,
+    /// Value projection.
+    pub v_proj: LoraLinear,
+    /// Output projection.
+    pub o_proj: LoraLinear,
+    /// Qwen3 per-head query norm.
+    pub q_norm: Option<Param<Tensor<1>>>,
+    /// Qwen3 per-head key norm.
+    pub k_norm: Option<Param<Tensor<1>>>,
+    /// Pre-MLP RMSNorm.
+    pub ffn_norm: Param<Tensor<1>>,
+    /// SwiGLU gate.
+    pub gate_proj: LoraLinear,
+    /// SwiGLU up.
+    pub up_proj: LoraLinear,
+    /// SwiGLU down.
+    pub down_proj: LoraLinear,
+}
+
+/// The trainable decoder.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    /// Token embedding `[vocab, d]`.
+    pub embed: Param<Tensor<2>>,
+    /// Blocks.
+    pub blocks: Vec<Block>,
+    /// Final norm.
+    pub norm: Param<Tensor<1>>,
+    /// LM head `[d, vocab]`; `None` when tied to the embedding.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// Hyper-parameters.
+    #[module(skip)]
+    pub cfg: ModelConfig,
+}
+
+/// Log-probs of action tokens, `[batch, max_action_len]`, with a 0/1 mask of real tokens.
+#[derive(Debug, Clone)]
+pub struct ActionLogprobs {
+    /// Log-prob of each action token (0 where masked), differentiable.
+    pub logprobs: Tensor<2>,
+    /// 1 for real action tokens, 0 for padding.
+    pub mask: Tensor<2>,
+}
+
+/// A trainable copy of a [`BurnLm`]'s weights on the autodiff device.
+#[derive(Debug)]
+pub struct TrainModel {
+    /// The module (hand it to a burn optimizer).
+    pub decoder: Decoder,
+    /// The autodiff device.
+    pub device: Device,
+}
+
+fn lora_init(inp: usize, r: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    // PEFT's kaiming_uniform(a = √5) on A: U(−1/√in, 1/√in).
+    let bound = 1.0 / (inp as f32).sqrt();
+    (0..inp * r)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32;
+            (2.0 * u - 1.0) * bound
+        })
+        .collect()
+}
+
+impl TrainModel {
+    /// Builds a trainable model from `lm`: LoRA on `lora.targets` with every base weight
+    /// frozen, or full fine-tuning of every weight when `lora` is `None`.
+    pub fn new(lm: &BurnLm, lora: Option<&LoraConfig>) -> Result<TrainModel> {
+        if let Some(l) = lora {
+            if l.rank == 0 {
+                return Err(Error::Invalid("LoRA rank must be positive".into()));
+            }
+            if let Some(bad) = l.targets.iter().find(|t| !PROJECTIONS.contains(&t.as_str())) {
+                return Err(Error::Invalid(format!(
+                    "unknown LoRA target `{bad}` (expected one of {})",
+                    PROJECTIONS.join(", ")
+                )));
+            }
+        }
+        let device = lm.device.clone().autodiff();
+        let cfg = lm.cfg.clone();
+        let w = &lm.weights;
+        let full = lora.is_none();
+        let mut rng = ChaCha8Rng::seed_from_u64(lora.map_or(0, |l| l.seed));
+        let p1 = |t: Tensor<1>| Param::from_tensor(t.autodiff()).set_require_grad(full);
+        let p2 = |t: Tensor<2>| Param::from_tensor(t.autodiff()).set_require_grad(full);
+        let mut lin = |name: &str, wt: Tensor<2>, b: Option<Tensor<1>>| -> LoraLinear {
+            let [inp, out] = wt.dims();
+            let (lora_a, lora_b, scale) = match lora {
+                Some(l) if l.targets.iter().any(|t| t == name) => {
+                    let a = lora_init(inp, l.rank, &mut rng);
+                    let a = Tensor::<2>::from_data(TensorData::new(a, [inp, l.rank]), &device);
+                    let b = Tensor::<2>::zeros([l.rank, out], &device);
+                    (
+                        Some(Param::from_tensor(a).set_require_grad(true)),
+                        Some(Param::from_tensor(b).set_require_grad(true)),
+                        l.alpha / l.rank as f32,
+                    )
+                }
+                _ => (None, None, 0.0),
+            };
+            LoraLinear {
+                weight: Param::from_tensor(wt.autodiff()).set_require_grad(full),
+                bias: b.map(|b| Param::from_tensor(b.autodiff()).set_require_grad(full)),
+                lora_a,
+                lora_b,
+                scale,
+            }
+        };
+        let (hh, kv, hd, ff) = (cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.intermediate);
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for ly in &w.layers {
+            let bias = |o: usize, n: usize| ly.bqkv.as_ref().map(|b| b.clone().narrow(0, o, n));
+            blocks.push(Block {
+                attn_norm: p1(ly.attn_norm.clone()),
+                q_proj: lin("q_proj", ly.wqkv.clone().narrow(1, 0, hh * hd), bias(0, hh * hd)),
+                k_proj: lin(
+                    "k_proj",
+                    ly.wqkv.clone().narrow(1, hh * hd, kv * hd),
+                    bias(hh * hd, kv * hd),
+                ),
+                v_proj: lin(
+                    "v_proj",
+                    ly.wqkv.clone().narrow(1, (hh + kv) * hd, kv * hd),
+                    bias((hh + kv) * hd, kv * hd),
+                ),
+                o_proj: lin("o_proj", ly.wo.clone(), None),
+                q_norm: ly.q_norm.clone().map(p1),
+                k_norm: ly.k_norm.clone().map(p1),
+                ffn_norm: p1(ly.ffn_norm.clone()),
+                gate_proj: lin("gate_proj", ly.wgu.clone().narrow(1, 0, ff), None),
+                up_proj: lin("up_proj", ly.wgu.clone().narrow(1, ff, ff), None),
+                down_proj: lin("down_proj", ly.wdown.clone(), None),
+            });
+        }
+        let decoder = Decoder {
+            embed: p2(w.embed.clone()),
+            blocks,
+            norm: p1(w.norm.clone()),
+            lm_head: if cfg.tied { None } else { Some(p2(w.lm_head.clone())) },
+            cfg,
+        };
+        Ok(TrainModel { decoder, device })
+    }
+
+    /// Log-probs of each `action` token after its `prompt`, for a batch of
+    /// `(prompt, action)` pairs, under logits divided by `temperature` (1 = the plain
+    /// policy). Differentiable with respect to the trainable parameters.
+    pub fn action_logprobs(&self, batch: &[(Vec<u32>, Vec<u32>)], temperature: f32) -> Result<ActionLogprobs> {
+        self.decoder.action_logprobs(batch, temperature, &self.device)
+    }
+}
+
+impl Decoder {
+    fn hidden(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<3> {
+        let cfg = &self.cfg;
+        let b = ids.len();
+        let s = ids[0].len();
+        let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let flat: Vec<i64> = ids.iter().flatten().map(|&t| t as i64).collect();
+        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [b * s]), device);
+        let mut x = self.embed.val().select(0, idx);
+        let pos: Vec<Vec<usize>> = vec![(0..s).collect(); b];
+        let (cos, sin) = rope_tables(&pos, hd, cfg.rope_theta, device);
+        let mut bias = vec![0f32; s * s];
+        for q in 0..s {
+            for k in q + 1..s {
+                bias[q * s + k] = NEG;
+            }
+        }
+        let bias: Tensor<4> = Tensor::<4>::from_data(TensorData::new(bias, [1, 1, s, s]), device)
+            .repeat_dim(0, b);
+        for blk in &self.blocks {
+            let h = rms_norm(x.clone(), &blk.attn_norm.val(), cfg.rms_eps);
+            let mut q = blk.q_proj.forward(h.clone()).reshape([b, s, hh, hd]).swap_dims(1, 2);
+            let mut k = blk.k_proj.forward(h.clone()).reshape([b, s, kv, hd]).swap_dims(1, 2);
+            let v = blk.v_proj.forward(h).reshape([b, s, kv, hd]).swap_dims(1, 2);
+            if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+                q = rms_norm(q, &qn.val(), cfg.rms_eps);
+                k = rms_norm(k, &kn.val(), cfg.rms_eps);
+            }
+            let q = rope(q, &cos, &sin);
+            let k = rope(k, &cos, &sin);
+            let o = attention(q, k, v, &bias).swap_dims(1, 2).reshape([b * s, hh * hd]);
+            x = x + blk.o_proj.forward(o);
+            let h = rms_norm(x.clone(), &blk.ffn_norm.val(), cfg.rms_eps);
+            let g = blk.gate_proj.forward(h.clone());
+            let u = blk.up_proj.forward(h);
+            x = x + blk.down_proj.forward(silu(g) * u);
+        }
+        x.reshape([b, s, cfg.hidden])
+    }
+
+    /// See [`TrainModel::action_logprobs`]; `device` is the device of this module.
+    pub fn action_logprobs(
+        &self,
+        batch: &[(Vec<u32>, Vec<u32>)],
+        temperature: f32,
+        device: &Device,
+    ) -> Result<ActionLogprobs> {
+        if batch.is_empty() {
+            return Err(Error::Invalid("empty batch".into()));
+        }
+        let vocab = self.cfg.vocab;
+        for (p, a) in batch {
+            if p.is_empty() || a.is_empty() {
+                return Err(Error::Invalid("every item needs a non-empty prompt and action".into()));
+            }
+            if let Some(t) = p.iter().chain(a).find(|&&t| t as usize >= vocab) {
+                return Err(Error::Invalid(format!("token id {t} is outside the vocabulary ({vocab})")));
+            }
+        }
+        let b = batch.len();
+        // Inputs: prompt ++ action[..-1], right-padded; position p predicts token p + 1.
+        let lens: Vec<usize> = batch.iter().map(|(p, a)| p.len() + a.len() - 1).collect();
+        let s = *lens.iter().max().unwrap_or(&1);
+        let s0 = batch.iter().map(|(p, _)| p.len() - 1).min().unwrap_or(0);
+        let amax = batch.iter().map(|(_, a)| a.len()).max().unwrap_or(1);
+        let mut ids = vec![vec![0u32; s]; b];
+        let mut targets = vec![0i64; b * (s - s0)];
+        let mut pick = vec![0i64; b * amax];
+        let mut mask = vec![0f32; b * amax];
+        for (i, (p, a)) in batch.iter().enumerate() {
+            let full: Vec<u32> = p.iter().chain(a.iter()).copied().collect();
+            ids[i][..lens[i]].copy_from_slice(&full[..lens[i]]);
+            for pos in s0..lens[i] {
+                targets[i * (s - s0) + pos - s0] = full[pos + 1] as i64;
+            }
+            for j in 0..a.len() {
+                pick[i * amax + j] = (p.len() - 1 + j - s0) as i64;
+                mask[i * amax + j] = 1.0;
+            }
+        }
+        let h = self.hidden(&ids, device).narrow(1, s0, s - s0).reshape([b * (s - s0), self.cfg.hidden]);
+        let h = rms_norm(h, &self.norm.val(), self.cfg.rms_eps);
+        let head = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.embed.val().transpose(),
+        };
+        let mut logits = h.matmul(head);
+        if temperature > 0.0 && temperature != 1.0 {
+            logits = logits.div_scalar(temperature);
+        }
+        let lp = log_softmax(logits, 1);
+        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [b * (s - s0), 1]), device);
+        let lp = lp.gather(1, t).reshape([b, s - s0]);
+        let pick: Tensor<2, Int> = Tensor::from_data(TensorData::new(pick, [b, amax]), device);
+        let mask: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, amax]), device);
+        let lp = lp.gather(1, pick) * mask.clone();
+        Ok(ActionLogprobs { logprobs: lp, mask })
+    }
+
+    /// Inference weights of this module (LoRA merged), on the plain device.
+    pub(crate) fn to_fused(&self) -> Fused {
+        let layers = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let bq = match (&b.q_proj.bias, &b.k_proj.bias, &b.v_proj.bias) {
+                    (Some(q), Some(k), Some(v)) => Some(Tensor::cat(
+                        vec![q.val().inner(), k.val().inner(), v.val().inner()],
+                        0,
+                    )),
+                    _ => None,
+                };
+                FusedLayer {
+                    attn_norm: b.attn_norm.val().inner(),
+                    wqkv: Tensor::cat(vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()], 1),
+                    bqkv: bq,
+                    q_norm: b.q_norm.as_ref().map(|p| p.val().inner()),
+                    k_norm: b.k_norm.as_ref().map(|p| p.val().inner()),
+                    wo: b.o_proj.merged(),
+                    ffn_norm: b.ffn_norm.val().inner(),
+                    wgu: Tensor::cat(vec![b.gate_proj.merged(), b.up_proj.merged()], 1),
+                    wdown: b.down_proj.merged(),
+                }
+            })
+            .collect();
+        let embed = self.embed.val().inner();
+        let lm_head = match &self.lm_head {
+            Some(w) => w.val().inner(),
+            None => embed.clone().transpose(),
+        };
+        Fused {
+            embed,
+            layers,
+            norm: self.norm.val().inner(),
+            lm_head,
+        }
+    }
+}
+
+impl BurnLm {
+    /// Replaces the inference weights with `model`'s (LoRA merged), so that generation
+    /// samples from the trained policy.
+    pub fn set_weights(&mut self, model: &TrainModel) -> Result<()> {
+        if model.decoder.cfg != self.cfg {
+            return Err(Error::Invalid("model config differs from the loaded model".into()));
+        }
+        self.weights = model.decoder.to_fused();
+        Ok(())
+    }
+
+    /// Hyper-parameters (for trainers that build their own [`Decoder`]).
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+}
