@@ -141,7 +141,8 @@ def greedy(model, ids: list[int], n_new: int, eos_ids: list[int] | None, topk: i
         outp = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
         past = outp.past_key_values
         logits = outp.logits[0, -1]
-    return {"new_ids": new_ids, "steps": steps}
+    margin = min(st["top_logits"][0] - st["top_logits"][1] for st in steps)
+    return {"new_ids": new_ids, "min_top1_top2_margin": f(margin), "steps": steps}
 
 
 # ----------------------------------------------------------------------------- SmolLM2
@@ -167,7 +168,18 @@ SMOL_PROMPTS = [
             {"role": "user", "content": "Which planet is known as the Red Planet?"},
         ],
     },
+    {
+        # ~300 tokens: exercises RoPE / attention at larger positions (RULER-style needle).
+        "name": "raw_long_needle",
+        "kind": "raw",
+        "text": "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 6
+        + "One of the special magic numbers for sleepy-tiger is: 7319205. "
+        + "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 6
+        + "What is the special magic number for sleepy-tiger mentioned in the provided text? "
+        "The special magic number for sleepy-tiger mentioned in the provided text is",
+    },
 ]
+FULL_LOGITS_PROMPT = "chat_default_system"  # full [V] logits at the last position for this prompt
 
 TOKENIZATION_CASES = [
     "Hello world",
@@ -218,10 +230,15 @@ def make_smollm2(gguf_path: Path, out: Path) -> None:
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[0].float()
         rec["positions"] = position_stats(logits, ids, probe_ids)
+        if p["name"] == FULL_LOGITS_PROMPT:
+            rec["last_position_full_logits"] = [f(v) for v in logits[-1]]
         gen = greedy(model, ids, GREEDY_NEW, eos_ids, GREEDY_TOPK)
         gen["text"] = tok.decode(gen["new_ids"], skip_special_tokens=False)
         rec["greedy"] = gen
-        print(f"[smollm2] {p['name']}: {len(ids)} tokens -> {gen['text']!r}", flush=True)
+        print(
+            f"[smollm2] {p['name']}: {len(ids)} tokens -> {gen['text']!r} (margin {gen['min_top1_top2_margin']})",
+            flush=True,
+        )
         prompts.append(rec)
 
     cases = [{"text": s, "ids": tok(s, add_special_tokens=False).input_ids} for s in TOKENIZATION_CASES]
@@ -240,7 +257,8 @@ def make_smollm2(gguf_path: Path, out: Path) -> None:
                 "Chat prompts: tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), "
                 "then encoded with add_special_tokens=False; special tokens like <|im_start|> are single ids.",
                 "Without a system message the template inserts SmolLM2's default system prompt.",
-                "Logits are not stored in full: per position the top-20, the 16 probe ids, max, logsumexp.",
+                "Logits are not stored in full: per position the top-20, the 16 probe ids, max, logsumexp; "
+                "the prompt named in full_logits_prompt also has last_position_full_logits ([V]).",
                 "next_logprob = log_softmax(logits[pos])[ids[pos+1]] (teacher-forced log-prob).",
                 "greedy: KV-cached argmax decode; stops early at an eos id (included).",
             ],
@@ -264,6 +282,7 @@ def make_smollm2(gguf_path: Path, out: Path) -> None:
         },
         "chat_template": tok.chat_template,
         "probe_ids": probe_ids,
+        "full_logits_prompt": FULL_LOGITS_PROMPT,
         "top_k": TOP_K,
         "prompts": prompts,
         "tokenization_cases": cases,
@@ -328,7 +347,7 @@ def build_tokenizer(vocab_size: int):
     return tk
 
 
-def randomize_(model, seed: int) -> None:
+def randomize_(model, seed: int, embed_std: float) -> None:
     """Overwrite HF's init (std 0.02, zero biases, unit norms) with larger random values so the
     logits are spread out and every parameter (biases, norm gains) matters."""
     g = torch.Generator().manual_seed(seed)
@@ -340,7 +359,7 @@ def randomize_(model, seed: int) -> None:
             elif name.endswith(".bias"):
                 p.copy_(0.2 * r)
             elif "embed_tokens" in name:
-                p.copy_(1.0 * r)
+                p.copy_(embed_std * r)
             else:  # linear weights [out, in]: std ~ 1/sqrt(in) times a gain
                 p.copy_(1.5 * r / math.sqrt(p.shape[1]))
 
@@ -369,7 +388,7 @@ def make_tiny(kind: str, out_dir: Path, out_json: Path, seed: int) -> None:
             p.unlink()
 
     # --- tokenizer
-    tk = build_tokenizer(vocab_size=384)
+    tk = build_tokenizer(vocab_size=448)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tk,
         eos_token="<|im_end|>",
@@ -382,6 +401,11 @@ def make_tiny(kind: str, out_dir: Path, out_json: Path, seed: int) -> None:
         clean_up_tokenization_spaces=False,
     )
     hf_tok.save_pretrained(out_dir)
+    # portable class name (transformers 5 writes "TokenizersBackend", unknown to 4.x)
+    cfgp = out_dir / "tokenizer_config.json"
+    tc = json.loads(cfgp.read_text())
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfgp.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
     # keep the folder minimal: tokenizer.json + tokenizer_config.json (chat_template inline)
     for extra in ("special_tokens_map.json", "chat_template.jinja"):
         if (out_dir / extra).exists():
@@ -436,7 +460,9 @@ def make_tiny(kind: str, out_dir: Path, out_json: Path, seed: int) -> None:
         )
         model = Qwen3ForCausalLM(cfg)
         save_dtype = torch.bfloat16
-    randomize_(model, seed)
+    # a tied head with a large embedding mostly predicts the input token again; keep the
+    # embedding small there so greedy decoding moves around.
+    randomize_(model, seed, embed_std=0.25 if cfg.tie_word_embeddings else 1.0)
     if cfg.tie_word_embeddings:
         model.tie_weights()
     model = model.to(save_dtype)
