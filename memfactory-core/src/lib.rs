@@ -25,6 +25,7 @@ pub mod lm;
 pub mod memory;
 pub mod op;
 pub mod paradigm;
+pub mod prompt;
 pub mod recipe;
 pub mod registry;
 pub mod reward;
@@ -40,6 +41,7 @@ pub use lm::{ChatMessage, Finish, GenRequest, Generation, LanguageModel, Prompt,
 pub use memory::{EditOutcome, MemoryEdit, MemoryItem, MemoryStore, SearchQuery, StoreFactory};
 pub use op::{MemoryOp, OpInput, OpOutput};
 pub use paradigm::Paradigm;
+pub use prompt::PromptTemplate;
 pub use recipe::Recipe;
 pub use registry::{Family, Registration};
 pub use reward::Reward;

@@ -9,3 +9,53 @@ pub trait Reward: Send + Sync {
     /// Score in \[0, 1\] for most rewards; `None` when it does not apply to this sample.
     fn score(&self, sample: &Sample, episode: &Episode) -> Result<Option<f32>>;
 }
+
+/// The answer a metric scores: the last `\boxed{}` of the episode's answer, or — when
+/// `require_boxed` is false and there is no box — the whole answer text.
+pub fn scored_answer(episode: &Episode, require_boxed: bool) -> Option<String> {
+    let text = episode.answer.as_deref()?;
+    match crate::text::extract_boxed(text) {
+        Some(b) => Some(b),
+        None if !require_boxed => Some(text.trim().to_string()),
+        None => None,
+    }
+}
+
+/// A metric of the scored answer against the gold answers (max over golds); 0 when there is
+/// no answer to score. The reward crates `exact-match`, `sub-em` and `f1` are instances.
+pub struct AnswerMetric {
+    name: String,
+    require_boxed: bool,
+    metric: fn(&str, &str) -> f32,
+}
+
+impl AnswerMetric {
+    /// Builds from a recipe table: key `require_boxed` (default true).
+    pub fn from_cfg(
+        cfg: &mut crate::Cfg,
+        name: &str,
+        metric: fn(&str, &str) -> f32,
+    ) -> Result<Self> {
+        Ok(AnswerMetric {
+            name: name.to_string(),
+            require_boxed: cfg.get("require_boxed", true)?,
+            metric,
+        })
+    }
+}
+
+impl Reward for AnswerMetric {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn score(&self, sample: &Sample, episode: &Episode) -> Result<Option<f32>> {
+        if sample.answers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(match scored_answer(episode, self.require_boxed) {
+            None => 0.0,
+            Some(pred) => crate::text::max_over(&sample.answers, |g| (self.metric)(&pred, g)),
+        }))
+    }
+}

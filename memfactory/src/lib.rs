@@ -1,1 +1,83 @@
-//! MemFactory facade.
+//! # memfactory
+//!
+//! The facade of MemFactory: one Cargo feature per component, profile features per
+//! paradigm, and the recipe runner.
+//!
+//! Components register themselves through `inventory`, but inventory only sees crates that
+//! are linked, so this crate names each enabled component crate (`use … as _;`). The
+//! registry therefore holds exactly the components whose features are enabled — a test
+//! checks it.
+//!
+//! ## Features
+//!
+//! | feature | component |
+//! |---|---|
+//! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` |
+//! | `agent-memagent` | MemAgent paradigm |
+//! | `op-overwrite` | MemAgent memory overwrite op |
+//! | `store-memory` | in-memory store |
+//! | `lm-scripted` | deterministic scripted LM (tests) |
+//! | `lm-burn` | native engine on burn (CPU `flex`) |
+//! | `wgpu`, `cuda` | GPU backends of the native engine (`cuda` needs network at build time) |
+//! | `data-ruler-hqa` | RULER-HotpotQA built from HotpotQA JSON |
+//! | `data-memagent-json` | MemAgent / MemFactory eval files |
+//! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` | answer metrics / rewards |
+//!
+//! Default: `memagent`, `lm-scripted`, `lm-burn`.
+//!
+//! ## Running a recipe
+//!
+//! [`Assembly::from_recipe`] builds every component a recipe names (checking every key);
+//! [`eval::run_eval`] runs the agent over the eval data and writes the run directory.
+
+pub mod assembly;
+pub mod eval;
+
+pub use assembly::{Assembly, RunSettings};
+pub use memfactory_core as core;
+
+#[cfg(feature = "agent-memagent")]
+use memfactory_agent_memagent as _;
+#[cfg(feature = "data-memagent-json")]
+use memfactory_data_memagent_json as _;
+#[cfg(feature = "data-ruler-hqa")]
+use memfactory_data_ruler_hqa as _;
+#[cfg(feature = "lm-burn")]
+pub use memfactory_lm_burn as lm_burn;
+#[cfg(feature = "lm-scripted")]
+use memfactory_lm_scripted as _;
+#[cfg(feature = "op-overwrite")]
+use memfactory_op_overwrite as _;
+#[cfg(feature = "reward-exact-match")]
+use memfactory_reward_exact_match as _;
+#[cfg(feature = "reward-f1")]
+use memfactory_reward_f1 as _;
+#[cfg(feature = "reward-format")]
+use memfactory_reward_format as _;
+#[cfg(feature = "reward-sub-em")]
+use memfactory_reward_sub_em as _;
+#[cfg(feature = "store-memory")]
+use memfactory_store_memory as _;
+
+use memfactory_core::Family;
+
+/// The components whose features are enabled in this build, as `(family, kind)`.
+pub fn enabled_components() -> Vec<(Family, &'static str)> {
+    let all: [(bool, Family, &'static str); 11] = [
+        (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
+        (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
+        (cfg!(feature = "store-memory"), Family::Store, "memory"),
+        (cfg!(feature = "lm-scripted"), Family::Lm, "scripted"),
+        (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
+        (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
+        (cfg!(feature = "data-memagent-json"), Family::Data, "memagent-json"),
+        (cfg!(feature = "reward-exact-match"), Family::Reward, "exact-match"),
+        (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
+        (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
+        (cfg!(feature = "reward-format"), Family::Reward, "format"),
+    ];
+    all.iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, f, k)| (*f, *k))
+        .collect()
+}

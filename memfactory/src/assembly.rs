@@ -1,0 +1,178 @@
+//! Building every component a recipe names.
+//!
+//! A recipe has these top-level tables (anything else is rejected):
+//!
+//! ```toml
+//! [run]                 # optional
+//! name = "memagent-smoke"
+//! seed = 0              # derives every RNG: run -> sample -> path -> LM call
+//! out = "runs/memagent-smoke"   # default runs/<name>
+//!
+//! [model]               # an LM backend: kind = "burn" | "scripted" | ...
+//! [store]               # optional, default { kind = "memory" }
+//! [agent]               # a paradigm: kind = "memagent" | ...
+//! [data.eval]           # a dataset: kind = "ruler-hqa" | "memagent-json" | ...
+//! [eval]                # optional
+//! limit = 100           # evaluate the first N samples
+//! metrics = ["sub-em", "exact-match", "f1", "format"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use memfactory_core::{
+    Cfg, DataSource, Error, LanguageModel, Paradigm, Recipe, Result, Reward, StoreFactory,
+    registry,
+};
+
+/// The `[run]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Run name.
+    pub name: String,
+    /// Root seed.
+    pub seed: u64,
+    /// Run directory.
+    pub out: PathBuf,
+}
+
+/// Every component of a recipe, built and checked.
+pub struct Assembly {
+    /// Where the recipe came from.
+    pub recipe_file: String,
+    /// `[run]` settings.
+    pub run: RunSettings,
+    /// The LM backend.
+    pub model: Box<dyn LanguageModel>,
+    /// Opens one store per episode.
+    pub store: Box<dyn StoreFactory>,
+    /// The agent paradigm.
+    pub agent: Box<dyn Paradigm>,
+    /// The eval dataset, when the recipe has `[data.eval]`.
+    pub eval_data: Option<Box<dyn DataSource>>,
+    /// Eval metrics.
+    pub metrics: Vec<Box<dyn Reward>>,
+    /// `[eval] limit`.
+    pub eval_limit: Option<usize>,
+    /// The resolved recipe: every key with its default filled in.
+    pub resolved: toml::Table,
+}
+
+fn required(cfg: &mut Cfg, key: &str, what: &str) -> Result<Cfg> {
+    cfg.sub(key)?.ok_or_else(|| {
+        Error::config(
+            cfg.key(key),
+            format!("missing table [{key}] ({what}); add it with a `kind` key"),
+        )
+    })
+}
+
+const DEFAULT_METRICS: [&str; 4] = ["sub-em", "exact-match", "f1", "format"];
+
+impl Assembly {
+    /// Reads and builds the recipe file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_recipe(&Recipe::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Builds every component of `recipe`.
+    pub fn from_recipe(recipe: &Recipe) -> Result<Self> {
+        let mut root = recipe.cfg();
+        let mut resolved = toml::Table::new();
+
+        let mut run_cfg = root
+            .sub("run")?
+            .unwrap_or_else(|| Cfg::new("run", toml::Table::new()));
+        let stem = Path::new(&recipe.file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let name: String = run_cfg.get("name", stem)?;
+        let seed: u64 = run_cfg.get("seed", 0u64)?;
+        let out: String = run_cfg.get("out", format!("runs/{name}"))?;
+        resolved.insert("run".into(), toml::Value::Table(run_cfg.finish()?));
+
+        let (model, t) = registry::build::<dyn LanguageModel>(required(
+            &mut root,
+            "model",
+            "the LM backend",
+        )?)?;
+        resolved.insert("model".into(), toml::Value::Table(t));
+
+        let store_cfg = match root.sub("store")? {
+            Some(c) => c,
+            None => Cfg::from_value("store", &toml::Value::String("memory".into()))?,
+        };
+        let (store, t) = registry::build::<dyn StoreFactory>(store_cfg)?;
+        resolved.insert("store".into(), toml::Value::Table(t));
+
+        let (agent, t) =
+            registry::build::<dyn Paradigm>(required(&mut root, "agent", "the agent paradigm")?)?;
+        resolved.insert("agent".into(), toml::Value::Table(t));
+
+        let mut eval_data = None;
+        if let Some(mut data) = root.sub("data")? {
+            let mut data_resolved = toml::Table::new();
+            if let Some(c) = data.sub("eval")? {
+                let (d, t) = registry::build::<dyn DataSource>(c)?;
+                eval_data = Some(d);
+                data_resolved.insert("eval".into(), toml::Value::Table(t));
+            }
+            data.finish()?;
+            resolved.insert("data".into(), toml::Value::Table(data_resolved));
+        }
+
+        let mut eval_cfg = root
+            .sub("eval")?
+            .unwrap_or_else(|| Cfg::new("eval", toml::Table::new()));
+        let eval_limit: Option<usize> = eval_cfg.opt("limit")?;
+        let metric_values = match eval_cfg.raw("metrics") {
+            None => DEFAULT_METRICS
+                .iter()
+                .map(|m| toml::Value::String(m.to_string()))
+                .collect(),
+            Some(toml::Value::Array(a)) => a,
+            Some(other) => {
+                return Err(eval_cfg.error(
+                    "metrics",
+                    format!(
+                        "expected an array of reward kinds or tables, found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        let mut metrics = Vec::new();
+        let mut metrics_resolved = Vec::new();
+        for (i, v) in metric_values.iter().enumerate() {
+            let c = Cfg::from_value(format!("eval.metrics[{i}]"), v)?;
+            let (m, t) = registry::build::<dyn Reward>(c)?;
+            metrics.push(m);
+            metrics_resolved.push(toml::Value::Table(t));
+        }
+        eval_cfg.set_resolved("metrics", toml::Value::Array(metrics_resolved));
+        resolved.insert("eval".into(), toml::Value::Table(eval_cfg.finish()?));
+        root.finish()?;
+
+        Ok(Assembly {
+            recipe_file: recipe.file.clone(),
+            run: RunSettings {
+                name,
+                seed,
+                out: PathBuf::from(out),
+            },
+            model,
+            store,
+            agent,
+            eval_data,
+            metrics,
+            eval_limit,
+            resolved,
+        })
+    }
+
+    /// The resolved recipe as TOML text.
+    pub fn resolved_toml(&self) -> String {
+        toml::to_string_pretty(&self.resolved).unwrap_or_default()
+    }
+}

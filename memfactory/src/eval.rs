@@ -1,0 +1,317 @@
+//! Evaluation: run the agent over the eval samples and write the run directory.
+//!
+//! Files written into the run directory (each appended and flushed as samples finish, so
+//! an interrupted run keeps everything done so far):
+//! - `recipe.resolved.toml` — the recipe with every default filled in;
+//! - `trajectories.jsonl` — one line per episode: every LM call with prompt token ids,
+//!   generated token ids and their log-probs, every memory edit, the answer;
+//! - `scores.jsonl` — one line per sample: each metric averaged over its paths;
+//! - `metrics.json` — `{"metrics": {name: mean}, "ci95": {name: half-width}, "n": N, ...}`;
+//! - `report.md` — a readable summary with a few examples.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use memfactory_core::{
+    Episode, EpisodeCx, Error, LoadCx, Result, Sample, Step, seed,
+};
+use serde::Serialize;
+
+use crate::Assembly;
+
+/// Per-sample result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleScore {
+    /// Sample id.
+    pub id: String,
+    /// Each metric averaged over the sample's paths (avg@k).
+    pub scores: BTreeMap<String, f64>,
+    /// Answer of path 0.
+    pub answer: Option<String>,
+    /// Gold answers.
+    pub gold: Vec<String>,
+}
+
+/// What an eval run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    /// Mean of each metric over samples.
+    pub metrics: BTreeMap<String, f64>,
+    /// 95 % confidence half-width of each mean (normal approximation over samples).
+    pub ci95: BTreeMap<String, f64>,
+    /// Samples evaluated.
+    pub n: usize,
+    /// Paths per sample (avg@k).
+    pub paths: usize,
+    /// LM calls made.
+    pub lm_calls: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// The model.
+    pub model: String,
+}
+
+/// Progress events for a UI.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Samples loaded; `total` will be evaluated.
+    Start {
+        /// How many samples.
+        total: usize,
+    },
+    /// One sample finished.
+    Sample {
+        /// Its scores.
+        score: SampleScore,
+    },
+}
+
+fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    Ok(BufWriter::new(File::create(path).map_err(write_err(path))?))
+}
+
+fn append_json<T: Serialize>(w: &mut BufWriter<File>, path: &Path, v: &T) -> Result<()> {
+    let line = serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    writeln!(w, "{line}").map_err(write_err(path))?;
+    w.flush().map_err(write_err(path))
+}
+
+/// Loads the eval samples of `asm` (first `limit` of them).
+pub fn load_eval_samples(asm: &Assembly, limit: Option<usize>) -> Result<Vec<Sample>> {
+    let data = asm.eval_data.as_ref().ok_or_else(|| {
+        Error::config("data.eval", "the recipe has no [data.eval] table to evaluate on")
+    })?;
+    let mut samples = data.load(&LoadCx {
+        tokenizer: Some(asm.model.as_ref()),
+    })?;
+    if let Some(l) = limit.or(asm.eval_limit) {
+        samples.truncate(l);
+    }
+    Ok(samples)
+}
+
+/// Runs one sample's group of episodes (the paradigm's `paths`).
+pub fn run_sample(asm: &Assembly, sample: &Sample) -> Result<Vec<Episode>> {
+    let paths = asm.agent.paths().max(1);
+    let sample_seed = seed::derive(asm.run.seed, &sample.id);
+    let mut cxs = (0..paths)
+        .map(|p| {
+            let store = asm.store.open(&format!("{}/{p}", sample.id))?;
+            Ok(EpisodeCx::new(
+                asm.model.as_ref(),
+                store,
+                &sample.id,
+                p,
+                seed::derive_n(sample_seed, p as u64),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    asm.agent.run_group(sample, &mut cxs)?;
+    Ok(cxs.into_iter().map(EpisodeCx::into_episode).collect())
+}
+
+/// Scores `episodes` of `sample` with every metric, averaged over paths.
+pub fn score_sample(
+    asm: &Assembly,
+    sample: &Sample,
+    episodes: &[Episode],
+) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for m in &asm.metrics {
+        let mut vals = Vec::new();
+        for e in episodes {
+            if let Some(v) = m.score(sample, e)? {
+                if !v.is_finite() {
+                    return Err(Error::backend(
+                        m.name(),
+                        format!("metric returned {v} on sample {}", sample.id),
+                    ));
+                }
+                vals.push(v as f64);
+            }
+        }
+        if !vals.is_empty() {
+            out.insert(
+                m.name().to_string(),
+                vals.iter().sum::<f64>() / vals.len() as f64,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn mean_ci(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    if n < 2.0 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (var / n).sqrt())
+}
+
+/// Runs the eval: loads samples, runs every group, writes the run directory `out`.
+pub fn run_eval(
+    asm: &Assembly,
+    limit: Option<usize>,
+    out: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalSummary> {
+    let start = Instant::now();
+    std::fs::create_dir_all(out).map_err(write_err(out))?;
+    let resolved_path = out.join("recipe.resolved.toml");
+    std::fs::write(&resolved_path, asm.resolved_toml()).map_err(write_err(&resolved_path))?;
+    let samples = load_eval_samples(asm, limit)?;
+    progress(Progress::Start {
+        total: samples.len(),
+    });
+
+    let traj_path = out.join("trajectories.jsonl");
+    let scores_path = out.join("scores.jsonl");
+    let mut traj = create(&traj_path)?;
+    let mut scores_w = create(&scores_path)?;
+    let mut per_metric: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut examples: Vec<(Sample, Episode, SampleScore)> = Vec::new();
+    let (mut lm_calls, mut generated) = (0usize, 0usize);
+
+    for sample in &samples {
+        let episodes = run_sample(asm, sample)?;
+        for e in &episodes {
+            append_json(&mut traj, &traj_path, e)?;
+            for c in e.lm_calls() {
+                lm_calls += 1;
+                generated += c.output.token_ids.len();
+            }
+        }
+        let scores = score_sample(asm, sample, &episodes)?;
+        for (k, v) in &scores {
+            per_metric.entry(k.clone()).or_default().push(*v);
+        }
+        let score = SampleScore {
+            id: sample.id.clone(),
+            scores,
+            answer: episodes.first().and_then(|e| e.answer.clone()),
+            gold: sample.answers.clone(),
+        };
+        append_json(&mut scores_w, &scores_path, &score)?;
+        if examples.len() < 3 {
+            examples.push((sample.clone(), episodes[0].clone(), score.clone()));
+        }
+        progress(Progress::Sample { score });
+    }
+
+    let mut metrics = BTreeMap::new();
+    let mut ci95 = BTreeMap::new();
+    for (k, v) in &per_metric {
+        let (m, c) = mean_ci(v);
+        metrics.insert(k.clone(), m);
+        ci95.insert(k.clone(), c);
+    }
+    let summary = EvalSummary {
+        metrics,
+        ci95,
+        n: samples.len(),
+        paths: asm.agent.paths().max(1),
+        lm_calls,
+        generated_tokens: generated,
+        seconds: start.elapsed().as_secs_f64(),
+        model: asm.model.describe(),
+    };
+    let metrics_path = out.join("metrics.json");
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(&metrics_path, json).map_err(write_err(&metrics_path))?;
+    let report_path = out.join("report.md");
+    std::fs::write(&report_path, report(asm, &summary, &examples))
+        .map_err(write_err(&report_path))?;
+    Ok(summary)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleScore)]) -> String {
+    let mut r = String::new();
+    r.push_str(&format!("# Eval report: {}\n\n", asm.run.name));
+    r.push_str(&format!(
+        "- recipe: `{}`\n- model: {}\n- agent: `{}`, {} path(s) per sample (avg@{})\n- samples: {}\n- LM calls: {}, generated tokens: {}\n- wall time: {:.1} s\n\n",
+        asm.recipe_file,
+        s.model,
+        asm.agent.kind(),
+        s.paths,
+        s.paths,
+        s.n,
+        s.lm_calls,
+        s.generated_tokens,
+        s.seconds
+    ));
+    r.push_str("| metric | mean | 95% CI |\n|---|---|---|\n");
+    for (k, v) in &s.metrics {
+        let c = s.ci95.get(k).copied().unwrap_or(0.0);
+        r.push_str(&format!(
+            "| {k} | {v:.4} | [{:.4}, {:.4}] |\n",
+            (v - c).max(0.0),
+            v + c
+        ));
+    }
+    r.push_str("\n## Examples (path 0)\n");
+    for (sample, ep, score) in examples {
+        let chunks = ep
+            .steps
+            .iter()
+            .find_map(|st| match st {
+                Step::Note { label, text } if label == "chunks" => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "?".into());
+        let last_memory = ep
+            .steps
+            .iter()
+            .rev()
+            .find_map(|st| match st {
+                Step::Edit { edits, .. } => edits.iter().find_map(|e| match e {
+                    memfactory_core::MemoryEdit::Overwrite { content } => Some(content.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or_default();
+        r.push_str(&format!(
+            "\n### `{}`\n\n- question: {}\n- gold: {}\n- chunks read: {}\n- final memory: {}\n- answer: {}\n- scores: {}\n",
+            sample.id,
+            clip(&sample.question, 300),
+            sample.answers.join(" | "),
+            chunks,
+            clip(&last_memory, 400).replace('\n', " "),
+            clip(ep.answer.as_deref().unwrap_or(""), 300).replace('\n', " "),
+            score
+                .scores
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    r
+}
+
+/// Default run directory for `asm` when `--out` is not given.
+pub fn default_out(asm: &Assembly) -> PathBuf {
+    asm.run.out.clone()
+}
