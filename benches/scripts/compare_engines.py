@@ -63,10 +63,26 @@ METRICS = [
 # ----------------------------------------------------------------------------- child runner
 
 
-def run_measured(cmd, env=None, timeout=None, shell=False):
+def _proc_stat_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        v = [int(x) for x in f]
+        busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)  # user nice system irq softirq steal
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+FOREIGN = []  # (label, foreign cpu % of the machine) for every measured child
+
+
+def run_measured(cmd, env=None, timeout=None, shell=False, label="child"):
     """Run a child, return (rc, stdout, stderr, peak_rss_mib, wall_s) with the child's own
-    rusage (os.wait4), so every engine's peak RSS is its own."""
+    rusage (os.wait4), so every engine's peak RSS is its own. Also records how much CPU other
+    processes used meanwhile (machine busy time minus the child's CPU time), as a noise flag."""
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        b0 = _proc_stat_busy_s()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, shell=shell)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -81,10 +97,27 @@ def run_measured(cmd, env=None, timeout=None, shell=False):
             time.sleep(0.05)
         p.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
+        b1 = _proc_stat_busy_s()
+        if b0 is not None and b1 is not None and wall > 0:
+            foreign = max(0.0, (b1 - b0) - (ru.ru_utime + ru.ru_stime) - 0.05 * wall)
+            FOREIGN.append((label, round(100.0 * foreign / (wall * (os.cpu_count() or 1)), 1)))
         fo.seek(0)
         fe.seek(0)
         out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
     return p.returncode, out, err, ru.ru_maxrss / 1024.0, wall
+
+
+def wait_idle(max_wait_s: float, threshold: float = 0.3) -> float:
+    """Wait (up to max_wait_s) until other processes use < threshold of one core over 10 s."""
+    t_end = time.monotonic() + max_wait_s
+    while True:
+        b0 = _proc_stat_busy_s()
+        time.sleep(10)
+        b1 = _proc_stat_busy_s()
+        load = (b1 - b0) / 10 if b0 is not None and b1 is not None else 0.0
+        if load < threshold or time.monotonic() > t_end:
+            return load
+        print(f"[idle] machine busy ({load:.2f} cores in use), waiting ...", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- HF worker
@@ -192,7 +225,7 @@ def run_hf(a) -> dict:
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(a.threads), TOKENIZERS_PARALLELISM="false")
     print(f"[hf] running transformers worker ({a.threads} threads) ...", file=sys.stderr, flush=True)
-    rc, out, err, rss, wall = run_measured(cmd, env=env)
+    rc, out, err, rss, wall = run_measured(cmd, env=env, label="hf")
     if rc != 0:
         print(f"[hf] FAILED rc={rc}\n{err[-3000:]}", file=sys.stderr)
         return {"_error": f"rc={rc}"}
@@ -217,7 +250,7 @@ def run_llama(a) -> dict:
     peak = 0.0
     for tag, cmd in runs:
         print(f"[llama.cpp] {' '.join(cmd)}", file=sys.stderr, flush=True)
-        rc, out, err, rss, _ = run_measured(cmd)
+        rc, out, err, rss, _ = run_measured(cmd, label=f"llama-bench {tag}")
         peak = max(peak, rss)
         if rc != 0:
             print(f"[llama.cpp] FAILED rc={rc}\n{err[-2000:]}", file=sys.stderr)
@@ -239,7 +272,7 @@ def run_llama(a) -> dict:
                "-b", "2048", "-ub", "512", "-npp", str(a.prompt_tokens), "-ntg", str(a.new_tokens),
                "-npl", str(a.batch), "--output-format", "jsonl"]
         print(f"[llama.cpp] {' '.join(cmd)}", file=sys.stderr, flush=True)
-        rc, out, err, rss, _ = run_measured(cmd)
+        rc, out, err, rss, _ = run_measured(cmd, label="llama-batched-bench")
         peak = max(peak, rss)
         rows = [json.loads(x) for x in (out + "\n" + err).splitlines() if x.startswith("{") and '"speed_tg"' in x]
         if rc == 0 and rows:
@@ -266,7 +299,7 @@ def run_memfactory(a) -> dict:
                MF_BENCH_PROMPT_TOKENS=str(a.prompt_tokens), MF_BENCH_NEW_TOKENS=str(a.new_tokens),
                MF_BENCH_BATCH=str(a.batch))
     print(f"[memfactory] {cmd}", file=sys.stderr, flush=True)
-    rc, out, err, rss, wall = run_measured(cmd, env=env, shell=True)
+    rc, out, err, rss, wall = run_measured(cmd, env=env, shell=True, label="memfactory")
     if rc != 0:
         print(f"[memfactory] FAILED rc={rc}\n{err[-3000:]}", file=sys.stderr)
         return {"_error": f"rc={rc}"}
@@ -307,6 +340,7 @@ def measure_bandwidth(gib: float, reps: int, threads: int) -> dict:
         del td
     except Exception as e:  # torch optional
         res["torch_error"] = str(e)
+    res["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     res["copy_gbs"] = max(res["numpy_copy_gbs"], res.get("torch_copy_gbs", 0.0))
     return res
 
@@ -374,6 +408,10 @@ def render(a, results: dict, bw: dict | None, wb: dict | None, machine: dict) ->
                               (f"GGUF tensors as stored ({', '.join(sorted(wb['by_type']))})", wb["gguf_tensor_bytes"])]:
             lines.append(f"| {label} | {nbytes / 1e6:,.1f} MB | {bwg * 1e9 / nbytes:,.1f} | "
                          f"{B * bwg * 1e9 / nbytes:,.1f} |")
+    if machine.get("foreign_cpu_pct"):
+        lines += ["", "CPU used by OTHER processes during each measured child (% of the machine; "
+                  "> 5 % means the numbers are disturbed): "
+                  + ", ".join(f"{k} {v} %" for k, v in machine["foreign_cpu_pct"])]
     return "\n".join(lines)
 
 
@@ -411,6 +449,8 @@ def main() -> int:
     ap.add_argument("--skip-bandwidth", action="store_true")
     ap.add_argument("--bandwidth-gib", type=float, default=1.0)
     ap.add_argument("--engines", default="hf,llama.cpp,memfactory", help="order to run them in")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="before each engine, wait up to this many seconds for the machine to be idle")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--markdown-out", type=Path)
     ap.add_argument("--_hf-worker", action="store_true", help=argparse.SUPPRESS)
@@ -425,6 +465,8 @@ def main() -> int:
     machine = machine_info()
     results = {}
     for eng in a.engines.split(","):
+        if a.wait_idle > 0:
+            wait_idle(a.wait_idle)
         if eng == "hf":
             results["hf"] = {"_skipped": "--skip-hf"} if a.skip_hf else run_hf(a)
         elif eng == "llama.cpp":
@@ -437,6 +479,7 @@ def main() -> int:
     except Exception as e:
         print(f"[bandwidth] cannot read GGUF tensor sizes: {e}", file=sys.stderr)
         wb = None
+    machine["foreign_cpu_pct"] = FOREIGN
     md = render(a, results, bw, wb, machine)
     print(md)
     if a.markdown_out:
