@@ -123,11 +123,11 @@ mod tests {
         let mut s = Sampler::new(&p);
         let (t, lp) = s.sample(&logits);
         assert_eq!((t, lp), (1, 0.0));
-        let p = SamplingParams { temperature: 1.0, top_p: 0.5, seed: 3, ..SamplingParams::greedy(1) };
+        let p = SamplingParams { temperature: 1.0, top_p: 0.6, seed: 3, ..SamplingParams::greedy(1) };
         let mut s = Sampler::new(&p);
         for _ in 0..10 {
             let (t, lp) = s.sample(&logits);
-            // 3.0 alone has about 0.49 of the mass, so 2.9 joins the nucleus.
+            // 3.0 alone has about 0.51 of the mass, so 2.9 joins a 0.6 nucleus.
             assert!(t == 1 || t == 2);
             assert!(lp < 0.0 && lp > -1.0);
         }

@@ -94,7 +94,7 @@ fn regressions() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_headers_never_panic(muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
