@@ -151,17 +151,38 @@ impl BurnLm {
         Ok(self.generate(&[req])?.remove(0).text)
     }
 
-    /// Raw next-token logits `[len(ids), vocab]` for every position of one sequence (used
-    /// by parity tests).
-    pub fn logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut cache = KvCache::new(&self.cfg, 1, ids.len(), &self.device);
-        let mut out = Vec::with_capacity(ids.len());
-        // One position at a time through the cache: exercises the decode path.
-        for &t in ids {
-            let l = forward_chunk(&self.cfg, &self.weights, &[vec![t]], &[0], &mut cache, &self.device);
-            out.push(to_vec(l)?);
+    /// Next-token logits at every position of each row of `rows` (run as one left-padded
+    /// batch, like generation's prefill): `out[row][pos][vocab]`. Used by parity tests and
+    /// scoring.
+    pub fn batch_logits(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        for r in rows {
+            if r.is_empty() {
+                return Err(Error::Invalid("empty row".into()));
+            }
+            self.check_ids(r)?;
+        }
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = rows.iter().map(|r| len - r.len()).collect();
+        let padded: Vec<Vec<u32>> = rows
+            .iter()
+            .zip(&pads)
+            .map(|(r, &p)| {
+                let mut v = vec![0u32; p];
+                v.extend(r);
+                v
+            })
+            .collect();
+        let mut cache = KvCache::new(&self.cfg, rows.len(), len, &self.device);
+        let l = forward_chunk(&self.cfg, &self.weights, &padded, &pads, &mut cache, true, &self.device);
+        let flat = to_rows(l, rows.len() * len)?;
+        Ok(pads
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| flat[i * len + p..(i + 1) * len].to_vec())
+            .collect())
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
@@ -232,7 +253,7 @@ impl BurnLm {
         while at < plen {
             let e = (at + chunk).min(plen);
             let part: Vec<Vec<u32>> = padded.iter().map(|r| r[at..e].to_vec()).collect();
-            logits = Some(forward_chunk(&self.cfg, &self.weights, &part, &pads, &mut cache, &self.device));
+            logits = Some(forward_chunk(&self.cfg, &self.weights, &part, &pads, &mut cache, false, &self.device));
             at = e;
         }
         let mut logits = to_rows(logits.expect("prompt is non-empty"), active.len())?;
@@ -271,7 +292,7 @@ impl BurnLm {
                 active = keep.iter().map(|&r| active[r]).collect();
                 pads = keep.iter().map(|&r| pads[r]).collect();
             }
-            let l = forward_chunk(&self.cfg, &self.weights, &next, &pads, &mut cache, &self.device);
+            let l = forward_chunk(&self.cfg, &self.weights, &next, &pads, &mut cache, false, &self.device);
             logits = to_rows(l, active.len())?;
         }
         for (o, r) in outs.iter_mut().zip(reqs) {

@@ -159,13 +159,15 @@ fn layer(
 
 /// Runs `tokens` (`[b][s]`, one chunk) through the model at cache positions
 /// `cache.len .. cache.len + s`; `pads[i]` leading cache positions of row `i` are padding.
-/// Returns the logits of the last position of each row, `[b, vocab]`.
+/// Returns the logits of the last position of each row, `[b, vocab]`, or of every position,
+/// `[b·s, vocab]`, when `all`.
 pub(crate) fn forward_chunk(
     cfg: &ModelConfig,
     w: &Fused,
     tokens: &[Vec<u32>],
     pads: &[usize],
     cache: &mut KvCache,
+    all: bool,
     device: &Device,
 ) -> Tensor<2> {
     let b = tokens.len();
@@ -205,6 +207,9 @@ pub(crate) fn forward_chunk(
     }
     cache.len = end;
     let d = cfg.hidden;
+    if all {
+        return rms_norm(x, &w.norm, cfg.rms_eps).matmul(w.lm_head.clone());
+    }
     let last = x.reshape([b, s, d]).narrow(1, s - 1, 1).reshape([b, d]);
     let last = rms_norm(last, &w.norm, cfg.rms_eps);
     last.matmul(w.lm_head.clone())

@@ -173,7 +173,12 @@ impl ModelConfig {
             heads,
             kv_heads: u("num_key_value_heads").unwrap_or(heads),
             head_dim: u("head_dim").unwrap_or(hidden / heads.max(1)),
-            rope_theta: j.get("rope_theta").and_then(Json::as_f64).unwrap_or(10_000.0) as f32,
+            // transformers ≥ 5 writes `rope_parameters.rope_theta`; older files `rope_theta`.
+            rope_theta: j
+                .get("rope_theta")
+                .or_else(|| j.get("rope_parameters").and_then(|r| r.get("rope_theta")))
+                .and_then(Json::as_f64)
+                .unwrap_or(10_000.0) as f32,
             rms_eps: j.get("rms_norm_eps").and_then(Json::as_f64).unwrap_or(1e-6) as f32,
             tied: j.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2
