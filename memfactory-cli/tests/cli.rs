@@ -1,0 +1,203 @@
+//! End-to-end tests of the `memfactory` binary: `list`, `check`, `eval` on a scripted LM,
+//! and a table of bad inputs that must each give a clear error and exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_memfactory"))
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().expect("run memfactory")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const DATA: &str = r#"{"_id": "a", "input": "What is the magic number?", "context": "Noise noise. The magic number is 4242. More noise here.", "answers": ["4242"]}
+{"_id": "b", "input": "What is the magic number?", "context": "The magic number is 4242. Then a lot of unrelated text follows.", "answers": ["4242", "four two four two"]}
+
+{"_id": "c", "input": "Who wrote it?", "context": "Nothing useful is written in this context at all.", "answers": ["Ann"]}
+"#;
+
+const RECIPE: &str = r#"
+[run]
+name = "smoke"
+seed = 7
+
+[model]
+kind = "scripted"
+default = ""
+rules = [
+  { contains = ["Your answer:", "4242"], reply = "It is \\boxed{4242}." },
+  { contains = ["Your answer:"], reply = "I do not know." },
+  { contains = ["Updated memory:", "magic number is 4242"], reply = "The magic number is 4242." },
+  { contains = ["Updated memory:"], reply = "{between:<memory>\\n|\\n</memory>}" },
+]
+
+[agent]
+kind = "memagent"
+chunk_tokens = 40
+
+[agent.update]
+kind = "overwrite"
+memory_tokens = 64
+
+[data.eval]
+kind = "memagent-json"
+path = "data.jsonl"
+
+[eval]
+metrics = ["sub-em", "exact-match", "f1", "format"]
+"#;
+
+fn setup(recipe: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.jsonl"), DATA).unwrap();
+    std::fs::write(dir.path().join("recipe.toml"), recipe).unwrap();
+    dir
+}
+
+#[test]
+fn list_shows_every_family() {
+    let o = run(Path::new("."), &["list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for needle in ["memagent", "overwrite", "memory", "scripted", "ruler-hqa", "memagent-json", "sub-em", "exact-match", "f1", "format"] {
+        assert!(t.contains(needle), "`list` lacks {needle}:\n{t}");
+    }
+}
+
+#[test]
+fn check_validates_and_prints_resolved_recipe() {
+    let dir = setup(RECIPE);
+    let o = run(dir.path(), &["check", "recipe.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("3 samples"), "{t}");
+    // Defaults are filled in.
+    assert!(t.contains("paths = 1"), "{t}");
+    assert!(t.contains("empty_memory = \"No previous memory\""), "{t}");
+    assert!(!dir.path().join("runs").exists(), "check must not run anything");
+}
+
+#[test]
+fn eval_writes_the_run_directory() {
+    let dir = setup(RECIPE);
+    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "out"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out: PathBuf = dir.path().join("out");
+
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["n"], 3);
+    let m = &metrics["metrics"];
+    let close = |v: &serde_json::Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
+    assert!(close(&m["sub-em"], 2.0 / 3.0), "{m}");
+    assert!(close(&m["exact-match"], 2.0 / 3.0), "{m}");
+    assert!(close(&m["f1"], 2.0 / 3.0), "{m}");
+    assert!(close(&m["format"], 2.0 / 3.0), "{m}");
+
+    let traj = std::fs::read_to_string(out.join("trajectories.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = traj.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for ep in &lines {
+        let steps = ep["steps"].as_array().unwrap();
+        let lm: Vec<&serde_json::Value> = steps.iter().filter(|s| s["step"] == "lm").collect();
+        assert!(lm.len() >= 2, "{ep}");
+        for call in lm {
+            let o = &call["output"];
+            assert!(!o["prompt_ids"].as_array().unwrap().is_empty());
+            assert_eq!(
+                o["token_ids"].as_array().unwrap().len(),
+                o["logprobs"].as_array().unwrap().len()
+            );
+        }
+    }
+    assert_eq!(lines[0]["answer"], "It is \\boxed{4242}.");
+
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| sub-em |"), "{report}");
+    let resolved = std::fs::read_to_string(out.join("recipe.resolved.toml")).unwrap();
+    assert!(resolved.contains("chunk_tokens = 40") && resolved.contains("memory_tokens = 64"));
+    assert_eq!(std::fs::read_to_string(out.join("scores.jsonl")).unwrap().lines().count(), 3);
+
+    // --limit evaluates a prefix.
+    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "out2", "--limit", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out2/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["n"], 1);
+}
+
+/// (name, recipe edit, command, expected substrings of the error)
+fn bad_inputs() -> Vec<(&'static str, String, &'static str, Vec<&'static str>)> {
+    let r = RECIPE.to_string();
+    vec![
+        ("malformed toml", r.replace("chunk_tokens = 40", "chunk_tokens = = 16"), "check", vec!["recipe.toml", "line 18"]),
+        ("unknown agent kind", r.replace("kind = \"memagent\"", "kind = \"memgpt\""), "check", vec!["agent.kind", "memgpt", "memagent", "agent-memgpt"]),
+        ("misspelled agent kind", r.replace("kind = \"memagent\"", "kind = \"memagnet\""), "check", vec!["Did you mean `memagent`"]),
+        ("unknown op kind", r.replace("kind = \"overwrite\"", "kind = \"teleport\""), "check", vec!["agent.update.kind", "op-teleport"]),
+        ("unknown agent key", r.replace("chunk_tokens = 40", "chunk_tokens = 40\nchunk_size = 3"), "check", vec!["agent.chunk_size", "unknown key"]),
+        ("unknown op key", r.replace("memory_tokens = 64", "memory_tokens = 64\nmem = 1"), "check", vec!["agent.update.mem"]),
+        ("unknown top-level table", format!("{r}\n[trian]\nx = 1\n"), "check", vec!["`trian`", "unknown key"]),
+        ("wrong type", r.replace("chunk_tokens = 40", "chunk_tokens = \"big\""), "check", vec!["agent.chunk_tokens", "\"big\""]),
+        ("zero chunk", r.replace("chunk_tokens = 40", "chunk_tokens = 0"), "check", vec!["agent.chunk_tokens", "positive"]),
+        ("negative temperature", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemperature = -0.5"), "check", vec!["agent.update.temperature"]),
+        ("missing model", r.replace("[model]\nkind = \"scripted\"", "[modell]\nkind = \"scripted\""), "check", vec!["missing table [model]"]),
+        ("unknown model kind", r.replace("kind = \"scripted\"", "kind = \"gpt-9\""), "check", vec!["model.kind", "lm-gpt-9"]),
+        ("unknown store kind", format!("{r}\n[store]\nkind = \"redis\"\n"), "check", vec!["store.kind", "store-redis"]),
+        ("unknown metric", r.replace("\"format\"]", "\"bleu\"]"), "check", vec!["eval.metrics[3].kind", "reward-bleu"]),
+        ("metrics not an array", r.replace("metrics = [\"sub-em\", \"exact-match\", \"f1\", \"format\"]", "metrics = 3"), "check", vec!["eval.metrics", "array"]),
+        ("missing data file", r.replace("data.jsonl", "nope.jsonl"), "eval", vec!["nope.jsonl"]),
+        ("missing data path key", r.replace("path = \"data.jsonl\"", ""), "check", vec!["data.eval.path", "missing"]),
+        ("missing template file", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"none.txt\""), "check", vec!["agent.update.template", "none.txt"]),
+        ("template without memory slot", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"bad.txt\""), "check", vec!["bad.txt", "{memory}"]),
+        ("bad scripted rule", r.replace("reply = \"I do not know.\"", "answer = \"I do not know.\""), "check", vec!["model.rules"]),
+        ("limit wrong type", r.replace("[eval]", "[eval]\nlimit = \"all\""), "check", vec!["eval.limit"]),
+    ]
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_and_exit_2() {
+    let cases = bad_inputs();
+    assert!(cases.len() >= 15);
+    for (name, recipe, cmd, needles) in cases {
+        let dir = setup(&recipe);
+        std::fs::write(dir.path().join("bad.txt"), "no slots here {prompt}").unwrap();
+        let args: Vec<&str> = if cmd == "eval" {
+            vec!["eval", "recipe.toml", "--out", "o"]
+        } else {
+            vec![cmd, "recipe.toml"]
+        };
+        let o = run(dir.path(), &args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: expected exit 2, got {:?}\n{t}", o.status);
+        assert!(!t.contains("panicked"), "{name}: panicked\n{t}");
+        for n in needles {
+            assert!(t.contains(n), "{name}: error lacks `{n}`:\n{t}");
+        }
+    }
+}
+
+#[test]
+fn malformed_data_files_name_path_and_line() {
+    let dir = setup(RECIPE);
+    std::fs::write(dir.path().join("data.jsonl"), "{\"input\": \"q\", \"context\": \"c\", \"answers\": [\"a\"]}\n{\"input\": \"q\", \"context\": \n").unwrap();
+    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "o"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("data.jsonl") && t.contains("line 2"), "{t}");
+
+    let o = run(dir.path(), &["check", "missing-recipe.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("missing-recipe.toml"));
+}
