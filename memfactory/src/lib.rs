@@ -21,9 +21,10 @@
 //! | `wgpu`, `cuda` | GPU backends of the native engine (`cuda` needs network at build time) |
 //! | `data-ruler-hqa` | RULER-HotpotQA built from HotpotQA JSON |
 //! | `data-memagent-json` | MemAgent / MemFactory eval files |
+//! | `data-ruler` | RULER synthetic tasks (needles, variable tracking, word extraction) |
 //! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` | answer metrics / rewards |
 //!
-//! Default: `memagent`, `lm-scripted`, `lm-burn`.
+//! Default: `memagent`, `data-ruler`, `lm-scripted`, `lm-burn`.
 //!
 //! ## Running a recipe
 //!
@@ -40,6 +41,8 @@ pub use memfactory_core as core;
 use memfactory_agent_memagent as _;
 #[cfg(feature = "data-memagent-json")]
 use memfactory_data_memagent_json as _;
+#[cfg(feature = "data-ruler")]
+use memfactory_data_ruler as _;
 #[cfg(feature = "data-ruler-hqa")]
 use memfactory_data_ruler_hqa as _;
 #[cfg(feature = "lm-burn")]
@@ -63,7 +66,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 11] = [
+    let all: [(bool, Family, &'static str); 12] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
@@ -71,6 +74,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
         (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
         (cfg!(feature = "data-memagent-json"), Family::Data, "memagent-json"),
+        (cfg!(feature = "data-ruler"), Family::Data, "ruler"),
         (cfg!(feature = "reward-exact-match"), Family::Reward, "exact-match"),
         (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),

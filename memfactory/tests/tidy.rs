@@ -1,0 +1,116 @@
+//! Tidy checks on the workspace layout, run as ordinary tests:
+//! - layering: `cli > memfactory (facade) > rl > agents > ops, store, lm, data, rewards > core`;
+//! - only LM backends and the trainer depend on burn;
+//! - naming rule: every component crate `memfactory-<family>-<kind>` has facade feature
+//!   `<family>-<kind>`;
+//! - every crate starts with a rustdoc header.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn read_toml(p: &Path) -> toml::Table {
+    std::fs::read_to_string(p).unwrap().parse().unwrap()
+}
+
+struct Member {
+    dir: PathBuf,
+    name: String,
+    deps: Vec<String>,
+}
+
+fn members() -> Vec<Member> {
+    let ws = read_toml(&root().join("Cargo.toml"));
+    ws["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let dir = root().join(m.as_str().unwrap());
+            let t = read_toml(&dir.join("Cargo.toml"));
+            let name = t["package"]["name"].as_str().unwrap().to_string();
+            let deps = t
+                .get("dependencies")
+                .and_then(|d| d.as_table())
+                .map(|d| d.keys().cloned().collect())
+                .unwrap_or_default();
+            Member { dir, name, deps }
+        })
+        .collect()
+}
+
+/// Layer of a crate (higher may depend on lower only).
+fn layer(name: &str) -> Option<u8> {
+    let prefixes: [(&str, u8); 9] = [
+        ("memfactory-core", 0),
+        ("memfactory-op-", 1),
+        ("memfactory-store-", 1),
+        ("memfactory-lm-", 1),
+        ("memfactory-data-", 1),
+        ("memfactory-reward-", 1),
+        ("memfactory-agent-", 2),
+        ("memfactory-rl", 3),
+        ("memfactory-cli", 5),
+    ];
+    if name == "memfactory" {
+        return Some(4);
+    }
+    prefixes
+        .iter()
+        .find(|(p, _)| name.starts_with(p))
+        .map(|(_, l)| *l)
+}
+
+#[test]
+fn layering_is_respected() {
+    for m in members() {
+        let Some(own) = layer(&m.name) else { continue };
+        for d in m.deps.iter().filter(|d| d.starts_with("memfactory")) {
+            let dl = layer(d).unwrap_or_else(|| panic!("unknown crate {d}"));
+            assert!(
+                dl < own || (own == 1 && dl == 0),
+                "{} (layer {own}) must not depend on {d} (layer {dl})",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn only_lm_backends_and_the_trainer_depend_on_burn() {
+    for m in members() {
+        if m.deps.iter().any(|d| d.starts_with("burn")) {
+            assert!(
+                m.name.starts_with("memfactory-lm-") || m.name == "memfactory-rl" || m.name == "memfactory-benches",
+                "{} depends on burn",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn component_crates_have_facade_features() {
+    let facade = read_toml(&root().join("memfactory/Cargo.toml"));
+    let features = facade["features"].as_table().unwrap();
+    for m in members() {
+        for family in ["op", "store", "lm", "data", "reward", "agent"] {
+            if let Some(kind) = m.name.strip_prefix(&format!("memfactory-{family}-")) {
+                let f = format!("{family}-{kind}");
+                assert!(features.contains_key(&f), "facade lacks feature `{f}` for {}", m.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_crate_has_a_rustdoc_header() {
+    for m in members() {
+        let lib = m.dir.join("src/lib.rs");
+        let main = m.dir.join("src/main.rs");
+        let src = std::fs::read_to_string(if lib.exists() { lib } else { main }).unwrap();
+        assert!(src.trim_start().starts_with("//!"), "{} lacks a //! header", m.name);
+    }
+}
