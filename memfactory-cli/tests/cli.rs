@@ -162,6 +162,7 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Vec<&'static str>)> 
         ("missing template file", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"none.txt\""), "check", vec!["agent.update.template", "none.txt"]),
         ("template without memory slot", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"bad.txt\""), "check", vec!["bad.txt", "{memory}"]),
         ("bad scripted rule", r.replace("reply = \"I do not know.\"", "answer = \"I do not know.\""), "check", vec!["model.rules"]),
+        ("duplicate metric name", r.replace("\"format\"]", "\"format\", \"f1\"]"), "check", vec!["eval.metrics[4]", "second metric named `f1`"]),
         ("limit wrong type", r.replace("[eval]", "[eval]\nlimit = \"all\""), "check", vec!["eval.limit"]),
     ]
 }

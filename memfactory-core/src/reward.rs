@@ -30,15 +30,17 @@ pub struct AnswerMetric {
 }
 
 impl AnswerMetric {
-    /// Builds from a recipe table: key `require_boxed` (default true).
+    /// Builds from a recipe table: keys `require_boxed` (default true) and `name` (the
+    /// metric's name in reports, default the kind — set it to report one metric twice,
+    /// e.g. boxed and unboxed).
     pub fn from_cfg(
         cfg: &mut crate::Cfg,
-        name: &str,
+        kind: &str,
         metric: fn(&str, &str) -> f32,
     ) -> Result<Self> {
         Ok(AnswerMetric {
-            name: name.to_string(),
             require_boxed: cfg.get("require_boxed", true)?,
+            name: cfg.get("name", kind.to_string())?,
             metric,
         })
     }

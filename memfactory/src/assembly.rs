@@ -147,6 +147,15 @@ impl Assembly {
         for (i, v) in metric_values.iter().enumerate() {
             let c = Cfg::from_value(format!("eval.metrics[{i}]"), v)?;
             let (m, t) = registry::build::<dyn Reward>(c)?;
+            if metrics.iter().any(|o: &Box<dyn Reward>| o.name() == m.name()) {
+                return Err(Error::config(
+                    format!("eval.metrics[{i}]"),
+                    format!(
+                        "a second metric named `{}`; give one of them another `name`",
+                        m.name()
+                    ),
+                ));
+            }
             metrics.push(m);
             metrics_resolved.push(toml::Value::Table(t));
         }
