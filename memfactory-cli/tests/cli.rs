@@ -9,7 +9,11 @@ fn bin() -> Command {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    bin().current_dir(dir).args(args).output().expect("run memfactory")
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run memfactory")
 }
 
 fn text(o: &Output) -> String {
@@ -69,7 +73,18 @@ fn list_shows_every_family() {
     let o = run(Path::new("."), &["list"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    for needle in ["memagent", "overwrite", "memory", "scripted", "ruler-hqa", "memagent-json", "sub-em", "exact-match", "f1", "format"] {
+    for needle in [
+        "memagent",
+        "overwrite",
+        "memory",
+        "scripted",
+        "ruler-hqa",
+        "memagent-json",
+        "sub-em",
+        "exact-match",
+        "f1",
+        "format",
+    ] {
         assert!(t.contains(needle), "`list` lacks {needle}:\n{t}");
     }
 }
@@ -84,7 +99,10 @@ fn check_validates_and_prints_resolved_recipe() {
     // Defaults are filled in.
     assert!(t.contains("paths = 1"), "{t}");
     assert!(t.contains("empty_memory = \"No previous memory\""), "{t}");
-    assert!(!dir.path().join("runs").exists(), "check must not run anything");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "check must not run anything"
+    );
 }
 
 #[test]
@@ -105,7 +123,10 @@ fn eval_writes_the_run_directory() {
     assert!(close(&m["format"], 2.0 / 3.0), "{m}");
 
     let traj = std::fs::read_to_string(out.join("trajectories.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = traj.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = traj
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     for ep in &lines {
         let steps = ep["steps"].as_array().unwrap();
@@ -126,10 +147,19 @@ fn eval_writes_the_run_directory() {
     assert!(report.contains("| sub-em |"), "{report}");
     let resolved = std::fs::read_to_string(out.join("recipe.resolved.toml")).unwrap();
     assert!(resolved.contains("chunk_tokens = 40") && resolved.contains("memory_tokens = 64"));
-    assert_eq!(std::fs::read_to_string(out.join("scores.jsonl")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(out.join("scores.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
 
     // --limit evaluates a prefix.
-    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "out2", "--limit", "1"]);
+    let o = run(
+        dir.path(),
+        &["eval", "recipe.toml", "--out", "out2", "--limit", "1"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("out2/metrics.json")).unwrap(),
@@ -142,28 +172,153 @@ fn eval_writes_the_run_directory() {
 fn bad_inputs() -> Vec<(&'static str, String, &'static str, Vec<&'static str>)> {
     let r = RECIPE.to_string();
     vec![
-        ("malformed toml", r.replace("chunk_tokens = 40", "chunk_tokens = = 16"), "check", vec!["recipe.toml", "line 18"]),
-        ("unknown agent kind", r.replace("kind = \"memagent\"", "kind = \"memgpt\""), "check", vec!["agent.kind", "memgpt", "memagent", "agent-memgpt"]),
-        ("misspelled agent kind", r.replace("kind = \"memagent\"", "kind = \"memagnet\""), "check", vec!["Did you mean `memagent`"]),
-        ("unknown op kind", r.replace("kind = \"overwrite\"", "kind = \"teleport\""), "check", vec!["agent.update.kind", "op-teleport"]),
-        ("unknown agent key", r.replace("chunk_tokens = 40", "chunk_tokens = 40\nchunk_size = 3"), "check", vec!["agent.chunk_size", "unknown key"]),
-        ("unknown op key", r.replace("memory_tokens = 64", "memory_tokens = 64\nmem = 1"), "check", vec!["agent.update.mem"]),
-        ("unknown top-level table", format!("{r}\n[trian]\nx = 1\n"), "check", vec!["`trian`", "unknown key"]),
-        ("wrong type", r.replace("chunk_tokens = 40", "chunk_tokens = \"big\""), "check", vec!["agent.chunk_tokens", "\"big\""]),
-        ("zero chunk", r.replace("chunk_tokens = 40", "chunk_tokens = 0"), "check", vec!["agent.chunk_tokens", "positive"]),
-        ("negative temperature", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemperature = -0.5"), "check", vec!["agent.update.temperature"]),
-        ("missing model", r.replace("[model]\nkind = \"scripted\"", "[modell]\nkind = \"scripted\""), "check", vec!["missing table [model]"]),
-        ("unknown model kind", r.replace("kind = \"scripted\"", "kind = \"gpt-9\""), "check", vec!["model.kind", "lm-gpt-9"]),
-        ("unknown store kind", format!("{r}\n[store]\nkind = \"redis\"\n"), "check", vec!["store.kind", "store-redis"]),
-        ("unknown metric", r.replace("\"format\"]", "\"bleu\"]"), "check", vec!["eval.metrics[3].kind", "reward-bleu"]),
-        ("metrics not an array", r.replace("metrics = [\"sub-em\", \"exact-match\", \"f1\", \"format\"]", "metrics = 3"), "check", vec!["eval.metrics", "array"]),
-        ("missing data file", r.replace("data.jsonl", "nope.jsonl"), "eval", vec!["nope.jsonl"]),
-        ("missing data path key", r.replace("path = \"data.jsonl\"", ""), "check", vec!["data.eval.path", "missing"]),
-        ("missing template file", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"none.txt\""), "check", vec!["agent.update.template", "none.txt"]),
-        ("template without memory slot", r.replace("memory_tokens = 64", "memory_tokens = 64\ntemplate = \"bad.txt\""), "check", vec!["bad.txt", "{memory}"]),
-        ("bad scripted rule", r.replace("reply = \"I do not know.\"", "answer = \"I do not know.\""), "check", vec!["model.rules"]),
-        ("duplicate metric name", r.replace("\"format\"]", "\"format\", \"f1\"]"), "check", vec!["eval.metrics[4]", "second metric named `f1`"]),
-        ("limit wrong type", r.replace("[eval]", "[eval]\nlimit = \"all\""), "check", vec!["eval.limit"]),
+        (
+            "malformed toml",
+            r.replace("chunk_tokens = 40", "chunk_tokens = = 16"),
+            "check",
+            vec!["recipe.toml", "line 18"],
+        ),
+        (
+            "unknown agent kind",
+            r.replace("kind = \"memagent\"", "kind = \"memgpt\""),
+            "check",
+            vec!["agent.kind", "memgpt", "memagent", "agent-memgpt"],
+        ),
+        (
+            "misspelled agent kind",
+            r.replace("kind = \"memagent\"", "kind = \"memagnet\""),
+            "check",
+            vec!["Did you mean `memagent`"],
+        ),
+        (
+            "unknown op kind",
+            r.replace("kind = \"overwrite\"", "kind = \"teleport\""),
+            "check",
+            vec!["agent.update.kind", "op-teleport"],
+        ),
+        (
+            "unknown agent key",
+            r.replace("chunk_tokens = 40", "chunk_tokens = 40\nchunk_size = 3"),
+            "check",
+            vec!["agent.chunk_size", "unknown key"],
+        ),
+        (
+            "unknown op key",
+            r.replace("memory_tokens = 64", "memory_tokens = 64\nmem = 1"),
+            "check",
+            vec!["agent.update.mem"],
+        ),
+        (
+            "unknown top-level table",
+            format!("{r}\n[trian]\nx = 1\n"),
+            "check",
+            vec!["`trian`", "unknown key"],
+        ),
+        (
+            "wrong type",
+            r.replace("chunk_tokens = 40", "chunk_tokens = \"big\""),
+            "check",
+            vec!["agent.chunk_tokens", "\"big\""],
+        ),
+        (
+            "zero chunk",
+            r.replace("chunk_tokens = 40", "chunk_tokens = 0"),
+            "check",
+            vec!["agent.chunk_tokens", "positive"],
+        ),
+        (
+            "negative temperature",
+            r.replace(
+                "memory_tokens = 64",
+                "memory_tokens = 64\ntemperature = -0.5",
+            ),
+            "check",
+            vec!["agent.update.temperature"],
+        ),
+        (
+            "missing model",
+            r.replace(
+                "[model]\nkind = \"scripted\"",
+                "[modell]\nkind = \"scripted\"",
+            ),
+            "check",
+            vec!["missing table [model]"],
+        ),
+        (
+            "unknown model kind",
+            r.replace("kind = \"scripted\"", "kind = \"gpt-9\""),
+            "check",
+            vec!["model.kind", "lm-gpt-9"],
+        ),
+        (
+            "unknown store kind",
+            format!("{r}\n[store]\nkind = \"redis\"\n"),
+            "check",
+            vec!["store.kind", "store-redis"],
+        ),
+        (
+            "unknown metric",
+            r.replace("\"format\"]", "\"bleu\"]"),
+            "check",
+            vec!["eval.metrics[3].kind", "reward-bleu"],
+        ),
+        (
+            "metrics not an array",
+            r.replace(
+                "metrics = [\"sub-em\", \"exact-match\", \"f1\", \"format\"]",
+                "metrics = 3",
+            ),
+            "check",
+            vec!["eval.metrics", "array"],
+        ),
+        (
+            "missing data file",
+            r.replace("data.jsonl", "nope.jsonl"),
+            "eval",
+            vec!["nope.jsonl"],
+        ),
+        (
+            "missing data path key",
+            r.replace("path = \"data.jsonl\"", ""),
+            "check",
+            vec!["data.eval.path", "missing"],
+        ),
+        (
+            "missing template file",
+            r.replace(
+                "memory_tokens = 64",
+                "memory_tokens = 64\ntemplate = \"none.txt\"",
+            ),
+            "check",
+            vec!["agent.update.template", "none.txt"],
+        ),
+        (
+            "template without memory slot",
+            r.replace(
+                "memory_tokens = 64",
+                "memory_tokens = 64\ntemplate = \"bad.txt\"",
+            ),
+            "check",
+            vec!["bad.txt", "{memory}"],
+        ),
+        (
+            "bad scripted rule",
+            r.replace("reply = \"I do not know.\"", "answer = \"I do not know.\""),
+            "check",
+            vec!["model.rules"],
+        ),
+        (
+            "duplicate metric name",
+            r.replace("\"format\"]", "\"format\", \"f1\"]"),
+            "check",
+            vec!["eval.metrics[4]", "second metric named `f1`"],
+        ),
+        (
+            "limit wrong type",
+            r.replace("[eval]", "[eval]\nlimit = \"all\""),
+            "check",
+            vec!["eval.limit"],
+        ),
     ]
 }
 
@@ -181,7 +336,12 @@ fn bad_inputs_give_clear_errors_and_exit_2() {
         };
         let o = run(dir.path(), &args);
         let t = text(&o);
-        assert_eq!(o.status.code(), Some(2), "{name}: expected exit 2, got {:?}\n{t}", o.status);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{name}: expected exit 2, got {:?}\n{t}",
+            o.status
+        );
         assert!(!t.contains("panicked"), "{name}: panicked\n{t}");
         for n in needles {
             assert!(t.contains(n), "{name}: error lacks `{n}`:\n{t}");

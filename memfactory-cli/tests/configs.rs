@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Paths named by `path = "..."` keys that do not exist (relative to the workspace root).
@@ -31,7 +34,11 @@ fn committed_recipes_check() {
         let text = std::fs::read_to_string(&path).unwrap();
         let missing = missing_paths(&text);
         if !missing.is_empty() {
-            println!("skipping {}: missing {}", path.display(), missing.join(", "));
+            println!(
+                "skipping {}: missing {}",
+                path.display(),
+                missing.join(", ")
+            );
             continue;
         }
         let o = Command::new(env!("CARGO_BIN_EXE_memfactory"))
@@ -56,7 +63,11 @@ fn scripted_smoke_recipe_runs() {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_memfactory"))
         .current_dir(root())
-        .args(["eval", "configs/memagent_ruler_scripted_smoke.toml", "--out"])
+        .args([
+            "eval",
+            "configs/memagent_ruler_scripted_smoke.toml",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .unwrap();

@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    EditOutcome, Error, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem,
-    MemoryStore, Prompt, Result, SamplingParams, seed,
+    EditOutcome, Error, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem, MemoryStore,
+    Prompt, Result, SamplingParams, seed,
 };
 
 /// One LM call as recorded.

@@ -90,8 +90,13 @@ mod tests {
 
     #[test]
     fn renders_known_and_keeps_other_braces() {
-        let t = PromptTemplate::new("t", "Q: {problem}\n\\boxed{} {x}", &["problem"], &["problem"])
-            .unwrap();
+        let t = PromptTemplate::new(
+            "t",
+            "Q: {problem}\n\\boxed{} {x}",
+            &["problem"],
+            &["problem"],
+        )
+        .unwrap();
         assert_eq!(
             t.render(&[("problem", "why {problem}?")]),
             "Q: why {problem}?\n\\boxed{} {x}"
@@ -116,9 +121,8 @@ pub fn template_from_cfg(
     match cfg.opt::<String>(key)? {
         None => PromptTemplate::new(format!("default:{key}"), default, names, required),
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                cfg.error(key, format!("cannot read template file `{path}`: {e}"))
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| cfg.error(key, format!("cannot read template file `{path}`: {e}")))?;
             PromptTemplate::new(path, text, names, required)
         }
     }

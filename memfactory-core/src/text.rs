@@ -66,7 +66,11 @@ pub fn f1_score(pred: &str, gold: &str) -> f32 {
     let pt: Vec<&str> = p.split_whitespace().collect();
     let gt: Vec<&str> = g.split_whitespace().collect();
     if pt.is_empty() || gt.is_empty() {
-        return if pt.is_empty() && gt.is_empty() { 1.0 } else { 0.0 };
+        return if pt.is_empty() && gt.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let mut counts: HashMap<&str, i32> = HashMap::new();
     for t in &gt {
@@ -122,7 +126,10 @@ mod tests {
     fn metrics_known_cases() {
         assert!(exact_match("the Eiffel tower", "Eiffel Tower."));
         assert!(!exact_match("Eiffel", "Eiffel Tower"));
-        assert!(sub_exact_match("It is the Eiffel Tower in Paris", "Eiffel Tower"));
+        assert!(sub_exact_match(
+            "It is the Eiffel Tower in Paris",
+            "Eiffel Tower"
+        ));
         assert!(!sub_exact_match("Eiffelish Towers", "Eiffel Tower"));
         assert!((f1_score("Eiffel Tower Paris", "the Eiffel Tower") - 0.8).abs() < 1e-6);
         assert_eq!(f1_score("yes", "no"), 0.0);

@@ -28,9 +28,9 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryOp, OpInput, Paradigm, Prompt,
-    PromptTemplate, Result, Sample, SamplingParams, config::sampling_from_cfg,
-    episode::generate_lockstep, prompt::template_from_cfg, registry,
+    Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryOp, OpInput, Paradigm, Prompt, PromptTemplate,
+    Result, Sample, SamplingParams, config::sampling_from_cfg, episode::generate_lockstep,
+    prompt::template_from_cfg, registry,
 };
 
 /// The default final prompt (MemAgent's `TEMPLATE_FINAL_BOXED`).
@@ -135,9 +135,19 @@ impl Paradigm for MemAgent {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
-    let chunk_tokens = cfg.get_checked("chunk_tokens", 5000usize, |n| *n > 0, "a positive token count")?;
+    let chunk_tokens = cfg.get_checked(
+        "chunk_tokens",
+        5000usize,
+        |n| *n > 0,
+        "a positive token count",
+    )?;
     let max_chunks = cfg.get("max_chunks", 0usize)?;
-    let paths = cfg.get_checked("paths", 1usize, |n| (1..=1024).contains(n), "1..=1024 paths")?;
+    let paths = cfg.get_checked(
+        "paths",
+        1usize,
+        |n| (1..=1024).contains(n),
+        "1..=1024 paths",
+    )?;
     let empty_memory: String = cfg.get("empty_memory", "No previous memory".to_string())?;
     let update_cfg = match cfg.sub("update")? {
         Some(c) => c,

@@ -46,8 +46,17 @@ fn context() -> String {
     )
 }
 
-fn run(agent: &dyn Paradigm, lm: &dyn LanguageModel, paths: usize) -> Vec<memfactory_core::Episode> {
-    let sample = Sample::text("q1", "What is the magic number?", context(), vec!["4242".into()]);
+fn run(
+    agent: &dyn Paradigm,
+    lm: &dyn LanguageModel,
+    paths: usize,
+) -> Vec<memfactory_core::Episode> {
+    let sample = Sample::text(
+        "q1",
+        "What is the magic number?",
+        context(),
+        vec!["4242".into()],
+    );
     let stores = InMemoryFactory;
     let mut cxs: Vec<EpisodeCx<'_>> = (0..paths)
         .map(|p| EpisodeCx::new(lm, stores.open("q1").unwrap(), "q1", p, 100 + p as u64))
@@ -59,14 +68,18 @@ fn run(agent: &dyn Paradigm, lm: &dyn LanguageModel, paths: usize) -> Vec<memfac
 #[test]
 fn episode_is_recorded_step_by_step() {
     let lm = lm();
-    let agent = agent("kind = \"memagent\"\nchunk_tokens = 200\n[update]\nkind = \"overwrite\"\nmemory_tokens = 40\n");
+    let agent = agent(
+        "kind = \"memagent\"\nchunk_tokens = 200\n[update]\nkind = \"overwrite\"\nmemory_tokens = 40\n",
+    );
     let ctx_len = context().len();
     let expected_chunks = ctx_len.div_ceil(200);
     let episodes = run(agent.as_ref(), &lm, 1);
     let ep = &episodes[0];
 
     // Note, then (update call, overwrite edit) per chunk, then the answer call.
-    assert!(matches!(&ep.steps[0], Step::Note { label, text } if label == "chunks" && *text == expected_chunks.to_string()));
+    assert!(
+        matches!(&ep.steps[0], Step::Note { label, text } if label == "chunks" && *text == expected_chunks.to_string())
+    );
     assert_eq!(ep.steps.len(), 1 + 2 * expected_chunks + 1);
     let mut saw_needle = false;
     for c in 0..expected_chunks {
@@ -77,27 +90,44 @@ fn episode_is_recorded_step_by_step() {
         assert_eq!(call.params.max_new_tokens, 40);
         assert_eq!(call.output.logprobs.len(), call.output.token_ids.len());
         assert_eq!(call.output.prompt_ids, lm.prompt_ids(&call.prompt).unwrap());
-        let Prompt::Chat(msgs) = &call.prompt else { panic!("chat prompt expected") };
+        let Prompt::Chat(msgs) = &call.prompt else {
+            panic!("chat prompt expected")
+        };
         let text = &msgs[0].content;
         // Each update prompt carries exactly its chunk (<= 200 tokens) and the memory.
-        let section = text.split("<section>\n").nth(1).unwrap().split("\n</section>").next().unwrap();
+        let section = text
+            .split("<section>\n")
+            .nth(1)
+            .unwrap()
+            .split("\n</section>")
+            .next()
+            .unwrap();
         assert!(lm.encode(section).unwrap().len() <= 200);
         if c == 0 {
-            assert!(text.contains("<memory>\nNo previous memory\n</memory>"), "{text}");
+            assert!(
+                text.contains("<memory>\nNo previous memory\n</memory>"),
+                "{text}"
+            );
         }
         let Step::Edit { op, edits, .. } = &ep.steps[2 + 2 * c] else {
             panic!("step {} is not an edit", 2 + 2 * c)
         };
         assert_eq!(op, "overwrite");
-        let MemoryEdit::Overwrite { content } = &edits[0] else { panic!("overwrite expected") };
+        let MemoryEdit::Overwrite { content } = &edits[0] else {
+            panic!("overwrite expected")
+        };
         // The memory cap is honoured (40 byte-tokens).
         assert!(lm.encode(content).unwrap().len() <= 40, "{content:?}");
         saw_needle |= content.contains("4242");
     }
     assert!(saw_needle, "the memory never picked up the needle");
-    let Step::Lm(last) = ep.steps.last().unwrap() else { panic!("last step is not an LM call") };
+    let Step::Lm(last) = ep.steps.last().unwrap() else {
+        panic!("last step is not an LM call")
+    };
     assert_eq!(last.role, ANSWER_ROLE);
-    let Prompt::Chat(msgs) = &last.prompt else { panic!("chat prompt expected") };
+    let Prompt::Chat(msgs) = &last.prompt else {
+        panic!("chat prompt expected")
+    };
     let final_prompt = &msgs[0].content;
     assert!(final_prompt.contains("<problem> \nWhat is the magic number?\n</problem>"));
     assert!(final_prompt.contains("<memory>\nThe magic number is 4242."));
@@ -143,8 +173,14 @@ fn bad_agent_tables_are_rejected_with_key_paths() {
             .to_string()
     };
     assert!(err("kind = \"memagent\"\nchunk_tokens = 0").contains("agent.chunk_tokens"));
-    assert!(err("kind = \"memagent\"\n[update]\nkind = \"overwrite\"\nmemory_tokenz = 3").contains("agent.update.memory_tokenz"));
-    assert!(err("kind = \"memagent\"\n[answer]\ntemperature = -1.0").contains("agent.answer.temperature"));
+    assert!(
+        err("kind = \"memagent\"\n[update]\nkind = \"overwrite\"\nmemory_tokenz = 3")
+            .contains("agent.update.memory_tokenz")
+    );
+    assert!(
+        err("kind = \"memagent\"\n[answer]\ntemperature = -1.0")
+            .contains("agent.answer.temperature")
+    );
     assert!(err("kind = \"memagent\"\n[update]\nkind = \"overwrite\"\nmemory_tokens = 10\nmax_new_tokens = 20").contains("agent.update.max_new_tokens"));
     let _ = MemAgent::chunks; // public API used by trainers
 }
