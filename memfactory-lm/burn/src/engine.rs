@@ -60,7 +60,9 @@ pub fn parse_device(name: &str) -> std::result::Result<Device, String> {
         "wgpu" | "cuda" => Err(format!(
             "device `{name}` needs memfactory-lm-burn's Cargo feature `{name}` (this build lacks it)"
         )),
-        other => Err(format!("unknown device `{other}` (expected flex, wgpu or cuda)")),
+        other => Err(format!(
+            "unknown device `{other}` (expected flex, wgpu or cuda)"
+        )),
     }
 }
 
@@ -77,10 +79,14 @@ impl BurnLm {
                 .map_err(|e| Error::model(cj.clone(), format!("malformed JSON: {e}")))?;
             let cfg = ModelConfig::from_hf_json(&j, &cj)?;
             let eos: Vec<u32> = match j.get("eos_token_id") {
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-                Some(serde_json::Value::Array(a)) => {
-                    a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_u64().map(|v| v as u32).into_iter().collect()
                 }
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as u32)
+                    .collect(),
                 _ => Vec::new(),
             };
             let tok = TextTokenizer::from_hf_dir(path, &eos)?;
@@ -138,7 +144,11 @@ impl BurnLm {
 
     /// Renders `messages` with the model's chat template, plus the assistant generation
     /// prompt when `add_generation_prompt`.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         self.tok.render_chat(messages, add_generation_prompt)
     }
 
@@ -176,7 +186,15 @@ impl BurnLm {
             })
             .collect();
         let mut cache = KvCache::new(&self.cfg, rows.len(), len, &self.device);
-        let l = forward_chunk(&self.cfg, &self.weights, &padded, &pads, &mut cache, true, &self.device);
+        let l = forward_chunk(
+            &self.cfg,
+            &self.weights,
+            &padded,
+            &pads,
+            &mut cache,
+            true,
+            &self.device,
+        );
         let flat = to_rows(l, rows.len() * len)?;
         Ok(pads
             .iter()
@@ -225,7 +243,9 @@ impl BurnLm {
             .collect();
         let mut samplers: Vec<Sampler> = reqs.iter().map(|r| Sampler::new(&r.params)).collect();
         // Requests asking for nothing are done already.
-        let mut active: Vec<usize> = (0..n).filter(|&i| reqs[i].params.max_new_tokens > 0).collect();
+        let mut active: Vec<usize> = (0..n)
+            .filter(|&i| reqs[i].params.max_new_tokens > 0)
+            .collect();
         if active.is_empty() {
             return Ok(outs);
         }
@@ -253,7 +273,15 @@ impl BurnLm {
         while at < plen {
             let e = (at + chunk).min(plen);
             let part: Vec<Vec<u32>> = padded.iter().map(|r| r[at..e].to_vec()).collect();
-            logits = Some(forward_chunk(&self.cfg, &self.weights, &part, &pads, &mut cache, false, &self.device));
+            logits = Some(forward_chunk(
+                &self.cfg,
+                &self.weights,
+                &part,
+                &pads,
+                &mut cache,
+                false,
+                &self.device,
+            ));
             at = e;
         }
         let mut logits = to_rows(logits.expect("prompt is non-empty"), active.len())?;
@@ -272,7 +300,11 @@ impl BurnLm {
                 }
                 if !params.stop.is_empty() {
                     let text = self.tok.decode(&o.token_ids)?;
-                    if params.stop.iter().any(|s| !s.is_empty() && text.contains(s.as_str())) {
+                    if params
+                        .stop
+                        .iter()
+                        .any(|s| !s.is_empty() && text.contains(s.as_str()))
+                    {
                         o.finish = Finish::Stop;
                         continue;
                     }
@@ -292,7 +324,15 @@ impl BurnLm {
                 active = keep.iter().map(|&r| active[r]).collect();
                 pads = keep.iter().map(|&r| pads[r]).collect();
             }
-            let l = forward_chunk(&self.cfg, &self.weights, &next, &pads, &mut cache, false, &self.device);
+            let l = forward_chunk(
+                &self.cfg,
+                &self.weights,
+                &next,
+                &pads,
+                &mut cache,
+                false,
+                &self.device,
+            );
             logits = to_rows(l, active.len())?;
         }
         for (o, r) in outs.iter_mut().zip(reqs) {

@@ -51,7 +51,10 @@ pub(crate) fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> 
     let hd = x.dims()[3];
     let half = hd / 2;
     let swapped = Tensor::cat(
-        vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
+        vec![
+            x.clone().narrow(3, half, half),
+            x.clone().narrow(3, 0, half),
+        ],
         3,
     );
     x * cos.clone() + swapped * sin.clone()
@@ -83,8 +86,12 @@ impl KvCache {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &Device) -> KvCache {
         let shape = [batch, cfg.kv_heads, capacity, cfg.head_dim];
         KvCache {
-            k: (0..cfg.layers).map(|_| Tensor::zeros(shape, device)).collect(),
-            v: (0..cfg.layers).map(|_| Tensor::zeros(shape, device)).collect(),
+            k: (0..cfg.layers)
+                .map(|_| Tensor::zeros(shape, device))
+                .collect(),
+            v: (0..cfg.layers)
+                .map(|_| Tensor::zeros(shape, device))
+                .collect(),
             len: 0,
         }
     }

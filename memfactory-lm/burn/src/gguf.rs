@@ -380,10 +380,18 @@ impl Gguf {
 
     /// Dequantizes tensor `name` to f32 (GGML order: fastest dim last in the returned
     /// row-major shape).
-    pub fn tensor_f32(&self, buf: &[u8], name: &str, path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-        let t = self
-            .tensor(name)
-            .ok_or_else(|| Error::model(PathBuf::from(path), format!("GGUF: missing tensor `{name}`")))?;
+    pub fn tensor_f32(
+        &self,
+        buf: &[u8],
+        name: &str,
+        path: &Path,
+    ) -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = self.tensor(name).ok_or_else(|| {
+            Error::model(
+                PathBuf::from(path),
+                format!("GGUF: missing tensor `{name}`"),
+            )
+        })?;
         let data = crate::quant::dequantize(t.ty, self.tensor_bytes(buf, t), t.numel() as usize)
             .map_err(|m| Error::model(path.to_path_buf(), format!("GGUF tensor `{name}`: {m}")))?;
         Ok((t.shape(), data))
@@ -499,9 +507,19 @@ mod tests {
         let buf = sample();
         let g = Gguf::parse(&buf, Path::new("x.gguf")).unwrap();
         assert_eq!(g.version, 3);
-        assert_eq!(g.get("general.architecture").unwrap().as_str(), Some("llama"));
+        assert_eq!(
+            g.get("general.architecture").unwrap().as_str(),
+            Some("llama")
+        );
         assert_eq!(g.get("llama.block_count").unwrap().as_u64(), Some(2));
-        assert_eq!(g.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap().len(), 3);
+        assert_eq!(
+            g.get("tokenizer.ggml.tokens")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
         let (shape, v) = g.tensor_f32(&buf, "w", Path::new("x.gguf")).unwrap();
         assert_eq!(shape, vec![2, 4]);
         assert_eq!(v, (0..8).map(|i| i as f32).collect::<Vec<_>>());
@@ -524,22 +542,30 @@ mod tests {
     fn huge_counts_are_rejected_without_allocating() {
         let mut buf = sample();
         buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        let e = Gguf::parse(&buf, Path::new("x.gguf")).unwrap_err().to_string();
+        let e = Gguf::parse(&buf, Path::new("x.gguf"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tensor count"), "{e}");
         let mut buf = sample();
         buf[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        let e = Gguf::parse(&buf, Path::new("x.gguf")).unwrap_err().to_string();
+        let e = Gguf::parse(&buf, Path::new("x.gguf"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metadata count"), "{e}");
         // string length of the first key
         let mut buf = sample();
         buf[24..32].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
-        let e = Gguf::parse(&buf, Path::new("x.gguf")).unwrap_err().to_string();
+        let e = Gguf::parse(&buf, Path::new("x.gguf"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metadata key #0"), "{e}");
     }
 
     #[test]
     fn bad_magic_names_the_file() {
-        let e = Gguf::parse(b"GGML\x03\0\0\0", Path::new("m.gguf")).unwrap_err().to_string();
+        let e = Gguf::parse(b"GGML\x03\0\0\0", Path::new("m.gguf"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("m.gguf") && e.contains("magic"), "{e}");
     }
 }

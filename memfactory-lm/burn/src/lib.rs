@@ -47,7 +47,8 @@ use memfactory_core::{Cfg, LanguageModel, Result};
 fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
     let path: String = cfg.req("path")?;
     let device: String = cfg.get("device", "flex".to_string())?;
-    let max_batch: usize = cfg.get_checked("max_batch", 8usize, |&b| b > 0, "a positive integer")?;
+    let max_batch: usize =
+        cfg.get_checked("max_batch", 8usize, |&b| b > 0, "a positive integer")?;
     let prefill_chunk: usize =
         cfg.get_checked("prefill_chunk", 512usize, |&b| b > 0, "a positive integer")?;
     if let Err(m) = parse_device(&device) {

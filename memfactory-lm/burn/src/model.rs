@@ -84,7 +84,11 @@ impl ModelConfig {
         if self.head_dim % 2 != 0 || self.head_dim == 0 {
             return bad(format!("odd head_dim {}", self.head_dim));
         }
-        if self.hidden > 1 << 16 || self.intermediate > 1 << 18 || self.layers > 512 || self.vocab > 1 << 20 {
+        if self.hidden > 1 << 16
+            || self.intermediate > 1 << 18
+            || self.layers > 512
+            || self.vocab > 1 << 20
+        {
             return bad(format!("implausibly large config {self:?}"));
         }
         Ok(())
@@ -101,7 +105,11 @@ impl ModelConfig {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
-            a => return Err(bad(format!("unsupported architecture `{a}` (llama, qwen2, qwen3)"))),
+            a => {
+                return Err(bad(format!(
+                    "unsupported architecture `{a}` (llama, qwen2, qwen3)"
+                )));
+            }
         };
         let u = |k: &str| -> Result<usize> {
             g.get(&format!("{arch_name}.{k}"))
@@ -134,7 +142,11 @@ impl ModelConfig {
             head_dim,
             rope_theta: f(
                 "rope.freq_base",
-                if arch == Arch::Llama { 10_000.0 } else { 1_000_000.0 },
+                if arch == Arch::Llama {
+                    10_000.0
+                } else {
+                    1_000_000.0
+                },
             ),
             rms_eps: f("attention.layer_norm_rms_epsilon", 1e-6),
             tied: g.tensor("output.weight").is_none(),
@@ -154,7 +166,11 @@ impl ModelConfig {
             "llama" | "mistral" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
-            a => return Err(bad(format!("unsupported model_type `{a}` (llama, qwen2, qwen3)"))),
+            a => {
+                return Err(bad(format!(
+                    "unsupported model_type `{a}` (llama, qwen2, qwen3)"
+                )));
+            }
         };
         let u = |k: &str| -> Result<usize> {
             j.get(k)
@@ -180,9 +196,14 @@ impl ModelConfig {
                 .and_then(Json::as_f64)
                 .unwrap_or(10_000.0) as f32,
             rms_eps: j.get("rms_norm_eps").and_then(Json::as_f64).unwrap_or(1e-6) as f32,
-            tied: j.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
+            tied: j
+                .get("tie_word_embeddings")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
             qkv_bias: arch == Arch::Qwen2
-                || j.get("attention_bias").and_then(Json::as_bool).unwrap_or(false),
+                || j.get("attention_bias")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(false),
             qk_norm: arch == Arch::Qwen3,
             max_positions: u("max_position_embeddings").unwrap_or(4096),
         };
@@ -203,9 +224,12 @@ pub(crate) trait Source {
     fn get(&mut self, name: &str) -> Result<Option<Mat>>;
     fn path(&self) -> &Path;
     fn need(&mut self, name: &str, rows: usize, cols: usize) -> Result<Mat> {
-        let m = self
-            .get(name)?
-            .ok_or_else(|| Error::model(self.path().to_path_buf(), format!("missing tensor `{name}`")))?;
+        let m = self.get(name)?.ok_or_else(|| {
+            Error::model(
+                self.path().to_path_buf(),
+                format!("missing tensor `{name}`"),
+            )
+        })?;
         if m.rows != rows || m.cols != cols {
             return Err(Error::model(
                 self.path().to_path_buf(),
@@ -381,7 +405,9 @@ impl Source for SafetensorsSource {
         let bad = |m: String| Error::model(p.clone(), m);
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("bad safetensors file: {e}")))?;
-        let t = st.tensor(name).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         let raw = t.data();
         use safetensors::Dtype;
         let data: Vec<f32> = match t.dtype() {
@@ -491,8 +517,14 @@ impl Fused {
             };
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(t1(vec1(src, &format!("{p}self_attn.q_norm.weight"), hd)?, device)),
-                    Some(t1(vec1(src, &format!("{p}self_attn.k_norm.weight"), hd)?, device)),
+                    Some(t1(
+                        vec1(src, &format!("{p}self_attn.q_norm.weight"), hd)?,
+                        device,
+                    )),
+                    Some(t1(
+                        vec1(src, &format!("{p}self_attn.k_norm.weight"), hd)?,
+                        device,
+                    )),
                 )
             } else {
                 (None, None)
@@ -541,15 +573,27 @@ mod tests {
         let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
         // head 0: rows [0,1,2,3] → pairs (0,2),(1,3) interleaved: [0,2,1,3]
         let gguf = vec![0., 2., 1., 3., 4., 6., 5., 7.];
-        let mut m = Mat { rows: 8, cols: 1, data: gguf };
+        let mut m = Mat {
+            rows: 8,
+            cols: 1,
+            data: gguf,
+        };
         unpermute_rows(&mut m, 2);
         assert_eq!(m.data, hf);
     }
 
     #[test]
     fn transpose_cat_layout() {
-        let a = Mat { rows: 2, cols: 3, data: vec![1., 2., 3., 4., 5., 6.] };
-        let b = Mat { rows: 1, cols: 3, data: vec![7., 8., 9.] };
+        let a = Mat {
+            rows: 2,
+            cols: 3,
+            data: vec![1., 2., 3., 4., 5., 6.],
+        };
+        let b = Mat {
+            rows: 1,
+            cols: 3,
+            data: vec![7., 8., 9.],
+        };
         let (r, c, v) = transpose_cat(&[&a, &b]);
         assert_eq!((r, c), (3, 3));
         assert_eq!(v, vec![1., 4., 7., 2., 5., 8., 3., 6., 9.]);

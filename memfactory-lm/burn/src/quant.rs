@@ -56,7 +56,9 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => 32,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                32
+            }
             GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256,
         }
     }
@@ -97,7 +99,9 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize) -> Result<Vec<f32>, String> {
     let bs = ty.block_size();
     if numel % bs != 0 {
-        return Err(format!("{numel} values is not a whole number of {ty:?} blocks"));
+        return Err(format!(
+            "{numel} values is not a whole number of {ty:?} blocks"
+        ));
     }
     let need = numel / bs * ty.block_bytes();
     if bytes.len() != need {
@@ -241,11 +245,18 @@ mod tests {
 
     #[test]
     fn plain_floats() {
-        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         assert_eq!(dequantize(GgmlType::F32, &b, 2).unwrap(), vec![1.5, -2.0]);
         let b: Vec<u8> = [f16b(0.5), f16b(-3.0)].concat();
         assert_eq!(dequantize(GgmlType::F16, &b, 2).unwrap(), vec![0.5, -3.0]);
-        let b: Vec<u8> = [bf16::from_f32(0.25).to_le_bytes(), bf16::from_f32(-8.0).to_le_bytes()].concat();
+        let b: Vec<u8> = [
+            bf16::from_f32(0.25).to_le_bytes(),
+            bf16::from_f32(-8.0).to_le_bytes(),
+        ]
+        .concat();
         assert_eq!(dequantize(GgmlType::BF16, &b, 2).unwrap(), vec![0.25, -8.0]);
     }
 

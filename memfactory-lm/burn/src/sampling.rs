@@ -38,7 +38,10 @@ impl Sampler {
             let (best, &bv) = logits
                 .iter()
                 .enumerate()
-                .fold((0, &f32::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+                .fold(
+                    (0, &f32::NEG_INFINITY),
+                    |a, b| if b.1 > a.1 { b } else { a },
+                );
             let lse = logsumexp(logits.iter().copied());
             return (best as u32, bv - lse);
         }
@@ -103,7 +106,11 @@ mod tests {
 
     #[test]
     fn sampling_is_a_pure_function_of_the_seed() {
-        let p = SamplingParams { temperature: 1.0, seed: 7, ..SamplingParams::greedy(1) };
+        let p = SamplingParams {
+            temperature: 1.0,
+            seed: 7,
+            ..SamplingParams::greedy(1)
+        };
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let a: Vec<u32> = {
             let mut s = Sampler::new(&p);
@@ -119,11 +126,21 @@ mod tests {
     #[test]
     fn top_k_and_top_p_restrict_and_renormalize() {
         let logits = [0.0f32, 3.0, 2.9, -1.0];
-        let p = SamplingParams { temperature: 1.0, top_k: 1, seed: 3, ..SamplingParams::greedy(1) };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            seed: 3,
+            ..SamplingParams::greedy(1)
+        };
         let mut s = Sampler::new(&p);
         let (t, lp) = s.sample(&logits);
         assert_eq!((t, lp), (1, 0.0));
-        let p = SamplingParams { temperature: 1.0, top_p: 0.6, seed: 3, ..SamplingParams::greedy(1) };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.6,
+            seed: 3,
+            ..SamplingParams::greedy(1)
+        };
         let mut s = Sampler::new(&p);
         for _ in 0..10 {
             let (t, lp) = s.sample(&logits);

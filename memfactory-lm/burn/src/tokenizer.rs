@@ -67,14 +67,19 @@ fn pre_tokenizer(pre: &str) -> Json {
 }
 
 fn meta_u32(g: &Gguf, key: &str) -> Option<u32> {
-    g.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok())
+    g.get(key)
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
 }
 
 impl TextTokenizer {
     /// Builds the tokenizer from GGUF metadata (`path` only names the file in errors).
     pub fn from_gguf(g: &Gguf, path: &Path) -> Result<TextTokenizer> {
         let bad = |m: String| Error::model(path.to_path_buf(), m);
-        let model = g.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if model != "gpt2" {
             return Err(bad(format!(
                 "tokenizer.ggml.model `{model}` is not supported (only byte-level BPE `gpt2`)"
@@ -87,11 +92,7 @@ impl TextTokenizer {
         let types: Vec<i64> = g
             .get("tokenizer.ggml.token_type")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_f64().unwrap_or(1.0) as i64)
-                    .collect()
-            })
+            .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(1.0) as i64).collect())
             .unwrap_or_default();
         let merges: Vec<&str> = g
             .get("tokenizer.ggml.merges")
@@ -110,11 +111,16 @@ impl TextTokenizer {
             let ty = types.get(id).copied().unwrap_or(1);
             // 3 = control, 4 = user-defined: matched before BPE, as HF's added tokens are.
             if ty == 3 || ty == 4 {
-                added.push(json!({"id": id, "content": t, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": ty == 3}));
+                added.push(
+                    json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": ty == 3}),
+                );
             }
         }
-        let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("gpt2");
+        let pre = g
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("gpt2");
         let doc = json!({
             "version": "1.0", "truncation": null, "padding": null,
             "added_tokens": added, "normalizer": null,
@@ -125,10 +131,11 @@ impl TextTokenizer {
                 "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
                 "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
         });
-        let tok: Tokenizer = doc
-            .to_string()
-            .parse()
-            .map_err(|e| bad(format!("cannot build the BPE tokenizer from GGUF metadata: {e}")))?;
+        let tok: Tokenizer = doc.to_string().parse().map_err(|e| {
+            bad(format!(
+                "cannot build the BPE tokenizer from GGUF metadata: {e}"
+            ))
+        })?;
         let name = |id: Option<u32>| {
             id.and_then(|i| texts.get(i as usize))
                 .map(|s| s.to_string())
@@ -181,8 +188,14 @@ impl TextTokenizer {
                 _ => None,
             }
         };
-        let bos_token = cfg.get("bos_token").and_then(token_text).unwrap_or_default();
-        let eos_token = cfg.get("eos_token").and_then(token_text).unwrap_or_default();
+        let bos_token = cfg
+            .get("bos_token")
+            .and_then(token_text)
+            .unwrap_or_default();
+        let eos_token = cfg
+            .get("eos_token")
+            .and_then(token_text)
+            .unwrap_or_default();
         let chat_template = match cfg.get("chat_template") {
             Some(Json::String(s)) => Some(s.clone()),
             Some(Json::Array(a)) => a
@@ -239,7 +252,11 @@ impl TextTokenizer {
 
     /// Renders `messages` with the chat template (plus the assistant generation prompt when
     /// `add_generation_prompt`). Models without a template get ChatML.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.chat_template.as_deref().unwrap_or(CHATML);
         render_template(
             template,
@@ -254,7 +271,11 @@ impl TextTokenizer {
 /// ChatML, used when a model ships no template.
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-fn py_method(value: &JValue, method: &str, args: &[JValue]) -> std::result::Result<JValue, minijinja::Error> {
+fn py_method(
+    value: &JValue,
+    method: &str,
+    args: &[JValue],
+) -> std::result::Result<JValue, minijinja::Error> {
     use minijinja::ErrorKind;
     let unknown = || minijinja::Error::from(ErrorKind::UnknownMethod);
     if let Some(s) = value.as_str() {
@@ -325,7 +346,10 @@ pub fn render_template(
     env.add_function(
         "raise_exception",
         |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
         },
     );
     env.set_unknown_method_callback(|_state, value, method, args| py_method(value, method, args));
@@ -341,7 +365,10 @@ pub fn render_template(
         .collect();
     let mut ctx = BTreeMap::new();
     ctx.insert("messages".to_string(), JValue::from(msgs));
-    ctx.insert("add_generation_prompt".to_string(), JValue::from(add_generation_prompt));
+    ctx.insert(
+        "add_generation_prompt".to_string(),
+        JValue::from(add_generation_prompt),
+    );
     ctx.insert("bos_token".to_string(), JValue::from(bos_token));
     ctx.insert("eos_token".to_string(), JValue::from(eos_token));
     tmpl.render(JValue::from(ctx)).map_err(terr)
@@ -368,7 +395,10 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]
@@ -383,7 +413,14 @@ mod tests {
     #[test]
     fn trim_blocks_like_hf() {
         let t = "{% for m in messages %}\n  {{ m.content }}\n{% endfor %}";
-        let out = render_template(t, &[ChatMessage::user("a"), ChatMessage::user("b")], false, "", "").unwrap();
+        let out = render_template(
+            t,
+            &[ChatMessage::user("a"), ChatMessage::user("b")],
+            false,
+            "",
+            "",
+        )
+        .unwrap();
         assert_eq!(out, "  a\n  b\n");
     }
 }

@@ -19,7 +19,13 @@ use crate::model::{Fused, FusedLayer, ModelConfig};
 
 /// Projection names LoRA may adapt (HF names).
 pub const PROJECTIONS: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 /// LoRA settings.
@@ -78,7 +84,13 @@ impl LoraLinear {
     pub fn merged(&self) -> Tensor<2> {
         let w = self.weight.val().inner();
         match (&self.lora_a, &self.lora_b) {
-            (Some(a), Some(b)) => w + a.val().inner().matmul(b.val().inner()).mul_scalar(self.scale),
+            (Some(a), Some(b)) => {
+                w + a
+                    .val()
+                    .inner()
+                    .matmul(b.val().inner())
+                    .mul_scalar(self.scale)
+            }
             _ => w,
         }
     }
@@ -164,7 +176,11 @@ impl TrainModel {
             if l.rank == 0 {
                 return Err(Error::Invalid("LoRA rank must be positive".into()));
             }
-            if let Some(bad) = l.targets.iter().find(|t| !PROJECTIONS.contains(&t.as_str())) {
+            if let Some(bad) = l
+                .targets
+                .iter()
+                .find(|t| !PROJECTIONS.contains(&t.as_str()))
+            {
                 return Err(Error::Invalid(format!(
                     "unknown LoRA target `{bad}` (expected one of {})",
                     PROJECTIONS.join(", ")
@@ -207,7 +223,11 @@ impl TrainModel {
             let bias = |o: usize, n: usize| ly.bqkv.as_ref().map(|b| b.clone().narrow(0, o, n));
             blocks.push(Block {
                 attn_norm: p1(ly.attn_norm.clone()),
-                q_proj: lin("q_proj", ly.wqkv.clone().narrow(1, 0, hh * hd), bias(0, hh * hd)),
+                q_proj: lin(
+                    "q_proj",
+                    ly.wqkv.clone().narrow(1, 0, hh * hd),
+                    bias(0, hh * hd),
+                ),
                 k_proj: lin(
                     "k_proj",
                     ly.wqkv.clone().narrow(1, hh * hd, kv * hd),
@@ -231,7 +251,11 @@ impl TrainModel {
             embed: p2(w.embed.clone()),
             blocks,
             norm: p1(w.norm.clone()),
-            lm_head: if cfg.tied { None } else { Some(p2(w.lm_head.clone())) },
+            lm_head: if cfg.tied {
+                None
+            } else {
+                Some(p2(w.lm_head.clone()))
+            },
             cfg,
         };
         Ok(TrainModel { decoder, device })
@@ -240,8 +264,13 @@ impl TrainModel {
     /// Log-probs of each `action` token after its `prompt`, for a batch of
     /// `(prompt, action)` pairs, under logits divided by `temperature` (1 = the plain
     /// policy). Differentiable with respect to the trainable parameters.
-    pub fn action_logprobs(&self, batch: &[(Vec<u32>, Vec<u32>)], temperature: f32) -> Result<ActionLogprobs> {
-        self.decoder.action_logprobs(batch, temperature, &self.device)
+    pub fn action_logprobs(
+        &self,
+        batch: &[(Vec<u32>, Vec<u32>)],
+        temperature: f32,
+    ) -> Result<ActionLogprobs> {
+        self.decoder
+            .action_logprobs(batch, temperature, &self.device)
     }
 }
 
@@ -262,20 +291,34 @@ impl Decoder {
                 bias[q * s + k] = NEG;
             }
         }
-        let bias: Tensor<4> = Tensor::<4>::from_data(TensorData::new(bias, [1, 1, s, s]), device)
-            .repeat_dim(0, b);
+        let bias: Tensor<4> =
+            Tensor::<4>::from_data(TensorData::new(bias, [1, 1, s, s]), device).repeat_dim(0, b);
         for blk in &self.blocks {
             let h = rms_norm(x.clone(), &blk.attn_norm.val(), cfg.rms_eps);
-            let mut q = blk.q_proj.forward(h.clone()).reshape([b, s, hh, hd]).swap_dims(1, 2);
-            let mut k = blk.k_proj.forward(h.clone()).reshape([b, s, kv, hd]).swap_dims(1, 2);
-            let v = blk.v_proj.forward(h).reshape([b, s, kv, hd]).swap_dims(1, 2);
+            let mut q = blk
+                .q_proj
+                .forward(h.clone())
+                .reshape([b, s, hh, hd])
+                .swap_dims(1, 2);
+            let mut k = blk
+                .k_proj
+                .forward(h.clone())
+                .reshape([b, s, kv, hd])
+                .swap_dims(1, 2);
+            let v = blk
+                .v_proj
+                .forward(h)
+                .reshape([b, s, kv, hd])
+                .swap_dims(1, 2);
             if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
                 q = rms_norm(q, &qn.val(), cfg.rms_eps);
                 k = rms_norm(k, &kn.val(), cfg.rms_eps);
             }
             let q = rope(q, &cos, &sin);
             let k = rope(k, &cos, &sin);
-            let o = attention(q, k, v, &bias).swap_dims(1, 2).reshape([b * s, hh * hd]);
+            let o = attention(q, k, v, &bias)
+                .swap_dims(1, 2)
+                .reshape([b * s, hh * hd]);
             x = x + blk.o_proj.forward(o);
             let h = rms_norm(x.clone(), &blk.ffn_norm.val(), cfg.rms_eps);
             let g = blk.gate_proj.forward(h.clone());
@@ -298,10 +341,14 @@ impl Decoder {
         let vocab = self.cfg.vocab;
         for (p, a) in batch {
             if p.is_empty() || a.is_empty() {
-                return Err(Error::Invalid("every item needs a non-empty prompt and action".into()));
+                return Err(Error::Invalid(
+                    "every item needs a non-empty prompt and action".into(),
+                ));
             }
             if let Some(t) = p.iter().chain(a).find(|&&t| t as usize >= vocab) {
-                return Err(Error::Invalid(format!("token id {t} is outside the vocabulary ({vocab})")));
+                return Err(Error::Invalid(format!(
+                    "token id {t} is outside the vocabulary ({vocab})"
+                )));
             }
         }
         let b = batch.len();
@@ -325,7 +372,10 @@ impl Decoder {
                 mask[i * amax + j] = 1.0;
             }
         }
-        let h = self.hidden(&ids, device).narrow(1, s0, s - s0).reshape([b * (s - s0), self.cfg.hidden]);
+        let h = self
+            .hidden(&ids, device)
+            .narrow(1, s0, s - s0)
+            .reshape([b * (s - s0), self.cfg.hidden]);
         let h = rms_norm(h, &self.norm.val(), self.cfg.rms_eps);
         let head = match &self.lm_head {
             Some(w) => w.val(),
@@ -336,7 +386,8 @@ impl Decoder {
             logits = logits.div_scalar(temperature);
         }
         let lp = log_softmax(logits, 1);
-        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(targets, [b * (s - s0), 1]), device);
+        let t: Tensor<2, Int> =
+            Tensor::from_data(TensorData::new(targets, [b * (s - s0), 1]), device);
         let lp = lp.gather(1, t).reshape([b, s - s0]);
         let pick: Tensor<2, Int> = Tensor::from_data(TensorData::new(pick, [b, amax]), device);
         let mask: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, amax]), device);
@@ -359,7 +410,10 @@ impl Decoder {
                 };
                 FusedLayer {
                     attn_norm: b.attn_norm.val().inner(),
-                    wqkv: Tensor::cat(vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()], 1),
+                    wqkv: Tensor::cat(
+                        vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()],
+                        1,
+                    ),
                     bqkv: bq,
                     q_norm: b.q_norm.as_ref().map(|p| p.val().inner()),
                     k_norm: b.k_norm.as_ref().map(|p| p.val().inner()),
@@ -389,7 +443,9 @@ impl BurnLm {
     /// samples from the trained policy.
     pub fn set_weights(&mut self, model: &TrainModel) -> Result<()> {
         if model.decoder.cfg != self.cfg {
-            return Err(Error::Invalid("model config differs from the loaded model".into()));
+            return Err(Error::Invalid(
+                "model config differs from the loaded model".into(),
+            ));
         }
         self.weights = model.decoder.to_fused();
         Ok(())

@@ -10,21 +10,30 @@ use proptest::prelude::*;
 
 fn seed_file() -> Vec<u8> {
     // Q4_1 block: f16 d, f16 m, 16 bytes.
-    let q41: Vec<u8> = [half::f16::from_f32(0.5).to_le_bytes(), half::f16::from_f32(-1.0).to_le_bytes()]
-        .concat()
-        .into_iter()
-        .chain((0..16u8).map(|j| j * 17))
-        .collect();
+    let q41: Vec<u8> = [
+        half::f16::from_f32(0.5).to_le_bytes(),
+        half::f16::from_f32(-1.0).to_le_bytes(),
+    ]
+    .concat()
+    .into_iter()
+    .chain((0..16u8).map(|j| j * 17))
+    .collect();
     let f32s: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
     gguf(
         &[
             ("general.architecture", W::Str("llama")),
             ("llama.block_count", W::U32(1)),
             ("llama.rope.freq_base", W::F32(1e5)),
-            ("tokenizer.ggml.tokens", W::StrArr(&["<|endoftext|>", "a", "b", "Ġa"])),
+            (
+                "tokenizer.ggml.tokens",
+                W::StrArr(&["<|endoftext|>", "a", "b", "Ġa"]),
+            ),
             ("tokenizer.ggml.token_type", W::I32Arr(&[3, 1, 1, 1])),
         ],
-        &[("blk.0.attn_q.weight", vec![32, 1], 3, q41), ("norm", vec![4], 0, f32s)],
+        &[
+            ("blk.0.attn_q.weight", vec![32, 1], 3, q41),
+            ("norm", vec![4], 0, f32s),
+        ],
     )
 }
 
@@ -44,7 +53,9 @@ fn check(buf: &[u8]) {
 fn seed_file_parses() {
     let buf = seed_file();
     let g = Gguf::parse(&buf, Path::new("seed.gguf")).unwrap();
-    let (shape, v) = g.tensor_f32(&buf, "blk.0.attn_q.weight", Path::new("seed.gguf")).unwrap();
+    let (shape, v) = g
+        .tensor_f32(&buf, "blk.0.attn_q.weight", Path::new("seed.gguf"))
+        .unwrap();
     assert_eq!(shape, vec![1, 32]);
     assert_eq!(v[0], -1.0);
     assert_eq!(v[1], -0.5);

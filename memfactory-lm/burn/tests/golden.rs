@@ -11,7 +11,9 @@ use memfactory_lm_burn::BurnLm;
 use serde_json::Value;
 
 fn golden(name: &str) -> Option<Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     match std::fs::read_to_string(&p) {
         Ok(s) => Some(serde_json::from_str(&s).expect("golden JSON")),
         Err(_) => {
@@ -22,7 +24,11 @@ fn golden(name: &str) -> Option<Value> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn f(v: &Value) -> f32 {
@@ -32,7 +38,10 @@ fn f(v: &Value) -> f32 {
 fn argmax(x: &[f32]) -> usize {
     x.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |a, (i, &v)| if v > a.1 { (i, v) } else { a },
+        )
         .0
 }
 
@@ -52,13 +61,19 @@ fn greedy_ids(lm: &BurnLm, prompt: &[u32], n: usize) -> Vec<u32> {
 fn check_tokenization(lm: &BurnLm, g: &Value) {
     for case in g["tokenization_cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(lm.encode(text).unwrap(), ids(&case["ids"]), "tokenization of {text:?}");
+        assert_eq!(
+            lm.encode(text).unwrap(),
+            ids(&case["ids"]),
+            "tokenization of {text:?}"
+        );
     }
 }
 
 #[test]
 fn smollm2_matches_transformers() {
-    let Some(g) = golden("smollm2_q4_1.json") else { return };
+    let Some(g) = golden("smollm2_q4_1.json") else {
+        return;
+    };
     let Some(lm) = common::model() else {
         println!("skipping: no model");
         return;
@@ -79,20 +94,33 @@ fn smollm2_matches_transformers() {
                     content: m["content"].as_str().unwrap().into(),
                 })
                 .collect();
-            assert_eq!(lm.render_chat(&msgs, true).unwrap(), p["rendered"].as_str().unwrap());
+            assert_eq!(
+                lm.render_chat(&msgs, true).unwrap(),
+                p["rendered"].as_str().unwrap()
+            );
             lm.prompt_ids(&Prompt::Chat(msgs)).unwrap()
         } else {
             lm.encode(p["text"].as_str().unwrap()).unwrap()
         };
         assert_eq!(got_ids, want_ids, "{name}: prompt ids");
-        let logits = lm.batch_logits(std::slice::from_ref(&want_ids)).unwrap().remove(0);
+        let logits = lm
+            .batch_logits(std::slice::from_ref(&want_ids))
+            .unwrap()
+            .remove(0);
         let mut d_max = 0f32;
         for (pos, want) in p["positions"].as_array().unwrap().iter().enumerate() {
             let row = &logits[pos];
-            assert_eq!(argmax(row), want["argmax"].as_u64().unwrap() as usize, "{name} pos {pos}: argmax");
+            assert_eq!(
+                argmax(row),
+                want["argmax"].as_u64().unwrap() as usize,
+                "{name} pos {pos}: argmax"
+            );
             let mut d = (row[argmax(row)] - f(&want["max_logit"])).abs();
             d = d.max((lse(row) - f(&want["logsumexp"])).abs());
-            for (id, l) in ids(&want["top_ids"]).iter().zip(want["top_logits"].as_array().unwrap()) {
+            for (id, l) in ids(&want["top_ids"])
+                .iter()
+                .zip(want["top_logits"].as_array().unwrap())
+            {
                 d = d.max((row[*id as usize] - f(l)).abs());
             }
             for (id, l) in probe.iter().zip(want["probe_logits"].as_array().unwrap()) {
@@ -109,18 +137,27 @@ fn smollm2_matches_transformers() {
                 d_max = d_max.max((a - f(b)).abs());
             }
         }
-        println!("{name}: {} positions, max |Δlogit| = {d_max:e}", logits.len());
+        println!(
+            "{name}: {} positions, max |Δlogit| = {d_max:e}",
+            logits.len()
+        );
         assert!(d_max <= 1e-3, "{name}: max |Δlogit| {d_max}");
         worst = worst.max(d_max);
         let want_new = ids(&p["greedy"]["new_ids"]);
-        assert_eq!(greedy_ids(lm, &want_ids, want_new.len()), want_new, "{name}: greedy continuation");
+        assert_eq!(
+            greedy_ids(lm, &want_ids, want_new.len()),
+            want_new,
+            "{name}: greedy continuation"
+        );
     }
     println!("SmolLM2 worst |Δlogit| = {worst:e}");
 }
 
 fn tiny(name: &str, dir: &str) {
     let Some(g) = golden(name) else { return };
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(dir);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(dir);
     let lm = BurnLm::load(Path::new(&path), "flex").unwrap();
     check_tokenization(&lm, &g);
     let mut worst = 0f32;
@@ -129,22 +166,42 @@ fn tiny(name: &str, dir: &str) {
         let want_ids = ids(&s["ids"]);
         if let Some(r) = s["rendered"].as_str() {
             // Chat sequences: the rendered text must encode to the same ids.
-            assert_eq!(lm.encode(r).unwrap(), want_ids, "{name}: ids of rendered chat");
+            assert_eq!(
+                lm.encode(r).unwrap(),
+                want_ids,
+                "{name}: ids of rendered chat"
+            );
         }
-        let logits = lm.batch_logits(std::slice::from_ref(&want_ids)).unwrap().remove(0);
+        let logits = lm
+            .batch_logits(std::slice::from_ref(&want_ids))
+            .unwrap()
+            .remove(0);
         for (pos, want) in s["logits"].as_array().unwrap().iter().enumerate() {
             let want: Vec<f32> = want.as_array().unwrap().iter().map(f).collect();
-            assert_eq!(argmax(&logits[pos]), argmax(&want), "{name} pos {pos}: argmax");
+            assert_eq!(
+                argmax(&logits[pos]),
+                argmax(&want),
+                "{name} pos {pos}: argmax"
+            );
             for (a, b) in logits[pos].iter().zip(&want) {
                 worst = worst.max((a - b).abs());
             }
             worst = worst.max((lse(&logits[pos]) - f(&s["logsumexp"][pos])).abs());
         }
         let want_new = ids(&s["greedy"]["new_ids"]);
-        assert_eq!(greedy_ids(&lm, &want_ids, want_new.len()), want_new, "{name}: greedy");
+        assert_eq!(
+            greedy_ids(&lm, &want_ids, want_new.len()),
+            want_new,
+            "{name}: greedy"
+        );
     }
     // Left-padded batch: logits at valid positions equal the unbatched ones.
-    let rows: Vec<Vec<u32>> = g["batch"]["rows"].as_array().unwrap().iter().map(|r| ids(&r["ids"])).collect();
+    let rows: Vec<Vec<u32>> = g["batch"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| ids(&r["ids"]))
+        .collect();
     let got = lm.batch_logits(&rows).unwrap();
     for (r, row) in g["batch"]["rows"].as_array().unwrap().iter().enumerate() {
         for (pos, want) in row["logits"].as_array().unwrap().iter().enumerate() {
@@ -157,7 +214,10 @@ fn tiny(name: &str, dir: &str) {
     assert!(worst <= 2e-4, "{name}: max |Δlogit| {worst}");
     // Chat rendering follows the shipped template (tiny test model's own system prompt).
     let text = lm.render_chat(&[ChatMessage::user("hi")], true).unwrap();
-    assert!(text.starts_with("<|im_start|>system\nYou are a tiny test model."), "{text}");
+    assert!(
+        text.starts_with("<|im_start|>system\nYou are a tiny test model."),
+        "{text}"
+    );
 }
 
 #[test]

@@ -31,12 +31,17 @@ fn batched_generation_equals_one_at_a_time() {
         return;
     };
     let mut reqs = vec![
-        greedy(Prompt::Chat(vec![ChatMessage::user("Name three colors.")]), 12),
+        greedy(
+            Prompt::Chat(vec![ChatMessage::user("Name three colors.")]),
+            12,
+        ),
         greedy(Prompt::Text("The quick brown fox".into()), 9),
         greedy(
             Prompt::Chat(vec![
                 ChatMessage::system("You answer in one word."),
-                ChatMessage::user("What is the largest planet in the solar system? Think about it carefully."),
+                ChatMessage::user(
+                    "What is the largest planet in the solar system? Think about it carefully.",
+                ),
             ]),
             6,
         ),
@@ -60,7 +65,11 @@ fn batched_generation_equals_one_at_a_time() {
         let single = lm.generate(std::slice::from_ref(r)).unwrap().remove(0);
         println!("{:?} -> {:?}", b.text, single.text);
         assert_eq!(b.prompt_ids, single.prompt_ids);
-        assert_eq!(b.token_ids, single.token_ids, "tokens differ for {:?}", r.prompt);
+        assert_eq!(
+            b.token_ids, single.token_ids,
+            "tokens differ for {:?}",
+            r.prompt
+        );
         assert_eq!(b.finish, single.finish);
         for (x, y) in b.logprobs.iter().zip(&single.logprobs) {
             assert!((x - y).abs() < 1e-4, "logprob {x} vs {y}");
@@ -82,12 +91,18 @@ fn stop_strings_eos_and_lengths() {
     let q = || Prompt::Chat(vec![ChatMessage::user("What is the capital of France?")]);
     let mut r = greedy(q(), 24);
     r.params.stop = vec!["Paris".into()];
-    let g = lm.generate(&[r, greedy(q(), 40), greedy(q(), 3), greedy(q(), 0)]).unwrap();
+    let g = lm
+        .generate(&[r, greedy(q(), 40), greedy(q(), 3), greedy(q(), 0)])
+        .unwrap();
     assert_eq!(g[0].finish, Finish::Stop);
     assert!(!g[0].text.contains("Paris"), "{:?}", g[0].text);
     assert!(g[0].text.starts_with("The capital"), "{:?}", g[0].text);
     assert_eq!(g[1].finish, Finish::Eos, "{:?}", g[1].text);
-    assert!(lm.tokenizer().eos_ids.contains(g[1].token_ids.last().unwrap()));
+    assert!(
+        lm.tokenizer()
+            .eos_ids
+            .contains(g[1].token_ids.last().unwrap())
+    );
     assert!(g[1].text.contains("Paris") && !g[1].text.contains("<|im_end|>"));
     assert_eq!((g[2].finish, g[2].token_ids.len()), (Finish::Length, 3));
     assert!(g[3].token_ids.is_empty());
@@ -130,15 +145,20 @@ fn registry_builds_kind_burn() {
         path.display().to_string()
     ))
     .unwrap();
-    let (lm, resolved) =
-        memfactory_core::registry::build::<dyn LanguageModel>(memfactory_core::Cfg::new("lm", table)).unwrap();
+    let (lm, resolved) = memfactory_core::registry::build::<dyn LanguageModel>(
+        memfactory_core::Cfg::new("lm", table),
+    )
+    .unwrap();
     assert!(lm.describe().contains("Llama"), "{}", lm.describe());
     assert_eq!(resolved["device"].as_str(), Some("flex"));
     assert_eq!(resolved["max_batch"].as_integer(), Some(4));
-    let table: toml::Table = toml::from_str("kind = \"burn\"\npath = \"x.gguf\"\ndevice = \"tpu\"").unwrap();
-    let err = memfactory_core::registry::build::<dyn LanguageModel>(memfactory_core::Cfg::new("lm", table))
-        .err()
-        .unwrap()
-        .to_string();
+    let table: toml::Table =
+        toml::from_str("kind = \"burn\"\npath = \"x.gguf\"\ndevice = \"tpu\"").unwrap();
+    let err = memfactory_core::registry::build::<dyn LanguageModel>(memfactory_core::Cfg::new(
+        "lm", table,
+    ))
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("lm.device") && err.contains("tpu"), "{err}");
 }

@@ -46,7 +46,10 @@ fn lora_logprobs_match_generation_and_gradients_flow() {
             let got = lp[i * amax + j];
             assert_eq!(mask[i * amax + j], 1.0);
             worst = worst.max((got - want).abs());
-            assert!((got - want).abs() < 1e-4, "row {i} token {j}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "row {i} token {j}: {got} vs {want}"
+            );
         }
         for j in g.logprobs.len()..amax {
             assert_eq!(mask[i * amax + j], 0.0);
@@ -59,10 +62,24 @@ fn lora_logprobs_match_generation_and_gradients_flow() {
     println!("backward in {:.2}s", t.elapsed().as_secs_f32());
     let blk = &tm.decoder.blocks[3];
     // B starts at zero, so A's gradient is zero at step 0; B's must not be.
-    let gb = blk.q_proj.lora_b.as_ref().unwrap().val().grad(&grads).expect("grad of q lora_b");
+    let gb = blk
+        .q_proj
+        .lora_b
+        .as_ref()
+        .unwrap()
+        .val()
+        .grad(&grads)
+        .expect("grad of q lora_b");
     let norm: f32 = gb.powf_scalar(2.0).sum().into_scalar::<f32>();
     assert!(norm > 0.0, "zero LoRA gradient");
-    let gd = blk.down_proj.lora_b.as_ref().unwrap().val().grad(&grads).expect("grad of down lora_b");
+    let gd = blk
+        .down_proj
+        .lora_b
+        .as_ref()
+        .unwrap()
+        .val()
+        .grad(&grads)
+        .expect("grad of down lora_b");
     assert!(gd.abs().sum().into_scalar::<f32>() > 0.0);
     // Frozen base weights and untargeted projections get no gradient.
     assert!(blk.q_proj.weight.val().grad(&grads).is_none());
@@ -79,11 +96,27 @@ fn full_finetune_grads_and_set_weights_roundtrip() {
     let tm = TrainModel::new(lm, None).unwrap();
     let prompt = lm.encode("Hello, my name is").unwrap();
     let action = lm.encode(" Bob and I like").unwrap();
-    let out = tm.action_logprobs(&[(prompt.clone(), action.clone())], 1.0).unwrap();
+    let out = tm
+        .action_logprobs(&[(prompt.clone(), action.clone())], 1.0)
+        .unwrap();
     let grads = out.logprobs.sum().backward();
     assert!(tm.decoder.embed.val().grad(&grads).is_some());
-    assert!(tm.decoder.blocks[0].q_proj.weight.val().grad(&grads).is_some());
-    assert!(tm.decoder.blocks[29].down_proj.weight.val().grad(&grads).is_some());
+    assert!(
+        tm.decoder.blocks[0]
+            .q_proj
+            .weight
+            .val()
+            .grad(&grads)
+            .is_some()
+    );
+    assert!(
+        tm.decoder.blocks[29]
+            .down_proj
+            .weight
+            .val()
+            .grad(&grads)
+            .is_some()
+    );
     // Writing the (unchanged) weights back keeps generation identical.
     let mut lm2 = memfactory_lm_burn::BurnLm::load(&common::model_path(), "flex").unwrap();
     let req = [GenRequest {
@@ -100,6 +133,9 @@ fn full_finetune_grads_and_set_weights_roundtrip() {
         assert!((a - b).abs() < 1e-4);
     }
     // Unknown LoRA target is a typed error.
-    let bad = LoraConfig { targets: vec!["embed_tokens".into()], ..LoraConfig::default() };
+    let bad = LoraConfig {
+        targets: vec!["embed_tokens".into()],
+        ..LoraConfig::default()
+    };
     assert!(TrainModel::new(lm, Some(&bad)).is_err());
 }

@@ -21,12 +21,19 @@ pub fn model() -> Option<&'static BurnLm> {
     LM.get_or_init(|| {
         let p = model_path();
         if !p.exists() {
-            println!("skipping: model file {} not found (set MEMFACTORY_SMOLLM2_GGUF)", p.display());
+            println!(
+                "skipping: model file {} not found (set MEMFACTORY_SMOLLM2_GGUF)",
+                p.display()
+            );
             return None;
         }
         let t = std::time::Instant::now();
         let lm = BurnLm::load(&p, "flex").expect("load SmolLM2");
-        println!("loaded {} in {:.1}s", p.display(), t.elapsed().as_secs_f32());
+        println!(
+            "loaded {} in {:.1}s",
+            p.display(),
+            t.elapsed().as_secs_f32()
+        );
         Some(lm)
     })
     .as_ref()
