@@ -120,7 +120,7 @@ fn layer(
     let (b, s) = dims;
     let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
     let h = rms_norm(x.clone(), &ly.attn_norm, cfg.rms_eps);
-    let mut qkv = h.matmul(ly.wqkv.clone());
+    let mut qkv = ly.wqkv.mm(h);
     if let Some(bq) = &ly.bqkv {
         qkv = qkv + bq.clone().unsqueeze::<2>();
     }
@@ -155,13 +155,13 @@ fn layer(
     let o = attention(q, kk, vv, bias)
         .swap_dims(1, 2)
         .reshape([b * s, hh * hd]);
-    let x = x + o.matmul(ly.wo.clone());
+    let x = x + ly.wo.mm(o);
     let h = rms_norm(x.clone(), &ly.ffn_norm, cfg.rms_eps);
-    let gu = h.matmul(ly.wgu.clone());
+    let gu = ly.wgu.mm(h);
     let ff = cfg.intermediate;
     let g = gu.clone().narrow(1, 0, ff);
     let u = gu.narrow(1, ff, ff);
-    x + (silu(g) * u).matmul(ly.wdown.clone())
+    x + ly.wdown.mm(silu(g) * u)
 }
 
 /// Runs `tokens` (`[b][s]`, one chunk) through the model at cache positions

@@ -75,13 +75,13 @@ impl ModelConfig {
         if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.kv_heads == 0 {
             return bad(format!("degenerate config {self:?}"));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "{} heads not a multiple of {} kv heads",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return bad(format!("odd head_dim {}", self.head_dim));
         }
         if self.hidden > 1 << 16
@@ -326,9 +326,9 @@ impl Source for GgufSource<'_> {
         };
         let mut m = Mat { rows, cols, data };
         if self.cfg.arch == Arch::Llama {
-            if gname.ends_with("attn_q.weight") && m.rows % self.cfg.heads == 0 {
+            if gname.ends_with("attn_q.weight") && m.rows.is_multiple_of(self.cfg.heads) {
                 unpermute_rows(&mut m, self.cfg.heads);
-            } else if gname.ends_with("attn_k.weight") && m.rows % self.cfg.kv_heads == 0 {
+            } else if gname.ends_with("attn_k.weight") && m.rows.is_multiple_of(self.cfg.kv_heads) {
                 unpermute_rows(&mut m, self.cfg.kv_heads);
             }
         }
@@ -434,18 +434,85 @@ impl Source for SafetensorsSource {
     }
 }
 
+/// A weight `[in, out]` stored as column blocks, one per core: flex runs matmuls below
+/// ~7 M multiply-adds on one thread, so decode-sized products are split by columns and the
+/// blocks multiplied in parallel.
+#[derive(Debug, Clone)]
+pub(crate) struct Split {
+    pub parts: Vec<Tensor<2>>,
+}
+
+/// Rows of `x` up to which a product runs block-parallel (above it, gemm's own threading
+/// takes over).
+const SPLIT_MAX_ROWS: usize = 64;
+
+impl Split {
+    /// Splits `w` `[in, out]` into `n` contiguous column blocks.
+    pub fn new(w: Tensor<2>, n: usize) -> Split {
+        let [_, out] = w.dims();
+        let n = n.clamp(1, out.max(1));
+        if n == 1 {
+            return Split { parts: vec![w] };
+        }
+        let step = out.div_ceil(n);
+        let parts = (0..out)
+            .step_by(step)
+            .map(|s| {
+                let part = w.clone().narrow(1, s, step.min(out - s));
+                // A fresh contiguous copy (a narrow is only a view).
+                Tensor::from_data(part.into_data(), &w.device())
+            })
+            .collect();
+        Split { parts }
+    }
+
+    /// The whole matrix.
+    pub fn full(&self) -> Tensor<2> {
+        if self.parts.len() == 1 {
+            self.parts[0].clone()
+        } else {
+            Tensor::cat(self.parts.clone(), 1)
+        }
+    }
+
+    /// `x · W`.
+    pub fn mm(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.parts.len() == 1 {
+            return x.matmul(self.parts[0].clone());
+        }
+        let outs: Vec<Tensor<2>> = if x.dims()[0] <= SPLIT_MAX_ROWS {
+            use rayon::prelude::*;
+            self.parts
+                .par_iter()
+                .map(|w| x.clone().matmul(w.clone()))
+                .collect()
+        } else {
+            self.parts
+                .iter()
+                .map(|w| x.clone().matmul(w.clone()))
+                .collect()
+        };
+        Tensor::cat(outs, 1)
+    }
+}
+
+/// Column blocks per weight: one per rayon thread (at most 8).
+pub(crate) fn split_parts() -> usize {
+    rayon::current_num_threads().clamp(1, 8)
+}
+
 /// One block of inference weights (fused, `[in, out]`).
 #[derive(Debug, Clone)]
 pub(crate) struct FusedLayer {
     pub attn_norm: Tensor<1>,
-    pub wqkv: Tensor<2>,
+    pub wqkv: Split,
     pub bqkv: Option<Tensor<1>>,
     pub q_norm: Option<Tensor<1>>,
     pub k_norm: Option<Tensor<1>>,
-    pub wo: Tensor<2>,
+    pub wo: Split,
     pub ffn_norm: Tensor<1>,
-    pub wgu: Tensor<2>,
-    pub wdown: Tensor<2>,
+    pub wgu: Split,
+    pub wdown: Split,
 }
 
 /// Inference weights.
@@ -539,17 +606,17 @@ impl Fused {
             let (dr, dc, wdown) = transpose_cat(&[&dn]);
             layers.push(FusedLayer {
                 attn_norm: t1(vec1(src, &format!("{p}input_layernorm.weight"), d)?, device),
-                wqkv: t2(wqkv, r, c, device),
+                wqkv: Split::new(t2(wqkv, r, c, device), split_parts()),
                 bqkv,
                 q_norm,
                 k_norm,
-                wo: t2(wo, or, oc, device),
+                wo: Split::new(t2(wo, or, oc, device), split_parts()),
                 ffn_norm: t1(
                     vec1(src, &format!("{p}post_attention_layernorm.weight"), d)?,
                     device,
                 ),
-                wgu: t2(wgu, gr, gc, device),
-                wdown: t2(wdown, dr, dc, device),
+                wgu: Split::new(t2(wgu, gr, gc, device), split_parts()),
+                wdown: Split::new(t2(wdown, dr, dc, device), split_parts()),
             });
         }
         let norm = t1(vec1(src, "model.norm.weight", d)?, device);

@@ -98,7 +98,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// Dequantizes `numel` values of type `ty` from `bytes`; `Err` names the size mismatch.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize) -> Result<Vec<f32>, String> {
     let bs = ty.block_size();
-    if numel % bs != 0 {
+    if !numel.is_multiple_of(bs) {
         return Err(format!(
             "{numel} values is not a whole number of {ty:?} blocks"
         ));

@@ -15,7 +15,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::engine::BurnLm;
 use crate::forward::{NEG, attention, rms_norm, rope, rope_tables};
-use crate::model::{Fused, FusedLayer, ModelConfig};
+use crate::model::{Fused, FusedLayer, ModelConfig, Split, split_parts};
 
 /// Projection names LoRA may adapt (HF names).
 pub const PROJECTIONS: [&str; 7] = [
@@ -220,31 +220,32 @@ impl TrainModel {
         let (hh, kv, hd, ff) = (cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.intermediate);
         let mut blocks = Vec::with_capacity(cfg.layers);
         for ly in &w.layers {
+            let (wqkv, wgu) = (ly.wqkv.full(), ly.wgu.full());
             let bias = |o: usize, n: usize| ly.bqkv.as_ref().map(|b| b.clone().narrow(0, o, n));
             blocks.push(Block {
                 attn_norm: p1(ly.attn_norm.clone()),
                 q_proj: lin(
                     "q_proj",
-                    ly.wqkv.clone().narrow(1, 0, hh * hd),
+                    wqkv.clone().narrow(1, 0, hh * hd),
                     bias(0, hh * hd),
                 ),
                 k_proj: lin(
                     "k_proj",
-                    ly.wqkv.clone().narrow(1, hh * hd, kv * hd),
+                    wqkv.clone().narrow(1, hh * hd, kv * hd),
                     bias(hh * hd, kv * hd),
                 ),
                 v_proj: lin(
                     "v_proj",
-                    ly.wqkv.clone().narrow(1, (hh + kv) * hd, kv * hd),
+                    wqkv.clone().narrow(1, (hh + kv) * hd, kv * hd),
                     bias((hh + kv) * hd, kv * hd),
                 ),
-                o_proj: lin("o_proj", ly.wo.clone(), None),
+                o_proj: lin("o_proj", ly.wo.full(), None),
                 q_norm: ly.q_norm.clone().map(p1),
                 k_norm: ly.k_norm.clone().map(p1),
                 ffn_norm: p1(ly.ffn_norm.clone()),
-                gate_proj: lin("gate_proj", ly.wgu.clone().narrow(1, 0, ff), None),
-                up_proj: lin("up_proj", ly.wgu.clone().narrow(1, ff, ff), None),
-                down_proj: lin("down_proj", ly.wdown.clone(), None),
+                gate_proj: lin("gate_proj", wgu.clone().narrow(1, 0, ff), None),
+                up_proj: lin("up_proj", wgu.clone().narrow(1, ff, ff), None),
+                down_proj: lin("down_proj", ly.wdown.full(), None),
             });
         }
         let decoder = Decoder {
@@ -410,17 +411,23 @@ impl Decoder {
                 };
                 FusedLayer {
                     attn_norm: b.attn_norm.val().inner(),
-                    wqkv: Tensor::cat(
-                        vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()],
-                        1,
+                    wqkv: Split::new(
+                        Tensor::cat(
+                            vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()],
+                            1,
+                        ),
+                        split_parts(),
                     ),
                     bqkv: bq,
                     q_norm: b.q_norm.as_ref().map(|p| p.val().inner()),
                     k_norm: b.k_norm.as_ref().map(|p| p.val().inner()),
-                    wo: b.o_proj.merged(),
+                    wo: Split::new(b.o_proj.merged(), split_parts()),
                     ffn_norm: b.ffn_norm.val().inner(),
-                    wgu: Tensor::cat(vec![b.gate_proj.merged(), b.up_proj.merged()], 1),
-                    wdown: b.down_proj.merged(),
+                    wgu: Split::new(
+                        Tensor::cat(vec![b.gate_proj.merged(), b.up_proj.merged()], 1),
+                        split_parts(),
+                    ),
+                    wdown: Split::new(b.down_proj.merged(), split_parts()),
                 }
             })
             .collect();

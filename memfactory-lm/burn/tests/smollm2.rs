@@ -124,7 +124,7 @@ fn chat_prompt_follows_the_template() {
     let start = lm.encode("<|im_start|>").unwrap();
     assert_eq!(start.len(), 1, "special tokens are single ids");
     assert_eq!(ids[0], start[0]);
-    assert_eq!(lm.decode(&ids).unwrap().contains("<|im_start|>"), false);
+    assert!(!lm.decode(&ids).unwrap().contains("<|im_start|>"));
     // Round trip of ordinary text, digits split one by one.
     let s = "Hello, world! 12345 café";
     let e = lm.encode(s).unwrap();
