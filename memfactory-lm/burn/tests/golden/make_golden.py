@@ -11,7 +11,8 @@ What it produces (all under this folder, next to this script):
                       logsumexp, log-prob of the next prompt token, the top-20 (id, logit)
                       pairs, and the logits of 16 fixed "probe" ids (same ids at every position).
                       Plus a greedy continuation of 16 tokens (ids, text, per-step top-5).
-                      Plus tokenization cases (strings -> ids) for the GGUF tokenizer.
+                      Plus tokenization cases (strings -> ids) for the GGUF tokenizer and
+                      chat_render_cases (multi-turn conversations -> rendered string -> ids).
   tiny-qwen2/         A tiny random Qwen2 (q/k/v bias, UNTIED lm_head, F32 safetensors) as an
                       HF directory: config.json, model.safetensors, tokenizer.json,
                       tokenizer_config.json (ChatML chat template), generation_config.json.
@@ -181,6 +182,36 @@ SMOL_PROMPTS = [
 ]
 FULL_LOGITS_PROMPT = "chat_default_system"  # full [V] logits at the last position for this prompt
 
+CHAT_RENDER_CASES = [
+    {"messages": [{"role": "user", "content": "Hi!"}], "add_generation_prompt": False},
+    {
+        "messages": [
+            {"role": "system", "content": "You keep a short memory of what you read."},
+            {"role": "user", "content": "<problem>Who wrote it?</problem>\n<memory>No previous memory</memory>"},
+            {"role": "assistant", "content": "Updated memory: nothing relevant yet."},
+            {"role": "user", "content": "Next section:\nDocument 3:\nThe novel was written by Jane Austen."},
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi."},
+            {"role": "user", "content": "  Leading spaces, unicode café 🙂, and a tab\t."},
+        ],
+        "add_generation_prompt": True,
+    },
+]
+
+
+def chat_render_cases(tok) -> list[dict]:
+    out = []
+    for c in CHAT_RENDER_CASES:
+        r = tok.apply_chat_template(c["messages"], tokenize=False, add_generation_prompt=c["add_generation_prompt"])
+        out.append({**c, "rendered": r, "ids": tok(r, add_special_tokens=False).input_ids})
+    return out
+
+
 TOKENIZATION_CASES = [
     "Hello world",
     " Hello  world\n\nnew paragraph\twith tab",
@@ -242,6 +273,7 @@ def make_smollm2(gguf_path: Path, out: Path) -> None:
         prompts.append(rec)
 
     cases = [{"text": s, "ids": tok(s, add_special_tokens=False).input_ids} for s in TOKENIZATION_CASES]
+    chat_cases = chat_render_cases(tok)
 
     cfg = model.config
     doc = {
@@ -286,6 +318,7 @@ def make_smollm2(gguf_path: Path, out: Path) -> None:
         "top_k": TOP_K,
         "prompts": prompts,
         "tokenization_cases": cases,
+        "chat_render_cases": chat_cases,
     }
     out.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n")
     print(f"[smollm2] wrote {out} ({out.stat().st_size} bytes)", flush=True)
@@ -540,6 +573,7 @@ def make_tiny(kind: str, out_dir: Path, out_json: Path, seed: int) -> None:
         "sequences": seqs,
         "batch": batch,
         "tokenization_cases": cases,
+        "chat_render_cases": chat_render_cases(tok),
     }
     out_json.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n")
     size = sum(p.stat().st_size for p in out_dir.iterdir())
