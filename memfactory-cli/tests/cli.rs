@@ -393,3 +393,22 @@ fn chat_with_a_missing_or_corrupt_model_fails_cleanly() {
         assert!(t.contains(model) && !t.contains("panicked"), "{model}: {t}");
     }
 }
+
+#[test]
+fn concurrent_eval_writes_the_same_files_as_sequential() {
+    let dir = setup(RECIPE);
+    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "seq"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(
+        dir.path().join("recipe.toml"),
+        RECIPE.replace("[eval]", "[eval]\nconcurrency = 3"),
+    )
+    .unwrap();
+    let o = run(dir.path(), &["eval", "recipe.toml", "--out", "par"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["trajectories.jsonl", "scores.jsonl"] {
+        let a = std::fs::read_to_string(dir.path().join("seq").join(f)).unwrap();
+        let b = std::fs::read_to_string(dir.path().join("par").join(f)).unwrap();
+        assert_eq!(a, b, "{f} differs between sequential and concurrent eval");
+    }
+}

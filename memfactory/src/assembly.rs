@@ -14,14 +14,14 @@
 //! [data.eval]           # a dataset: kind = "ruler-hqa" | "memagent-json" | ...
 //! [eval]                # optional
 //! limit = 100           # evaluate the first N samples
+//! concurrency = 8       # samples in flight; their LM calls are batched together
 //! metrics = ["sub-em", "exact-match", "f1", "format"]
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use memfactory_core::{
-    Cfg, DataSource, Error, LanguageModel, Paradigm, Recipe, Result, Reward, StoreFactory,
-    registry,
+    Cfg, DataSource, Error, LanguageModel, Paradigm, Recipe, Result, Reward, StoreFactory, registry,
 };
 
 /// The `[run]` table.
@@ -53,6 +53,8 @@ pub struct Assembly {
     pub metrics: Vec<Box<dyn Reward>>,
     /// `[eval] limit`.
     pub eval_limit: Option<usize>,
+    /// `[eval] concurrency`: samples in flight, their LM calls batched together.
+    pub eval_concurrency: usize,
     /// The resolved recipe: every key with its default filled in.
     pub resolved: toml::Table,
 }
@@ -92,11 +94,8 @@ impl Assembly {
         let out: String = run_cfg.get("out", format!("runs/{name}"))?;
         resolved.insert("run".into(), toml::Value::Table(run_cfg.finish()?));
 
-        let (model, t) = registry::build::<dyn LanguageModel>(required(
-            &mut root,
-            "model",
-            "the LM backend",
-        )?)?;
+        let (model, t) =
+            registry::build::<dyn LanguageModel>(required(&mut root, "model", "the LM backend")?)?;
         resolved.insert("model".into(), toml::Value::Table(t));
 
         let store_cfg = match root.sub("store")? {
@@ -126,6 +125,12 @@ impl Assembly {
             .sub("eval")?
             .unwrap_or_else(|| Cfg::new("eval", toml::Table::new()));
         let eval_limit: Option<usize> = eval_cfg.opt("limit")?;
+        let eval_concurrency: usize = eval_cfg.get_checked(
+            "concurrency",
+            1usize,
+            |c| (1..=256).contains(c),
+            "1..=256 samples in flight",
+        )?;
         let metric_values = match eval_cfg.raw("metrics") {
             None => DEFAULT_METRICS
                 .iter()
@@ -147,7 +152,10 @@ impl Assembly {
         for (i, v) in metric_values.iter().enumerate() {
             let c = Cfg::from_value(format!("eval.metrics[{i}]"), v)?;
             let (m, t) = registry::build::<dyn Reward>(c)?;
-            if metrics.iter().any(|o: &Box<dyn Reward>| o.name() == m.name()) {
+            if metrics
+                .iter()
+                .any(|o: &Box<dyn Reward>| o.name() == m.name())
+            {
                 return Err(Error::config(
                     format!("eval.metrics[{i}]"),
                     format!(
@@ -176,6 +184,7 @@ impl Assembly {
             eval_data,
             metrics,
             eval_limit,
+            eval_concurrency,
             resolved,
         })
     }

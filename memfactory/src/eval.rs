@@ -13,14 +13,18 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::collections::BTreeMap as Reorder;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use memfactory_core::{
-    Episode, EpisodeCx, Error, LoadCx, Result, Sample, Step, seed,
+    Episode, EpisodeCx, Error, LanguageModel, LoadCx, Result, Sample, Step, seed,
 };
 use serde::Serialize;
 
 use crate::Assembly;
+use crate::batching::BatchingLm;
 
 /// Per-sample result.
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +92,10 @@ fn append_json<T: Serialize>(w: &mut BufWriter<File>, path: &Path, v: &T) -> Res
 /// Loads the eval samples of `asm` (first `limit` of them).
 pub fn load_eval_samples(asm: &Assembly, limit: Option<usize>) -> Result<Vec<Sample>> {
     let data = asm.eval_data.as_ref().ok_or_else(|| {
-        Error::config("data.eval", "the recipe has no [data.eval] table to evaluate on")
+        Error::config(
+            "data.eval",
+            "the recipe has no [data.eval] table to evaluate on",
+        )
     })?;
     let mut samples = data.load(&LoadCx {
         tokenizer: Some(asm.model.as_ref()),
@@ -99,15 +106,24 @@ pub fn load_eval_samples(asm: &Assembly, limit: Option<usize>) -> Result<Vec<Sam
     Ok(samples)
 }
 
-/// Runs one sample's group of episodes (the paradigm's `paths`).
+/// Runs one sample's group of episodes (the paradigm's `paths`) on the recipe's model.
 pub fn run_sample(asm: &Assembly, sample: &Sample) -> Result<Vec<Episode>> {
+    run_sample_with(asm, asm.model.as_ref(), sample)
+}
+
+/// Runs one sample's group of episodes on `lm` (e.g. a [`BatchingLm`] over the model).
+pub fn run_sample_with(
+    asm: &Assembly,
+    lm: &dyn LanguageModel,
+    sample: &Sample,
+) -> Result<Vec<Episode>> {
     let paths = asm.agent.paths().max(1);
     let sample_seed = seed::derive(asm.run.seed, &sample.id);
     let mut cxs = (0..paths)
         .map(|p| {
             let store = asm.store.open(&format!("{}/{p}", sample.id))?;
             Ok(EpisodeCx::new(
-                asm.model.as_ref(),
+                lm,
                 store,
                 &sample.id,
                 p,
@@ -186,30 +202,91 @@ pub fn run_eval(
     let mut examples: Vec<(Sample, Episode, SampleScore)> = Vec::new();
     let (mut lm_calls, mut generated) = (0usize, 0usize);
 
-    for sample in &samples {
-        let episodes = run_sample(asm, sample)?;
-        for e in &episodes {
-            append_json(&mut traj, &traj_path, e)?;
-            for c in e.lm_calls() {
-                lm_calls += 1;
-                generated += c.output.token_ids.len();
+    let concurrency = asm.eval_concurrency.max(1);
+    let batching = BatchingLm::new(asm.model.as_ref(), concurrency * asm.agent.paths().max(1));
+    let next = AtomicUsize::new(0);
+    let n = samples.len();
+    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
+    let mut failure: Option<Error> = None;
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.min(n.max(1)) {
+            let tx = tx.clone();
+            let (batching, next, samples) = (&batching, &next, &samples);
+            s.spawn(move || {
+                let _worker = batching.worker();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let r = run_sample_with(asm, batching, &samples[i]);
+                    let failed = r.is_err();
+                    if tx.send((i, r)).is_err() || failed {
+                        next.store(n, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Results arrive in completion order; write them in sample order.
+        let mut waiting: Reorder<usize, Vec<Episode>> = Reorder::new();
+        let mut written = 0usize;
+        for (i, r) in rx {
+            if failure.is_some() {
+                continue;
+            }
+            match r {
+                Err(e) => {
+                    failure = Some(e);
+                    next.store(n, Ordering::SeqCst);
+                }
+                Ok(eps) => {
+                    waiting.insert(i, eps);
+                }
+            }
+            while let Some(episodes) = waiting.remove(&written) {
+                let sample = &samples[written];
+                written += 1;
+                let step = (|| -> Result<SampleScore> {
+                    for e in &episodes {
+                        append_json(&mut traj, &traj_path, e)?;
+                        for c in e.lm_calls() {
+                            lm_calls += 1;
+                            generated += c.output.token_ids.len();
+                        }
+                    }
+                    let scores = score_sample(asm, sample, &episodes)?;
+                    for (k, v) in &scores {
+                        per_metric.entry(k.clone()).or_default().push(*v);
+                    }
+                    let score = SampleScore {
+                        id: sample.id.clone(),
+                        scores,
+                        answer: episodes.first().and_then(|e| e.answer.clone()),
+                        gold: sample.answers.clone(),
+                    };
+                    append_json(&mut scores_w, &scores_path, &score)?;
+                    Ok(score)
+                })();
+                match step {
+                    Ok(score) => {
+                        if examples.len() < 3 {
+                            examples.push((sample.clone(), episodes[0].clone(), score.clone()));
+                        }
+                        progress(Progress::Sample { score });
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        next.store(n, Ordering::SeqCst);
+                        break;
+                    }
+                }
             }
         }
-        let scores = score_sample(asm, sample, &episodes)?;
-        for (k, v) in &scores {
-            per_metric.entry(k.clone()).or_default().push(*v);
-        }
-        let score = SampleScore {
-            id: sample.id.clone(),
-            scores,
-            answer: episodes.first().and_then(|e| e.answer.clone()),
-            gold: sample.answers.clone(),
-        };
-        append_json(&mut scores_w, &scores_path, &score)?;
-        if examples.len() < 3 {
-            examples.push((sample.clone(), episodes[0].clone(), score.clone()));
-        }
-        progress(Progress::Sample { score });
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
 
     let mut metrics = BTreeMap::new();

@@ -32,6 +32,7 @@
 //! [`eval::run_eval`] runs the agent over the eval data and writes the run directory.
 
 pub mod assembly;
+pub mod batching;
 pub mod eval;
 
 pub use assembly::{Assembly, RunSettings};
@@ -73,9 +74,17 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "lm-scripted"), Family::Lm, "scripted"),
         (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
         (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
-        (cfg!(feature = "data-memagent-json"), Family::Data, "memagent-json"),
+        (
+            cfg!(feature = "data-memagent-json"),
+            Family::Data,
+            "memagent-json",
+        ),
         (cfg!(feature = "data-ruler"), Family::Data, "ruler"),
-        (cfg!(feature = "reward-exact-match"), Family::Reward, "exact-match"),
+        (
+            cfg!(feature = "reward-exact-match"),
+            Family::Reward,
+            "exact-match",
+        ),
         (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
