@@ -1,0 +1,34 @@
+//! # memfactory-rl
+//!
+//! The GRPO trainer of MemFactory. `memfactory train RECIPE` reaches it through the
+//! `memfactory` facade, which assembles the recipe (model, agent, data) and hands the
+//! trainer a rollout function; this crate depends only on `memfactory-core` and the burn
+//! engine (`memfactory-lm-burn`), never on the facade or the CLI.
+//!
+//! Data flow of one training step, one module per stage (read them in this order):
+//!
+//! 1. [`rollout`] — a group of episodes (one per memory path) of each sample becomes
+//!    training rows: one row per LM call (memory updates and final answer) with its exact
+//!    prompt ids, action ids and the log-probs recorded at sampling time;
+//! 2. [`reward`] — a weighted sum of registered rewards scores each episode (components
+//!    kept apart for logging);
+//! 3. [`advantage`] — per-trajectory advantages within each group (`grpo` z-score or
+//!    `dr-grpo` mean-centering, MemAgent's choice), broadcast to every turn of the
+//!    trajectory;
+//! 4. [`loss`] — the PPO clipped surrogate with a k3 KL to a frozen reference, aggregated
+//!    `token-mean` or `seq-mean-token-mean`, on burn autodiff tensors;
+//! 5. [`optim`] — AdamW (PyTorch defaults written out), warmup + constant/cosine schedule,
+//!    global-norm gradient clipping and gradient accumulation;
+//! 6. [`trainer`] — `ppo_epochs` × mini-batches over the rows (so the ratio moves and
+//!    clipping acts, unlike one-update-per-batch GRPO), then `BurnLm::set_weights` so the
+//!    next rollout samples from the updated policy; metrics appended to `metrics.jsonl`.
+//!
+//! The `[train]` recipe table is parsed by [`config::TrainConfig::from_cfg`].
+
+pub mod advantage;
+pub mod config;
+pub mod loss;
+pub mod optim;
+pub mod reward;
+pub mod rollout;
+pub mod trainer;
