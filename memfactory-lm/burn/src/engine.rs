@@ -91,7 +91,7 @@ impl BurnLm {
             };
             let tok = TextTokenizer::from_hf_dir(path, &eos)?;
             let mut src = SafetensorsSource::open(path)?;
-            let w = Fused::load(&mut src, &cfg, &dev)?;
+            let w = Fused::load(&mut src, &cfg, &dev, false)?;
             (cfg, w, tok)
         } else {
             let (g, buf) = Gguf::open(path)?;
@@ -103,7 +103,8 @@ impl BurnLm {
                 path: path.to_path_buf(),
                 cfg: cfg.clone(),
             };
-            let w = Fused::load(&mut src, &cfg, &dev)?;
+            // Host block kernels only where the weights live in host memory.
+            let w = Fused::load(&mut src, &cfg, &dev, device == "flex" || device == "cpu")?;
             (cfg, w, tok)
         };
         if tok.vocab_size() > cfg.vocab {

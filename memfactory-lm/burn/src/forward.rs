@@ -215,9 +215,9 @@ pub(crate) fn forward_chunk(
     cache.len = end;
     let d = cfg.hidden;
     if all {
-        return rms_norm(x, &w.norm, cfg.rms_eps).matmul(w.lm_head.clone());
+        return w.lm_head.mm(rms_norm(x, &w.norm, cfg.rms_eps));
     }
     let last = x.reshape([b, s, d]).narrow(1, s - 1, 1).reshape([b, d]);
     let last = rms_norm(last, &w.norm, cfg.rms_eps);
-    last.matmul(w.lm_head.clone())
+    w.lm_head.mm(last)
 }

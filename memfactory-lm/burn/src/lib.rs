@@ -32,6 +32,7 @@
 pub mod engine;
 mod forward;
 pub mod gguf;
+mod kernels;
 pub mod model;
 pub mod quant;
 pub mod sampling;

@@ -23,7 +23,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use memfactory_core::{Error, Result};
 use serde_json::Value as Json;
 
+use std::sync::Arc;
+
 use crate::gguf::{Gguf, Value};
+use crate::kernels::HostMat;
 
 /// Which architecture family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -222,6 +225,10 @@ pub(crate) struct Mat {
 /// Named tensors on the host, dequantized to f32, under Hugging Face names.
 pub(crate) trait Source {
     fn get(&mut self, name: &str) -> Result<Option<Mat>>;
+    /// The tensor in its quantized block format, when it has a host kernel.
+    fn raw(&mut self, _name: &str) -> Option<HostMat> {
+        None
+    }
     fn path(&self) -> &Path;
     fn need(&mut self, name: &str, rows: usize, cols: usize) -> Result<Mat> {
         let m = self.get(name)?.ok_or_else(|| {
@@ -285,26 +292,56 @@ fn gguf_name(hf: &str) -> Option<String> {
 
 /// Undoes llama.cpp's q/k row permutation (`reshape(h, 2, d/2h, ..).swapaxes(1, 2)`):
 /// GGUF row `h·hd + 2i + a` holds HF row `h·hd + a·hd/2 + i`.
-fn unpermute_rows(m: &mut Mat, n_head: usize) {
-    let hd = m.rows / n_head;
+fn unpermute<T: Copy + Default>(data: &mut Vec<T>, rows: usize, n_head: usize) {
+    let width = data.len() / rows.max(1);
+    let hd = rows / n_head;
     let half = hd / 2;
-    let mut out = vec![0f32; m.data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..n_head {
         for i in 0..half {
             for a in 0..2 {
                 let src = h * hd + 2 * i + a;
                 let dst = h * hd + a * half + i;
-                out[dst * m.cols..(dst + 1) * m.cols]
-                    .copy_from_slice(&m.data[src * m.cols..(src + 1) * m.cols]);
+                out[dst * width..(dst + 1) * width]
+                    .copy_from_slice(&data[src * width..(src + 1) * width]);
             }
         }
     }
-    m.data = out;
+    *data = out;
+}
+
+fn unpermute_rows(m: &mut Mat, n_head: usize) {
+    unpermute(&mut m.data, m.rows, n_head);
 }
 
 impl Source for GgufSource<'_> {
     fn path(&self) -> &Path {
         &self.path
+    }
+    fn raw(&mut self, name: &str) -> Option<HostMat> {
+        let gname = gguf_name(name)?;
+        let t = self.g.tensor(&gname)?;
+        if t.dims.len() != 2 {
+            return None;
+        }
+        let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+        let mut data = self.g.tensor_bytes(self.buf, t).to_vec();
+        if self.cfg.arch == Arch::Llama {
+            let heads = if gname.ends_with("attn_q.weight") {
+                Some(self.cfg.heads)
+            } else if gname.ends_with("attn_k.weight") {
+                Some(self.cfg.kv_heads)
+            } else {
+                None
+            };
+            if let Some(h) = heads {
+                if !rows.is_multiple_of(h) {
+                    return None;
+                }
+                unpermute(&mut data, rows, h);
+            }
+        }
+        HostMat::new(t.ty, rows, cols, data)
     }
     fn get(&mut self, name: &str) -> Result<Option<Mat>> {
         let Some(gname) = gguf_name(name) else {
@@ -440,7 +477,12 @@ impl Source for SafetensorsSource {
 #[derive(Debug, Clone)]
 pub(crate) struct Split {
     pub parts: Vec<Tensor<2>>,
+    /// The same weight as GGUF blocks `[out, in]`, for decode-sized products on the CPU.
+    pub host: Option<Arc<HostMat>>,
 }
+
+/// Rows of `x` up to which the host block kernels are used.
+const HOST_MAX_ROWS: usize = 16;
 
 /// Rows of `x` up to which a product runs block-parallel (above it, gemm's own threading
 /// takes over).
@@ -452,7 +494,10 @@ impl Split {
         let [_, out] = w.dims();
         let n = n.clamp(1, out.max(1));
         if n == 1 {
-            return Split { parts: vec![w] };
+            return Split {
+                parts: vec![w],
+                host: None,
+            };
         }
         let step = out.div_ceil(n);
         let parts = (0..out)
@@ -463,7 +508,14 @@ impl Split {
                 Tensor::from_data(part.into_data(), &w.device())
             })
             .collect();
-        Split { parts }
+        Split { parts, host: None }
+    }
+
+    /// Attaches host blocks (ignored when their shape does not match).
+    pub fn with_host(mut self, host: Option<HostMat>) -> Split {
+        let [inp, out] = [self.parts[0].dims()[0], self.parts.iter().map(|p| p.dims()[1]).sum()];
+        self.host = host.filter(|h| h.rows == out && h.cols == inp).map(Arc::new);
+        self
     }
 
     /// The whole matrix.
@@ -477,6 +529,17 @@ impl Split {
 
     /// `x · W`.
     pub fn mm(&self, x: Tensor<2>) -> Tensor<2> {
+        if let Some(h) = &self.host {
+            let [m, k] = x.dims();
+            if m <= HOST_MAX_ROWS {
+                if let Ok(v) = x.clone().into_data().try_into_vec::<f32>() {
+                    if v.len() == m * k {
+                        let y = h.matmul_t(&v, m);
+                        return Tensor::from_data(TensorData::new(y, [m, h.rows]), &x.device());
+                    }
+                }
+            }
+        }
         if self.parts.len() == 1 {
             return x.matmul(self.parts[0].clone());
         }
@@ -522,7 +585,7 @@ pub(crate) struct Fused {
     pub layers: Vec<FusedLayer>,
     pub norm: Tensor<1>,
     /// `[hidden, vocab]`.
-    pub lm_head: Tensor<2>,
+    pub lm_head: Split,
 }
 
 /// `[in, Σ out]` row-major from `[out, in]` matrices.
@@ -554,7 +617,18 @@ pub(crate) fn t2(v: Vec<f32>, r: usize, c: usize, device: &Device) -> Tensor<2> 
 
 impl Fused {
     /// Loads every weight of `cfg` from `src` onto `device`.
-    pub fn load(src: &mut dyn Source, cfg: &ModelConfig, device: &Device) -> Result<Fused> {
+    pub fn load(
+        src: &mut dyn Source,
+        cfg: &ModelConfig,
+        device: &Device,
+        host_kernels: bool,
+    ) -> Result<Fused> {
+        let raw = |src: &mut dyn Source, names: &[String]| -> Option<HostMat> {
+            if !host_kernels {
+                return None;
+            }
+            HostMat::stack(names.iter().map(|n| src.raw(n)).collect::<Option<Vec<_>>>()?)
+        };
         let (d, hd) = (cfg.hidden, cfg.head_dim);
         let (qo, kvo) = (cfg.heads * hd, cfg.kv_heads * hd);
         let embed = src.need("model.embed_tokens.weight", cfg.vocab, d)?;
@@ -606,17 +680,29 @@ impl Fused {
             let (dr, dc, wdown) = transpose_cat(&[&dn]);
             layers.push(FusedLayer {
                 attn_norm: t1(vec1(src, &format!("{p}input_layernorm.weight"), d)?, device),
-                wqkv: Split::new(t2(wqkv, r, c, device), split_parts()),
+                wqkv: Split::new(t2(wqkv, r, c, device), split_parts()).with_host(raw(
+                    src,
+                    &[
+                        format!("{p}self_attn.q_proj.weight"),
+                        format!("{p}self_attn.k_proj.weight"),
+                        format!("{p}self_attn.v_proj.weight"),
+                    ],
+                )),
                 bqkv,
                 q_norm,
                 k_norm,
-                wo: Split::new(t2(wo, or, oc, device), split_parts()),
+                wo: Split::new(t2(wo, or, oc, device), split_parts())
+                    .with_host(raw(src, &[format!("{p}self_attn.o_proj.weight")])),
                 ffn_norm: t1(
                     vec1(src, &format!("{p}post_attention_layernorm.weight"), d)?,
                     device,
                 ),
-                wgu: Split::new(t2(wgu, gr, gc, device), split_parts()),
-                wdown: Split::new(t2(wdown, dr, dc, device), split_parts()),
+                wgu: Split::new(t2(wgu, gr, gc, device), split_parts()).with_host(raw(
+                    src,
+                    &[format!("{p}mlp.gate_proj.weight"), format!("{p}mlp.up_proj.weight")],
+                )),
+                wdown: Split::new(t2(wdown, dr, dc, device), split_parts())
+                    .with_host(raw(src, &[format!("{p}mlp.down_proj.weight")])),
             });
         }
         let norm = t1(vec1(src, "model.norm.weight", d)?, device);
@@ -625,7 +711,14 @@ impl Fused {
             embed: t2(embed.data, cfg.vocab, d, device),
             layers,
             norm,
-            lm_head: t2(head, hr, hc, device),
+            lm_head: Split::new(t2(head, hr, hc, device), 1).with_host(raw(
+                src,
+                &[if cfg.tied {
+                    "model.embed_tokens.weight".to_string()
+                } else {
+                    "lm_head.weight".to_string()
+                }],
+            )),
         })
     }
 }

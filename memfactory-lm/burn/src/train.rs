@@ -255,7 +255,7 @@ impl TrainModel {
             lm_head: if cfg.tied {
                 None
             } else {
-                Some(p2(w.lm_head.clone()))
+                Some(p2(w.lm_head.full()))
             },
             cfg,
         };
@@ -432,10 +432,13 @@ impl Decoder {
             })
             .collect();
         let embed = self.embed.val().inner();
-        let lm_head = match &self.lm_head {
-            Some(w) => w.val().inner(),
-            None => embed.clone().transpose(),
-        };
+        let lm_head = Split::new(
+            match &self.lm_head {
+                Some(w) => w.val().inner(),
+                None => embed.clone().transpose(),
+            },
+            1,
+        );
         Fused {
             embed,
             layers,
