@@ -103,8 +103,11 @@ impl BurnLm {
                 path: path.to_path_buf(),
                 cfg: cfg.clone(),
             };
-            // Host block kernels only where the weights live in host memory.
-            let w = Fused::load(&mut src, &cfg, &dev, device == "flex" || device == "cpu")?;
+            // Experimental host block kernels (flex only, opt-in): measured slower than
+            // burn's f32 gemm on 2 cores without AVX-specific code, so off by default.
+            let host = (device == "flex" || device == "cpu")
+                && std::env::var_os("MEMFACTORY_BURN_HOST_KERNELS").is_some_and(|v| v == "1");
+            let w = Fused::load(&mut src, &cfg, &dev, host)?;
             (cfg, w, tok)
         };
         if tok.vocab_size() > cfg.vocab {

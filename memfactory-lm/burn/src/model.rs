@@ -513,8 +513,13 @@ impl Split {
 
     /// Attaches host blocks (ignored when their shape does not match).
     pub fn with_host(mut self, host: Option<HostMat>) -> Split {
-        let [inp, out] = [self.parts[0].dims()[0], self.parts.iter().map(|p| p.dims()[1]).sum()];
-        self.host = host.filter(|h| h.rows == out && h.cols == inp).map(Arc::new);
+        let [inp, out] = [
+            self.parts[0].dims()[0],
+            self.parts.iter().map(|p| p.dims()[1]).sum(),
+        ];
+        self.host = host
+            .filter(|h| h.rows == out && h.cols == inp)
+            .map(Arc::new);
         self
     }
 
@@ -627,7 +632,12 @@ impl Fused {
             if !host_kernels {
                 return None;
             }
-            HostMat::stack(names.iter().map(|n| src.raw(n)).collect::<Option<Vec<_>>>()?)
+            HostMat::stack(
+                names
+                    .iter()
+                    .map(|n| src.raw(n))
+                    .collect::<Option<Vec<_>>>()?,
+            )
         };
         let (d, hd) = (cfg.hidden, cfg.head_dim);
         let (qo, kvo) = (cfg.heads * hd, cfg.kv_heads * hd);
@@ -699,7 +709,10 @@ impl Fused {
                 ),
                 wgu: Split::new(t2(wgu, gr, gc, device), split_parts()).with_host(raw(
                     src,
-                    &[format!("{p}mlp.gate_proj.weight"), format!("{p}mlp.up_proj.weight")],
+                    &[
+                        format!("{p}mlp.gate_proj.weight"),
+                        format!("{p}mlp.up_proj.weight"),
+                    ],
                 )),
                 wdown: Split::new(t2(wdown, dr, dc, device), split_parts())
                     .with_host(raw(src, &[format!("{p}mlp.down_proj.weight")])),
