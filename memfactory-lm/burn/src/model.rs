@@ -534,15 +534,15 @@ impl Split {
 
     /// `x · W`.
     pub fn mm(&self, x: Tensor<2>) -> Tensor<2> {
-        if let Some(h) = &self.host {
+        if let Some(h) = &self.host
+            && x.dims()[0] <= HOST_MAX_ROWS
+        {
             let [m, k] = x.dims();
-            if m <= HOST_MAX_ROWS {
-                if let Ok(v) = x.clone().into_data().try_into_vec::<f32>() {
-                    if v.len() == m * k {
-                        let y = h.matmul_t(&v, m);
-                        return Tensor::from_data(TensorData::new(y, [m, h.rows]), &x.device());
-                    }
-                }
+            if let Ok(v) = x.clone().into_data().try_into_vec::<f32>()
+                && v.len() == m * k
+            {
+                let y = h.matmul_t(&v, m);
+                return Tensor::from_data(TensorData::new(y, [m, h.rows]), &x.device());
             }
         }
         if self.parts.len() == 1 {
