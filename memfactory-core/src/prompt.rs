@@ -84,6 +84,26 @@ impl PromptTemplate {
     }
 }
 
+/// Reads the optional template-file key `key` of `cfg` (a path, relative to the working
+/// directory); absent → `default` (recorded as `default:<key>` in the resolved recipe).
+/// This and nothing else in `memfactory-core` touches the filesystem.
+pub fn template_from_cfg(
+    cfg: &mut crate::Cfg,
+    key: &str,
+    default: &str,
+    names: &[&'static str],
+    required: &[&'static str],
+) -> Result<PromptTemplate> {
+    match cfg.opt::<String>(key)? {
+        None => PromptTemplate::new(format!("default:{key}"), default, names, required),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| cfg.error(key, format!("cannot read template file `{path}`: {e}")))?;
+            PromptTemplate::new(path, text, names, required)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,25 +125,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("f.txt") && err.contains("{memory}"), "{err}");
-    }
-}
-
-/// Reads the optional template-file key `key` of `cfg` (a path, relative to the working
-/// directory); absent → `default` (recorded as `default:<key>` in the resolved recipe).
-/// This and nothing else in `memfactory-core` touches the filesystem.
-pub fn template_from_cfg(
-    cfg: &mut crate::Cfg,
-    key: &str,
-    default: &str,
-    names: &[&'static str],
-    required: &[&'static str],
-) -> Result<PromptTemplate> {
-    match cfg.opt::<String>(key)? {
-        None => PromptTemplate::new(format!("default:{key}"), default, names, required),
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| cfg.error(key, format!("cannot read template file `{path}`: {e}")))?;
-            PromptTemplate::new(path, text, names, required)
-        }
     }
 }

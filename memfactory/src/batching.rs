@@ -128,7 +128,9 @@ impl LanguageModel for BatchingLm<'_> {
                 return Ok(out);
             }
             let all_waiting = st.pending.len() >= st.live;
-            if !st.running && !st.queue.is_empty() && (all_waiting || st.queue.len() >= self.max_batch)
+            if !st.running
+                && !st.queue.is_empty()
+                && (all_waiting || st.queue.len() >= self.max_batch)
             {
                 let n = st.queue.len().min(self.max_batch);
                 let batch: Vec<(u64, usize, GenRequest)> = st.queue.drain(..n).collect();
@@ -142,7 +144,9 @@ impl LanguageModel for BatchingLm<'_> {
                 st.batched_requests += n;
                 let outcomes: Vec<std::result::Result<Generation, String>> = match result {
                     Ok(gens) if gens.len() == n => gens.into_iter().map(Ok).collect(),
-                    Ok(gens) => vec![Err(format!("asked for {n} generations, got {}", gens.len())); n],
+                    Ok(gens) => {
+                        vec![Err(format!("asked for {n} generations, got {}", gens.len())); n]
+                    }
                     Err(e) => vec![Err(e.to_string()); n],
                 };
                 for ((c, i, _), o) in batch.into_iter().zip(outcomes) {
@@ -197,7 +201,9 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
             reqs.iter()
                 .map(|r| {
-                    let Prompt::Text(t) = &r.prompt else { unreachable!() };
+                    let Prompt::Text(t) = &r.prompt else {
+                        unreachable!()
+                    };
                     if t == "fail" {
                         return Err(Error::backend("echo", "asked to fail"));
                     }
@@ -262,6 +268,9 @@ mod tests {
         // Larger than max_batch: split over several batches, order kept.
         let many: Vec<GenRequest> = (0..10).map(|i| req(&i.to_string())).collect();
         let out = lm.generate(&many).unwrap();
-        assert_eq!(out.iter().map(|g| g.text.clone()).collect::<Vec<_>>(), (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            out.iter().map(|g| g.text.clone()).collect::<Vec<_>>(),
+            (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
     }
 }

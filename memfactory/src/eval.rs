@@ -10,10 +10,10 @@
 //! - `report.md` — a readable summary with a few examples.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeMap as Reorder;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::collections::BTreeMap as Reorder;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;

@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn read_toml(p: &Path) -> toml::Table {
@@ -83,7 +86,9 @@ fn only_lm_backends_and_the_trainer_depend_on_burn() {
     for m in members() {
         if m.deps.iter().any(|d| d.starts_with("burn")) {
             assert!(
-                m.name.starts_with("memfactory-lm-") || m.name == "memfactory-rl" || m.name == "memfactory-benches",
+                m.name.starts_with("memfactory-lm-")
+                    || m.name == "memfactory-rl"
+                    || m.name == "memfactory-benches",
                 "{} depends on burn",
                 m.name
             );
@@ -99,7 +104,11 @@ fn component_crates_have_facade_features() {
         for family in ["op", "store", "lm", "data", "reward", "agent"] {
             if let Some(kind) = m.name.strip_prefix(&format!("memfactory-{family}-")) {
                 let f = format!("{family}-{kind}");
-                assert!(features.contains_key(&f), "facade lacks feature `{f}` for {}", m.name);
+                assert!(
+                    features.contains_key(&f),
+                    "facade lacks feature `{f}` for {}",
+                    m.name
+                );
             }
         }
     }
@@ -111,6 +120,10 @@ fn every_crate_has_a_rustdoc_header() {
         let lib = m.dir.join("src/lib.rs");
         let main = m.dir.join("src/main.rs");
         let src = std::fs::read_to_string(if lib.exists() { lib } else { main }).unwrap();
-        assert!(src.trim_start().starts_with("//!"), "{} lacks a //! header", m.name);
+        assert!(
+            src.trim_start().starts_with("//!"),
+            "{} lacks a //! header",
+            m.name
+        );
     }
 }
