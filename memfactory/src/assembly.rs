@@ -147,15 +147,12 @@ impl Assembly {
                 ));
             }
         };
-        let mut metrics = Vec::new();
+        let mut metrics: Vec<Box<dyn Reward>> = Vec::new();
         let mut metrics_resolved = Vec::new();
         for (i, v) in metric_values.iter().enumerate() {
             let c = Cfg::from_value(format!("eval.metrics[{i}]"), v)?;
             let (m, t) = registry::build::<dyn Reward>(c)?;
-            if metrics
-                .iter()
-                .any(|o: &Box<dyn Reward>| o.name() == m.name())
-            {
+            if metrics.iter().any(|o| o.name() == m.name()) {
                 return Err(Error::config(
                     format!("eval.metrics[{i}]"),
                     format!(
