@@ -1,1 +1,364 @@
-//! TODO
+//! The training loop: rollout → reward → advantage → loss → step.
+//!
+//! [`Trainer`] owns the policy's inference engine ([`BurnLm`]), its trainable copy
+//! ([`TrainModel`]), an optional frozen reference (when `kl_beta > 0`) and the optimizer.
+//! [`Trainer::step`] asks a caller-supplied rollout function for groups of episodes sampled
+//! from the *current* policy (the facade runs the agent there; tests build episodes by
+//! hand), then [`Trainer::train_on`] turns them into rows and runs `ppo_epochs` passes of
+//! shuffled mini-batches of `mini_batch_size` rows. The ratio therefore moves away from 1
+//! after the first update and clipping acts (the clip fraction is logged). Finally
+//! [`BurnLm::set_weights`] refreshes the inference weights so the next rollout samples from
+//! the updated policy. Each step appends one JSON line to `metrics.jsonl`.
+//!
+//! The log-probs recomputed for training divide the logits by the row's sampling
+//! temperature; with `top_k`/`top_p` sampling the recorded log-probs come from the
+//! truncated distribution and the first ratio is not exactly 1.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+use memfactory_core::{Error, LanguageModel, Result, seed};
+use memfactory_lm_burn::train::Decoder;
+use memfactory_lm_burn::{BurnLm, TrainModel};
+use serde::Serialize;
+
+use crate::config::TrainConfig;
+use crate::loss::{LossInputs, grpo_loss};
+use crate::optim::Optim;
+use crate::reward::CompositeReward;
+use crate::rollout::{Group, Row, RowOptions, build_rows};
+
+/// Mean and (population) standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct MeanStd {
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub std: f64,
+}
+
+impl MeanStd {
+    fn of(v: impl IntoIterator<Item = f64>) -> Self {
+        let v: Vec<f64> = v.into_iter().collect();
+        if v.is_empty() {
+            return MeanStd::default();
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        MeanStd {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    /// Step index (0-based).
+    pub step: usize,
+    /// Total reward over episodes.
+    pub reward: MeanStd,
+    /// Each reward component (unweighted) over episodes.
+    pub reward_components: BTreeMap<String, MeanStd>,
+    /// Mean loss over micro-batches.
+    pub loss: f64,
+    /// Mean k3 KL over micro-batches.
+    pub kl: f64,
+    /// Mean clip fraction over micro-batches.
+    pub clip_fraction: f64,
+    /// Clip fraction of the last PPO epoch (non-zero once the policy has moved).
+    pub clip_fraction_last_epoch: f64,
+    /// Mean ratio over micro-batches.
+    pub ratio: f64,
+    /// Mean pre-clip global gradient norm over optimizer updates.
+    pub grad_norm: f64,
+    /// Learning rate of this step.
+    pub lr: f64,
+    /// Optimizer updates made.
+    pub updates: usize,
+    /// Training rows.
+    pub rows: usize,
+    /// Groups skipped for zero reward variance.
+    pub skipped_groups: usize,
+    /// Generated tokens per LM call.
+    pub response_length: MeanStd,
+    /// Longest generation.
+    pub response_length_max: usize,
+    /// Trained action tokens per second of update time.
+    pub tokens_per_s: f64,
+    /// Seconds spent in the rollout.
+    pub rollout_s: f64,
+    /// Seconds spent updating.
+    pub update_s: f64,
+}
+
+/// The GRPO trainer.
+pub struct Trainer {
+    /// Settings.
+    pub cfg: TrainConfig,
+    reward: CompositeReward,
+    lm: BurnLm,
+    model: Option<TrainModel>,
+    reference: Option<TrainModel>,
+    optim: Optim<Decoder>,
+    step: usize,
+    metrics_path: Option<PathBuf>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+impl Trainer {
+    /// A trainer for policy `lm`. With `run_dir`, metrics are appended to
+    /// `run_dir/metrics.jsonl` (the directory is created).
+    pub fn new(
+        lm: BurnLm,
+        cfg: TrainConfig,
+        reward: CompositeReward,
+        run_dir: Option<&Path>,
+    ) -> Result<Trainer> {
+        let model = TrainModel::new(&lm, cfg.lora.as_ref())?;
+        let reference = if cfg.loss.kl_beta > 0.0 {
+            Some(TrainModel::new(&lm, None)?)
+        } else {
+            None
+        };
+        let metrics_path = match run_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(io(d))?;
+                Some(d.join("metrics.jsonl"))
+            }
+            None => None,
+        };
+        Ok(Trainer {
+            optim: Optim::new(cfg.optim.clone()),
+            cfg,
+            reward,
+            lm,
+            model: Some(model),
+            reference,
+            step: 0,
+            metrics_path,
+        })
+    }
+
+    /// The current policy (sample rollouts from it).
+    pub fn lm(&self) -> &BurnLm {
+        &self.lm
+    }
+
+    /// Gives back the trained policy.
+    pub fn into_lm(self) -> BurnLm {
+        self.lm
+    }
+
+    /// Steps done.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// One training step: `rollout(policy, step)` returns the groups sampled from the
+    /// current policy; the trainer updates on them.
+    pub fn step(
+        &mut self,
+        rollout: &mut dyn FnMut(&dyn LanguageModel, usize) -> Result<Vec<Group>>,
+    ) -> Result<StepMetrics> {
+        let t = Instant::now();
+        let groups = rollout(&self.lm, self.step)?;
+        let rollout_s = t.elapsed().as_secs_f64();
+        let mut m = self.train_on(&groups)?;
+        m.rollout_s = rollout_s;
+        self.append_metrics(&m)?;
+        Ok(m)
+    }
+
+    fn append_metrics(&self, m: &StepMetrics) -> Result<()> {
+        let Some(p) = &self.metrics_path else {
+            return Ok(());
+        };
+        let line = serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut f: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(io(p))?;
+        writeln!(f, "{line}").map_err(io(p))
+    }
+
+    fn micro_batch(&mut self, rows: &[&Row]) -> Result<(crate::loss::LossStats, f32)> {
+        let temp = rows[0].temperature;
+        if rows.iter().any(|r| r.temperature != temp) {
+            return Err(Error::Invalid(
+                "rows of one mini-batch were sampled at different temperatures".into(),
+            ));
+        }
+        let batch: Vec<(Vec<u32>, Vec<u32>)> = rows
+            .iter()
+            .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
+            .collect();
+        let model = self.model.as_ref().expect("model present");
+        let out = model.action_logprobs(&batch, temp)?;
+        let [b, amax] = out.logprobs.dims();
+        let device = out.logprobs.device();
+        let mut old = vec![0f32; b * amax];
+        let mut adv = vec![0f32; b * amax];
+        for (i, r) in rows.iter().enumerate() {
+            old[i * amax..i * amax + r.old_logprobs.len()].copy_from_slice(&r.old_logprobs);
+            adv[i * amax..(i + 1) * amax].fill(r.advantage);
+        }
+        let ref_logprobs = match &self.reference {
+            Some(rm) => Some(rm.action_logprobs(&batch, temp)?.logprobs.detach()),
+            None => None,
+        };
+        let out_loss = grpo_loss(
+            LossInputs {
+                logprobs: out.logprobs,
+                old_logprobs: Tensor::from_data(TensorData::new(old, [b, amax]), &device),
+                ref_logprobs,
+                advantages: Tensor::from_data(TensorData::new(adv, [b, amax]), &device),
+                mask: out.mask,
+            },
+            &self.cfg.loss,
+        )?;
+        let loss_v: f32 = out_loss.loss.clone().into_scalar();
+        if !loss_v.is_finite() {
+            return Err(Error::backend("memfactory-rl", format!("loss is {loss_v}")));
+        }
+        let grads = GradientsParams::from_grads(out_loss.loss.backward(), &model.decoder);
+        self.optim.accumulate(&model.decoder, grads);
+        Ok((out_loss.stats, loss_v))
+    }
+
+    fn apply_update(&mut self, grad_norms: &mut Vec<f64>) {
+        let tm = self.model.take().expect("model present");
+        let TrainModel { decoder, device } = tm;
+        let (decoder, info) = self.optim.update(decoder, self.step);
+        if let Some(i) = info {
+            grad_norms.push(i.grad_norm as f64);
+        }
+        self.model = Some(TrainModel { decoder, device });
+    }
+
+    /// Updates the policy on `groups` (already sampled from it): rows, `ppo_epochs` ×
+    /// shuffled mini-batches, optimizer updates, then refreshes the inference weights.
+    pub fn train_on(&mut self, groups: &[Group]) -> Result<StepMetrics> {
+        let t = Instant::now();
+        let batch = build_rows(
+            groups,
+            &self.reward,
+            &RowOptions {
+                advantage: self.cfg.advantage,
+                eps: self.cfg.adv_eps,
+                mask_final_turn: self.cfg.mask_final_turn,
+                roles: self.cfg.roles.clone(),
+            },
+        )?;
+        let (mut losses, mut kls, mut clips, mut ratios, mut last_clips) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut grad_norms = Vec::new();
+        let mut tokens = 0usize;
+        let updates_before = self.optim.updates;
+        let n = batch.rows.len();
+        if n > 0 {
+            for epoch in 0..self.cfg.ppo_epochs {
+                let order = shuffled(
+                    n,
+                    seed::derive_n(
+                        seed::derive_n(self.cfg.seed, self.step as u64),
+                        epoch as u64,
+                    ),
+                );
+                for chunk in order.chunks(self.cfg.mini_batch_size) {
+                    let rows: Vec<&Row> = chunk.iter().map(|&i| &batch.rows[i]).collect();
+                    let (stats, loss) = self.micro_batch(&rows)?;
+                    losses.push(loss as f64);
+                    kls.push(stats.kl_mean as f64);
+                    clips.push(stats.clip_fraction as f64);
+                    ratios.push(stats.ratio_mean as f64);
+                    if epoch + 1 == self.cfg.ppo_epochs {
+                        last_clips.push(stats.clip_fraction as f64);
+                    }
+                    tokens += stats.tokens;
+                    if self.optim.ready() {
+                        self.apply_update(&mut grad_norms);
+                    }
+                }
+            }
+            // Leftover micro-batches of an incomplete accumulation.
+            self.apply_update(&mut grad_norms);
+            let model = self.model.as_ref().expect("model present");
+            self.lm.set_weights(model)?;
+        }
+        let update_s = t.elapsed().as_secs_f64();
+        let mut components: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for b in batch.rewards.iter().flatten() {
+            for (name, v) in &b.components {
+                components.entry(name.clone()).or_default().push(*v as f64);
+            }
+        }
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let m = StepMetrics {
+            step: self.step,
+            reward: MeanStd::of(batch.rewards.iter().flatten().map(|b| b.total as f64)),
+            reward_components: components
+                .into_iter()
+                .map(|(k, v)| (k, MeanStd::of(v)))
+                .collect(),
+            loss: mean(&losses),
+            kl: mean(&kls),
+            clip_fraction: mean(&clips),
+            clip_fraction_last_epoch: mean(&last_clips),
+            ratio: mean(&ratios),
+            grad_norm: mean(&grad_norms),
+            lr: self.cfg.optim.lr_at(self.step),
+            updates: self.optim.updates - updates_before,
+            rows: n,
+            skipped_groups: batch.skipped_groups,
+            response_length: MeanStd::of(batch.response_lengths.iter().map(|&l| l as f64)),
+            response_length_max: batch.response_lengths.iter().copied().max().unwrap_or(0),
+            tokens_per_s: tokens as f64 / update_s.max(1e-9),
+            rollout_s: 0.0,
+            update_s,
+        };
+        self.step += 1;
+        Ok(m)
+    }
+}
+
+/// A permutation of `0..n` from `seed` (Fisher–Yates over SplitMix64).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut s = seed;
+    for i in (1..n).rev() {
+        s = seed::mix(s);
+        let j = (s % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shuffle_is_a_permutation_and_seeded() {
+        let a = super::shuffled(10, 3);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..10).collect::<Vec<_>>());
+        assert_eq!(a, super::shuffled(10, 3));
+        assert_ne!(a, super::shuffled(10, 4));
+    }
+}
