@@ -176,3 +176,47 @@ fn grpo_raises_the_preferred_tokens_probability() {
     }
     assert!(first["reward_components"].get("prefers").is_some());
 }
+
+#[test]
+fn first_update_is_on_policy_ratio_one() {
+    // One epoch, one mini-batch: the recomputed log-probs equal the sampling ones, so the
+    // ratio is 1 and nothing is clipped before the first update.
+    let lm = model();
+    let src = r#"
+        samples_per_step = 2
+        group_size = 8
+        advantage = "dr-grpo"
+        ppo_epochs = 1
+        mini_batch_size = 16
+        lr = 1e-4
+        kl_beta = 0.0
+        [[rewards]]
+        kind = "exact-match"
+    "#;
+    let (cfg, _, _) = TrainConfig::from_cfg(memfactory_core::Cfg::new(
+        "train",
+        toml::from_str(src).unwrap(),
+    ))
+    .unwrap();
+    let groups = rollout(&lm, 7, 2, 8).unwrap();
+    let target = groups[0].episodes[0]
+        .lm_calls()
+        .next()
+        .unwrap()
+        .output
+        .token_ids[0];
+    let reward = CompositeReward {
+        components: vec![WeightedReward {
+            reward: Box::new(Prefers(target)),
+            weight: 1.0,
+        }],
+    };
+    let mut trainer = Trainer::new(lm, cfg, reward, None).unwrap();
+    let m = trainer.train_on(&groups).unwrap();
+    println!("ratio {} clip {} rows {}", m.ratio, m.clip_fraction, m.rows);
+    assert!(m.rows > 0);
+    assert!((m.ratio - 1.0).abs() < 1e-3, "ratio {}", m.ratio);
+    assert_eq!(m.clip_fraction, 0.0);
+    assert_eq!(m.kl, 0.0);
+    assert_eq!(m.updates, 1);
+}
