@@ -98,6 +98,9 @@ pub struct StepMetrics {
     pub update_s: f64,
 }
 
+/// Samples the groups of one step from the current policy: `(policy, step) → groups`.
+pub type RolloutFn<'a> = dyn FnMut(&dyn LanguageModel, usize) -> Result<Vec<Group>> + 'a;
+
 /// The GRPO trainer.
 pub struct Trainer {
     /// Settings.
@@ -166,10 +169,7 @@ impl Trainer {
 
     /// One training step: `rollout(policy, step)` returns the groups sampled from the
     /// current policy; the trainer updates on them.
-    pub fn step(
-        &mut self,
-        rollout: &mut dyn FnMut(&dyn LanguageModel, usize) -> Result<Vec<Group>>,
-    ) -> Result<StepMetrics> {
+    pub fn step(&mut self, rollout: &mut RolloutFn<'_>) -> Result<StepMetrics> {
         let t = Instant::now();
         let groups = rollout(&self.lm, self.step)?;
         let rollout_s = t.elapsed().as_secs_f64();
