@@ -99,7 +99,10 @@ impl ScriptedLm {
 pub fn render_chatml(msgs: &[ChatMessage]) -> String {
     let mut s = String::new();
     for m in msgs {
-        s.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+        s.push_str(&format!(
+            "<|im_start|>{}\n{}<|im_end|>\n",
+            m.role, m.content
+        ));
     }
     s.push_str("<|im_start|>assistant\n");
     s

@@ -20,8 +20,8 @@
 
 use memfactory_core::{
     Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryEdit, MemoryOp, OpInput, OpOutput, Prompt,
-    PromptTemplate, Result, SamplingParams, config::sampling_from_cfg,
-    episode::generate_lockstep, prompt::template_from_cfg,
+    PromptTemplate, Result, SamplingParams, config::sampling_from_cfg, episode::generate_lockstep,
+    prompt::template_from_cfg,
 };
 
 /// The default update prompt (MemAgent's `TEMPLATE`).
@@ -125,12 +125,8 @@ impl MemoryOp for Overwrite {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
-    let memory_tokens: usize = cfg.get_checked(
-        "memory_tokens",
-        1024,
-        |n| *n > 0,
-        "a positive token count",
-    )?;
+    let memory_tokens: usize =
+        cfg.get_checked("memory_tokens", 1024, |n| *n > 0, "a positive token count")?;
     let mut op = Overwrite::new(memory_tokens)?;
     op.template = template_from_cfg(
         cfg,
@@ -144,9 +140,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     if op.sampling.max_new_tokens > memory_tokens {
         return Err(cfg.error(
             "max_new_tokens",
-            format!(
-                "must not exceed memory_tokens ({memory_tokens}): the memory is capped anyway"
-            ),
+            format!("must not exceed memory_tokens ({memory_tokens}): the memory is capped anyway"),
         ));
     }
     Ok(Box::new(op))

@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(out[2], EditOutcome::Applied);
         assert!(matches!(out[3], EditOutcome::Rejected(_)));
         assert_eq!(out[4], EditOutcome::Unchanged);
-        assert_eq!(s.get("1").unwrap().unwrap().content, "Alice likes green tea");
+        assert_eq!(
+            s.get("1").unwrap().unwrap().content,
+            "Alice likes green tea"
+        );
         s.apply(&[MemoryEdit::Overwrite {
             content: "fresh".into(),
         }])

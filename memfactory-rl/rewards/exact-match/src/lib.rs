@@ -20,7 +20,11 @@ fn metric(pred: &str, gold: &str) -> f32 {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn Reward>> {
-    Ok(Box::new(AnswerMetric::from_cfg(cfg, "exact-match", metric)?))
+    Ok(Box::new(AnswerMetric::from_cfg(
+        cfg,
+        "exact-match",
+        metric,
+    )?))
 }
 
 memfactory_core::inventory::submit! {
