@@ -28,6 +28,19 @@
 //!
 //! Backends: `flex` (pure-Rust CPU, always on), `wgpu` and `cuda` behind the crate features of
 //! the same names.
+//!
+//! Rust API (what the CLI calls):
+//! - [`BurnLm::load`]`(path, device)` → a [`BurnLm`] (also a [`LanguageModel`]);
+//! - [`BurnLm::render_chat`]`(messages, add_generation_prompt)` → the templated prompt text,
+//!   [`BurnLm::chat`]`(user, max_new_tokens)` → a greedy reply;
+//! - [`BurnLm::batch_logits`] for scoring / parity checks;
+//! - training: [`TrainModel::new`]`(&lm, Some(&LoraConfig))`, [`TrainModel::action_logprobs`],
+//!   then [`BurnLm::set_weights`] to sample from the updated policy.
+//!
+//! Speed (SmolLM2-135M Q4_1 dequantized to f32, 2 CPU cores, `benches/engine.rs`): prefill of
+//! 512 tokens ≈ 240 tok/s; decode ≈ 37 tok/s at batch 1 (≈ 30 after a 512-token prompt) and
+//! ≈ 87 tok/s aggregate at batch 8. burn's `simd` and `rayon` features must be on for this
+//! (this crate enables them).
 
 pub mod engine;
 mod forward;
@@ -54,6 +67,12 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
         cfg.get_checked("prefill_chunk", 512usize, |&b| b > 0, "a positive integer")?;
     if let Err(m) = parse_device(&device) {
         return Err(cfg.error("device", m));
+    }
+    if !std::path::Path::new(&path).exists() {
+        return Err(cfg.error(
+            "path",
+            format!("no such file or directory: {path} (a .gguf file or an HF model directory)"),
+        ));
     }
     let mut lm = BurnLm::load(std::path::Path::new(&path), &device)?;
     lm.options = EngineOptions {
