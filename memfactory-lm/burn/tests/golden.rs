@@ -58,7 +58,37 @@ fn greedy_ids(lm: &BurnLm, prompt: &[u32], n: usize) -> Vec<u32> {
     lm.generate(&[req]).unwrap().remove(0).token_ids
 }
 
+fn check_chat_rendering(lm: &BurnLm, g: &Value) {
+    let Some(cases) = g["chat_render_cases"].as_array() else {
+        return;
+    };
+    for case in cases {
+        let msgs: Vec<ChatMessage> = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ChatMessage {
+                role: m["role"].as_str().unwrap().into(),
+                content: m["content"].as_str().unwrap().into(),
+            })
+            .collect();
+        let agp = case["add_generation_prompt"].as_bool().unwrap_or(false);
+        let text = lm.render_chat(&msgs, agp).unwrap();
+        assert_eq!(
+            text,
+            case["rendered"].as_str().unwrap(),
+            "rendering of {msgs:?}"
+        );
+        assert_eq!(
+            lm.encode(&text).unwrap(),
+            ids(&case["ids"]),
+            "ids of {text:?}"
+        );
+    }
+}
+
 fn check_tokenization(lm: &BurnLm, g: &Value) {
+    check_chat_rendering(lm, g);
     for case in g["tokenization_cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(
