@@ -29,6 +29,7 @@ pub mod prompt;
 pub mod recipe;
 pub mod registry;
 pub mod reward;
+pub mod rng;
 pub mod sample;
 pub mod seed;
 pub mod text;

@@ -317,38 +317,7 @@ pub fn instance_rng(seed: u64, id: &str, docs: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(instance_seed(seed, id, docs))
 }
 
-/// A uniform integer in `0..n` (`n > 0`), from `next_u64` only.
-///
-/// Lemire's multiply-shift with rejection ("Fast Random Integer Generation in an
-/// Interval", ACM TOMACS 2019): the high word of `x * n` (x a uniform 64-bit draw) is the
-/// result; draws whose low word falls below `2^64 mod n` are rejected, which removes the
-/// bias exactly. It consumes one draw except with probability < n / 2^64.
-///
-/// # Panics
-/// When `n == 0`.
-pub fn bounded<R: RngCore + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    assert!(n > 0, "bounded: empty range");
-    let mut m = u128::from(rng.next_u64()) * u128::from(n);
-    let mut low = m as u64;
-    if low < n {
-        // 2^64 mod n, computed in 64 bits.
-        let threshold = n.wrapping_neg() % n;
-        while low < threshold {
-            m = u128::from(rng.next_u64()) * u128::from(n);
-            low = m as u64;
-        }
-    }
-    (m >> 64) as u64
-}
-
-/// Fisher–Yates (Durstenfeld) shuffle: for i from the last index down to 1, swap item i
-/// with item [`bounded`]`(i + 1)`.
-pub fn shuffle<T, R: RngCore + ?Sized>(rng: &mut R, items: &mut [T]) {
-    for i in (1..items.len()).rev() {
-        let j = bounded(rng, (i + 1) as u64) as usize;
-        items.swap(i, j);
-    }
-}
+pub use memfactory_core::rng::{bounded, shuffle};
 
 /// `k` distinct integers drawn uniformly from `0..n` minus `excluded`, in draw order.
 ///
@@ -703,37 +672,6 @@ memfactory_core::inventory::submit! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bounded_stays_in_range_and_is_roughly_uniform() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut counts = [0usize; 7];
-        for _ in 0..70_000 {
-            counts[bounded(&mut rng, 7) as usize] += 1;
-        }
-        for c in counts {
-            assert!((9_300..10_700).contains(&c), "{counts:?}");
-        }
-        assert_eq!(bounded(&mut rng, 1), 0);
-        // A range where almost half of the draws are rejected (2^64 mod n = n - 2).
-        let n = (1u64 << 63) + 1;
-        for _ in 0..100 {
-            assert!(bounded(&mut rng, n) < n);
-        }
-    }
-
-    #[test]
-    fn shuffle_is_a_permutation() {
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let mut v: Vec<usize> = (0..100).collect();
-        shuffle(&mut rng, &mut v);
-        let mut s = v.clone();
-        s.sort_unstable();
-        assert_eq!(s, (0..100).collect::<Vec<_>>());
-        assert_ne!(v, s);
-        let mut empty: [u8; 0] = [];
-        shuffle(&mut rng, &mut empty);
-    }
 
     #[test]
     fn sample_excluding_avoids_excluded_and_repeats() {
