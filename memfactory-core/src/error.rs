@@ -138,6 +138,18 @@ impl Error {
         }
     }
 
+    /// The error for a failed read of data file `path`: a missing or non-UTF-8 file is the
+    /// user's [`Error::Data`]; anything else stays an [`Error::Io`].
+    pub fn data_read(path: &std::path::Path, e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Error::data(path, None, "file not found"),
+            std::io::ErrorKind::InvalidData => {
+                Error::data(path, None, format!("not UTF-8 text: {e}"))
+            }
+            _ => Error::io(path, e),
+        }
+    }
+
     /// Shorthand for an [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

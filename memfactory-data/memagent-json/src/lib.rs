@@ -249,11 +249,7 @@ pub fn parse_samples(text: &str) -> std::result::Result<Vec<Sample>, ParseError>
 
 /// Reads and parses a file; every error is an [`Error::Data`] naming `path`.
 pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::data(path, None, "file not found"),
-        std::io::ErrorKind::InvalidData => Error::data(path, None, format!("not UTF-8 text: {e}")),
-        _ => Error::io(path, e),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::data_read(path, e))?;
     parse_samples(&text).map_err(|e| Error::data(path, e.location, e.message))
 }
 

@@ -606,11 +606,7 @@ impl RulerHqa {
 
 /// Reads and parses a HotpotQA JSON file; every error is an [`Error::Data`] naming `path`.
 pub fn read_records(path: &Path) -> Result<Vec<HotpotRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::data(path, None, "file not found"),
-        std::io::ErrorKind::InvalidData => Error::data(path, None, format!("not UTF-8 text: {e}")),
-        _ => Error::io(path, e),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::data_read(path, e))?;
     parse_records(&text).map_err(|e| Error::data(path, e.location, e.message))
 }
 
