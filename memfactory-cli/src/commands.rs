@@ -95,13 +95,28 @@ pub fn eval(recipe: &Path, limit: Option<usize>, out: Option<PathBuf>) -> Result
     Ok(())
 }
 
+/// Arguments of `memfactory chat`.
+#[derive(Debug, clap::Args)]
 pub struct ChatArgs {
+    /// Model: a .gguf file or an HF model directory.
+    #[arg(long)]
     pub model: PathBuf,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Device: flex (CPU), wgpu, cuda.
+    #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Optional system prompt.
+    #[arg(long)]
     pub system: Option<String>,
+    /// The user message.
     pub prompt: String,
 }
 

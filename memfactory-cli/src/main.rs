@@ -47,28 +47,7 @@ enum Command {
         out: Option<std::path::PathBuf>,
     },
     /// Chat with a native model (greedy unless --temperature is given).
-    Chat {
-        /// Model: a .gguf file or an HF model directory.
-        #[arg(long)]
-        model: std::path::PathBuf,
-        /// Maximum new tokens.
-        #[arg(long, default_value_t = 256)]
-        max_new_tokens: usize,
-        /// Sampling temperature (0 = greedy).
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// Sampling seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Device: flex (CPU), wgpu, cuda.
-        #[arg(long, default_value = "flex")]
-        device: String,
-        /// Optional system prompt.
-        #[arg(long)]
-        system: Option<String>,
-        /// The user message.
-        prompt: String,
-    },
+    Chat(commands::ChatArgs),
     /// Manage models.
     Model {
         #[command(subcommand)]
@@ -96,23 +75,7 @@ fn main() -> ExitCode {
         Command::List => commands::list(),
         Command::Check { recipe } => commands::check(&recipe),
         Command::Eval { recipe, limit, out } => commands::eval(&recipe, limit, out),
-        Command::Chat {
-            model,
-            max_new_tokens,
-            temperature,
-            seed,
-            device,
-            system,
-            prompt,
-        } => commands::chat(&commands::ChatArgs {
-            model,
-            max_new_tokens,
-            temperature,
-            seed,
-            device,
-            system,
-            prompt,
-        }),
+        Command::Chat(args) => commands::chat(&args),
         Command::Model { command } => match command {
             ModelCommand::Fetch { name, dir } => fetch::fetch(&name, &dir),
             ModelCommand::List => fetch::list(),
