@@ -23,9 +23,13 @@
 //!    clipping acts, unlike one-update-per-batch GRPO), then `BurnLm::set_weights` so the
 //!    next rollout samples from the updated policy; metrics appended to `metrics.jsonl`.
 //!
+//! [`checkpoint`] saves and restores the trainable weights, optimizer moments and the
+//! caller's state atomically, so `memfactory train --resume` continues exactly.
+//!
 //! The `[train]` recipe table is parsed by [`config::TrainConfig::from_cfg`].
 
 pub mod advantage;
+pub mod checkpoint;
 pub mod config;
 pub mod loss;
 pub mod optim;

@@ -146,6 +146,8 @@ pub struct UpdateInfo {
     pub lr: f64,
     /// Global gradient norm of the averaged gradient, before clipping.
     pub grad_norm: f32,
+    /// False when the norm was not finite: the update was skipped (the trainer stops).
+    pub applied: bool,
 }
 
 /// AdamW + schedule + clipping + accumulation for module `M`.
@@ -212,9 +214,43 @@ impl<M: Module> Optim<M> {
             None => global_grad_norm(&module, &grads),
         };
         let lr = self.cfg.lr_at(schedule_step);
+        if !grad_norm.is_finite() {
+            return (
+                module,
+                Some(UpdateInfo {
+                    lr,
+                    grad_norm,
+                    applied: false,
+                }),
+            );
+        }
         let module = self.inner.step(lr, module, grads);
         self.updates += 1;
-        (module, Some(UpdateInfo { lr, grad_norm }))
+        (
+            module,
+            Some(UpdateInfo {
+                lr,
+                grad_norm,
+                applied: true,
+            }),
+        )
+    }
+
+    /// The AdamW state (moments and step counts), keyed by parameter id.
+    pub fn record(&self) -> burn::optim::OptimizerRecord {
+        self.inner.to_record()
+    }
+
+    /// Restores the AdamW state saved by [`Optim::record`] and the update count.
+    pub fn load_record(&mut self, record: burn::optim::OptimizerRecord, updates: usize) {
+        let inner = std::mem::replace(
+            &mut self.inner,
+            AdamWConfig::new().init(),
+        );
+        self.inner = inner.load_record(record);
+        self.updates = updates;
+        self.pending = 0;
+        self.accum = GradientsAccumulator::new();
     }
 }
 

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::optim::GradientsParams;
@@ -27,6 +28,7 @@ use memfactory_lm_burn::train::Decoder;
 use memfactory_lm_burn::{BurnLm, TrainModel};
 use serde::Serialize;
 
+use crate::checkpoint::{self, CheckpointState};
 use crate::config::TrainConfig;
 use crate::loss::{LossInputs, grpo_loss};
 use crate::optim::Optim;
@@ -106,7 +108,7 @@ pub struct Trainer {
     /// Settings.
     pub cfg: TrainConfig,
     reward: CompositeReward,
-    lm: BurnLm,
+    lm: Arc<BurnLm>,
     model: Option<TrainModel>,
     reference: Option<TrainModel>,
     optim: Optim<Decoder>,
@@ -119,10 +121,11 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 impl Trainer {
-    /// A trainer for policy `lm`. With `run_dir`, metrics are appended to
-    /// `run_dir/metrics.jsonl` (the directory is created).
+    /// A trainer for policy `lm` (its inference weights are replaced after every step, so
+    /// every holder of the `Arc` samples from the current policy). With `run_dir`, metrics
+    /// are appended to `run_dir/metrics.jsonl` (the directory is created).
     pub fn new(
-        lm: BurnLm,
+        lm: Arc<BurnLm>,
         cfg: TrainConfig,
         reward: CompositeReward,
         run_dir: Option<&Path>,
@@ -153,13 +156,69 @@ impl Trainer {
     }
 
     /// The current policy (sample rollouts from it).
-    pub fn lm(&self) -> &BurnLm {
+    pub fn lm(&self) -> &Arc<BurnLm> {
         &self.lm
     }
 
-    /// Gives back the trained policy.
-    pub fn into_lm(self) -> BurnLm {
-        self.lm
+    /// Optimizer updates done.
+    pub fn updates_done(&self) -> usize {
+        self.optim.updates
+    }
+
+    /// Writes a checkpoint of the policy, the optimizer and `extra` (the caller's state)
+    /// under `root` (see [`checkpoint`]); keeps the newest `keep`.
+    pub fn checkpoint(&self, root: &Path, keep: usize, extra: serde_json::Value) -> Result<PathBuf> {
+        let model = self.model.as_ref().expect("model present");
+        checkpoint::write(
+            root,
+            &model.decoder,
+            self.optim.record(),
+            CheckpointState {
+                format: checkpoint::FORMAT,
+                step: self.step,
+                updates: self.optim.updates,
+                lora: self.cfg.lora.clone(),
+                params: Vec::new(),
+                extra,
+            },
+            keep,
+        )
+    }
+
+    /// Continues from the checkpoint directory `dir`: trainable weights, optimizer state and
+    /// step count; returns the caller's state saved with it.
+    pub fn restore(&mut self, dir: &Path) -> Result<serde_json::Value> {
+        let mut loaded = checkpoint::read(dir)?;
+        if loaded.state.lora != self.cfg.lora {
+            return Err(Error::config(
+                "train.lora",
+                format!(
+                    "the checkpoint {} was trained with LoRA {:?}, the recipe asks for {:?}",
+                    dir.display(),
+                    loaded.state.lora,
+                    self.cfg.lora
+                ),
+            ));
+        }
+        let tm = self.model.take().expect("model present");
+        let TrainModel { decoder, device } = tm;
+        let decoder = match loaded.restore_into(decoder, dir) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(e);
+            }
+        };
+        self.model = Some(TrainModel { decoder, device });
+        let optim = std::mem::take(&mut loaded.optim);
+        self.optim.load_record(optim, loaded.state.updates);
+        self.step = loaded.state.step;
+        self.lm.set_weights(self.model.as_ref().expect("model present"))?;
+        Ok(loaded.state.extra)
+    }
+
+    /// Sets the number of steps done (the schedule and seeds follow it).
+    pub fn set_steps_done(&mut self, step: usize) {
+        self.step = step;
     }
 
     /// Steps done.
@@ -171,7 +230,7 @@ impl Trainer {
     /// current policy; the trainer updates on them.
     pub fn step(&mut self, rollout: &mut RolloutFn<'_>) -> Result<StepMetrics> {
         let t = Instant::now();
-        let groups = rollout(&self.lm, self.step)?;
+        let groups = rollout(self.lm.as_ref(), self.step)?;
         let rollout_s = t.elapsed().as_secs_f64();
         let mut m = self.train_on(&groups)?;
         m.rollout_s = rollout_s;
@@ -229,21 +288,37 @@ impl Trainer {
         )?;
         let loss_v: f32 = out_loss.loss.clone().into_scalar();
         if !loss_v.is_finite() {
-            return Err(Error::backend("memfactory-rl", format!("loss is {loss_v}")));
+            return Err(Error::backend(
+                "memfactory-rl",
+                format!(
+                    "loss is {loss_v} at step {}: training stopped before the update",
+                    self.step
+                ),
+            ));
         }
         let grads = GradientsParams::from_grads(out_loss.loss.backward(), &model.decoder);
         self.optim.accumulate(&model.decoder, grads);
         Ok((out_loss.stats, loss_v))
     }
 
-    fn apply_update(&mut self, grad_norms: &mut Vec<f64>) {
+    fn apply_update(&mut self, grad_norms: &mut Vec<f64>) -> Result<()> {
         let tm = self.model.take().expect("model present");
         let TrainModel { decoder, device } = tm;
         let (decoder, info) = self.optim.update(decoder, self.step);
+        self.model = Some(TrainModel { decoder, device });
         if let Some(i) = info {
+            if !i.applied {
+                return Err(Error::backend(
+                    "memfactory-rl",
+                    format!(
+                        "gradient norm is {} at step {}: update skipped, training stopped",
+                        i.grad_norm, self.step
+                    ),
+                ));
+            }
             grad_norms.push(i.grad_norm as f64);
         }
-        self.model = Some(TrainModel { decoder, device });
+        Ok(())
     }
 
     /// Updates the policy on `groups` (already sampled from it): rows, `ppo_epochs` ×
@@ -287,12 +362,12 @@ impl Trainer {
                     }
                     tokens += stats.tokens;
                     if self.optim.ready() {
-                        self.apply_update(&mut grad_norms);
+                        self.apply_update(&mut grad_norms)?;
                     }
                 }
             }
             // Leftover micro-batches of an incomplete accumulation.
-            self.apply_update(&mut grad_norms);
+            self.apply_update(&mut grad_norms)?;
             let model = self.model.as_ref().expect("model present");
             self.lm.set_weights(model)?;
         }

@@ -19,6 +19,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memfactory_core::{
     Cfg, DataSource, Error, LanguageModel, Paradigm, Recipe, Result, Reward, StoreFactory, registry,
@@ -41,8 +42,8 @@ pub struct Assembly {
     pub recipe_file: String,
     /// `[run]` settings.
     pub run: RunSettings,
-    /// The LM backend.
-    pub model: Box<dyn LanguageModel>,
+    /// The LM backend (shared: the trainer updates a burn model's weights in place).
+    pub model: Arc<dyn LanguageModel>,
     /// Opens one store per episode.
     pub store: Box<dyn StoreFactory>,
     /// The agent paradigm.
@@ -79,6 +80,17 @@ impl Assembly {
 
     /// Builds every component of `recipe`.
     pub fn from_recipe(recipe: &Recipe) -> Result<Self> {
+        Self::from_recipe_with_model(recipe, None)
+    }
+
+    /// Builds every component of `recipe`; with `model`, that LM (already built from the
+    /// recipe's `[model]` table, with its resolved table) is used instead of building one
+    /// through the registry. The trainer uses this to hold the concrete burn engine whose
+    /// weights it updates.
+    pub fn from_recipe_with_model(
+        recipe: &Recipe,
+        model: Option<(Arc<dyn LanguageModel>, toml::Table)>,
+    ) -> Result<Self> {
         let mut root = recipe.cfg();
         let mut resolved = toml::Table::new();
 
@@ -94,8 +106,14 @@ impl Assembly {
         let out: String = run_cfg.get("out", format!("runs/{name}"))?;
         resolved.insert("run".into(), toml::Value::Table(run_cfg.finish()?));
 
-        let (model, t) =
-            registry::build::<dyn LanguageModel>(required(&mut root, "model", "the LM backend")?)?;
+        let model_cfg = required(&mut root, "model", "the LM backend")?;
+        let (model, t) = match model {
+            Some(m) => m,
+            None => {
+                let (m, t) = registry::build::<dyn LanguageModel>(model_cfg)?;
+                (Arc::from(m), t)
+            }
+        };
         resolved.insert("model".into(), toml::Value::Table(t));
 
         let store_cfg = match root.sub("store")? {

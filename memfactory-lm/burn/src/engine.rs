@@ -1,6 +1,7 @@
 //! [`BurnLm`]: loading, batched lockstep generation, and the [`LanguageModel`] impl.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use burn::tensor::Device;
 use memfactory_core::{
@@ -9,7 +10,7 @@ use memfactory_core::{
 
 use crate::forward::{KvCache, forward_chunk};
 use crate::gguf::Gguf;
-use crate::model::{Fused, GgufSource, ModelConfig, SafetensorsSource};
+use crate::model::{Fused, GgufSource, ModelConfig, RandomSource, SafetensorsSource};
 use crate::sampling::Sampler;
 use crate::tokenizer::TextTokenizer;
 
@@ -34,7 +35,9 @@ impl Default for EngineOptions {
 /// The native burn language model.
 pub struct BurnLm {
     pub(crate) cfg: ModelConfig,
-    pub(crate) weights: Fused,
+    /// Inference weights; replaced whole by [`BurnLm::set_weights`] after a training step
+    /// (each generation call works on one snapshot).
+    pub(crate) weights: RwLock<Arc<Fused>>,
     pub(crate) tok: TextTokenizer,
     pub(crate) device: Device,
     device_name: String,
@@ -73,23 +76,7 @@ impl BurnLm {
     pub fn load(path: &Path, device: &str) -> Result<BurnLm> {
         let dev = parse_device(device).map_err(Error::Invalid)?;
         let (cfg, weights, tok) = if path.is_dir() {
-            let cj = path.join("config.json");
-            let s = std::fs::read_to_string(&cj).map_err(|e| Error::io(&cj, e))?;
-            let j: serde_json::Value = serde_json::from_str(&s)
-                .map_err(|e| Error::model(cj.clone(), format!("malformed JSON: {e}")))?;
-            let cfg = ModelConfig::from_hf_json(&j, &cj)?;
-            let eos: Vec<u32> = match j.get("eos_token_id") {
-                Some(serde_json::Value::Number(n)) => {
-                    n.as_u64().map(|v| v as u32).into_iter().collect()
-                }
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as u32)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let tok = TextTokenizer::from_hf_dir(path, &eos)?;
+            let (cfg, tok) = hf_dir_config(path)?;
             let mut src = SafetensorsSource::open(path)?;
             let w = Fused::load(&mut src, &cfg, &dev, false)?;
             (cfg, w, tok)
@@ -110,6 +97,17 @@ impl BurnLm {
             let w = Fused::load(&mut src, &cfg, &dev, host)?;
             (cfg, w, tok)
         };
+        Self::assemble(path, device, dev, cfg, weights, tok)
+    }
+
+    fn assemble(
+        path: &Path,
+        device: &str,
+        dev: Device,
+        cfg: ModelConfig,
+        weights: Fused,
+        tok: TextTokenizer,
+    ) -> Result<BurnLm> {
         if tok.vocab_size() > cfg.vocab {
             return Err(Error::model(
                 path.to_path_buf(),
@@ -122,13 +120,43 @@ impl BurnLm {
         }
         Ok(BurnLm {
             cfg,
-            weights,
+            weights: RwLock::new(Arc::new(weights)),
             tok,
             device: dev,
             device_name: device.to_string(),
             path: path.to_path_buf(),
             options: EngineOptions::default(),
         })
+    }
+
+
+    /// A model with the architecture and tokenizer of the Hugging Face directory `dir`
+    /// (`config.json`, `tokenizer.json`; no weight files needed) and random weights:
+    /// every matrix drawn from N(0, `initializer_range`²) (default 0.02) by a ChaCha8
+    /// stream seeded from `seed` and the tensor's name, norms 1, biases 0. For fast tests of
+    /// the whole training loop and for pre-training experiments.
+    pub fn random(dir: &Path, device: &str, seed: u64) -> Result<BurnLm> {
+        let dev = parse_device(device).map_err(Error::Invalid)?;
+        if !dir.is_dir() {
+            return Err(Error::model(
+                dir.to_path_buf(),
+                "random initialisation needs a model directory with config.json and tokenizer.json",
+            ));
+        }
+        let (cfg, tok) = hf_dir_config(dir)?;
+        let cj = dir.join("config.json");
+        let std = std::fs::read_to_string(&cj)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|j| j.get("initializer_range").and_then(serde_json::Value::as_f64))
+            .unwrap_or(0.02) as f32;
+        let mut src = RandomSource {
+            seed,
+            std,
+            path: dir.to_path_buf(),
+        };
+        let weights = Fused::load(&mut src, &cfg, &dev, false)?;
+        Self::assemble(dir, device, dev, cfg, weights, tok)
     }
 
     /// The model's hyper-parameters.
@@ -178,6 +206,7 @@ impl BurnLm {
             }
             self.check_ids(r)?;
         }
+        let weights = self.weights();
         let len = rows.iter().map(Vec::len).max().unwrap_or(0);
         let pads: Vec<usize> = rows.iter().map(|r| len - r.len()).collect();
         let padded: Vec<Vec<u32>> = rows
@@ -192,7 +221,7 @@ impl BurnLm {
         let mut cache = KvCache::new(&self.cfg, rows.len(), len, &self.device);
         let l = forward_chunk(
             &self.cfg,
-            &self.weights,
+            &weights,
             &padded,
             &pads,
             &mut cache,
@@ -217,7 +246,17 @@ impl BurnLm {
         Ok(())
     }
 
+    /// The current inference weights (a snapshot: a concurrent `set_weights` does not
+    /// change them under a running generation).
+    pub(crate) fn weights(&self) -> Arc<Fused> {
+        match self.weights.read() {
+            Ok(w) => Arc::clone(&w),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
     fn generate_batch(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
+        let weights = self.weights();
         let mut prompts = Vec::with_capacity(reqs.len());
         for r in reqs {
             let mut ids = self.prompt_ids(&r.prompt)?;
@@ -279,7 +318,7 @@ impl BurnLm {
             let part: Vec<Vec<u32>> = padded.iter().map(|r| r[at..e].to_vec()).collect();
             logits = Some(forward_chunk(
                 &self.cfg,
-                &self.weights,
+                &weights,
                 &part,
                 &pads,
                 &mut cache,
@@ -330,7 +369,7 @@ impl BurnLm {
             }
             let l = forward_chunk(
                 &self.cfg,
-                &self.weights,
+                &weights,
                 &next,
                 &pads,
                 &mut cache,
@@ -406,4 +445,24 @@ impl LanguageModel for BurnLm {
         }
         Ok(out)
     }
+}
+
+/// Config and tokenizer of a Hugging Face model directory.
+fn hf_dir_config(path: &Path) -> Result<(ModelConfig, TextTokenizer)> {
+    let cj = path.join("config.json");
+    let s = std::fs::read_to_string(&cj).map_err(|e| Error::io(&cj, e))?;
+    let j: serde_json::Value = serde_json::from_str(&s)
+        .map_err(|e| Error::model(cj.clone(), format!("malformed JSON: {e}")))?;
+    let cfg = ModelConfig::from_hf_json(&j, &cj)?;
+    let eos: Vec<u32> = match j.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let tok = TextTokenizer::from_hf_dir(path, &eos)?;
+    Ok((cfg, tok))
 }

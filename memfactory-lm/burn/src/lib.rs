@@ -58,7 +58,11 @@ pub use train::{ActionLogprobs, LoraConfig, TrainModel};
 
 use memfactory_core::{Cfg, LanguageModel, Result};
 
-fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
+/// Builds the engine from the keys of a recipe's `[model]` table (`kind = "burn"` already
+/// read): `path`, `device` (default `flex`), `max_batch` (8), `prefill_chunk` (512) and
+/// `init_seed` (random weights for a model directory without weight files). The trainer
+/// calls this directly because it needs the concrete engine.
+pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
     let path: String = cfg.req("path")?;
     let device: String = cfg.get("device", "flex".to_string())?;
     let max_batch: usize =
@@ -74,12 +78,27 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
             format!("no such file or directory: {path} (a .gguf file or an HF model directory)"),
         ));
     }
-    let mut lm = BurnLm::load(std::path::Path::new(&path), &device)?;
+    let init_seed: Option<u64> = cfg.opt("init_seed")?;
+    let p = std::path::Path::new(&path);
+    if init_seed.is_some() && !p.is_dir() {
+        return Err(cfg.error(
+            "init_seed",
+            "random initialisation needs `path` to be a model directory (config.json + tokenizer.json)",
+        ));
+    }
+    let mut lm = match init_seed {
+        Some(seed) => BurnLm::random(p, &device, seed)?,
+        None => BurnLm::load(p, &device)?,
+    };
     lm.options = EngineOptions {
         max_batch,
         prefill_chunk,
     };
-    Ok(Box::new(lm))
+    Ok(lm)
+}
+
+fn build(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
+    Ok(Box::new(from_cfg(cfg)?))
 }
 
 memfactory_core::inventory::submit! {

@@ -250,6 +250,43 @@ pub(crate) trait Source {
     }
 }
 
+/// Random weights for a config (see [`crate::BurnLm::random`]).
+pub(crate) struct RandomSource {
+    pub seed: u64,
+    pub std: f32,
+    pub path: PathBuf,
+}
+
+impl Source for RandomSource {
+    fn get(&mut self, _name: &str) -> Result<Option<Mat>> {
+        Ok(None)
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn need(&mut self, name: &str, rows: usize, cols: usize) -> Result<Mat> {
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::{RngCore, SeedableRng};
+        let n = rows * cols;
+        let data = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(memfactory_core::seed::derive(self.seed, name));
+            let mut unit = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            (0..n)
+                .map(|_| {
+                    // Box–Muller, one normal per pair of uniforms.
+                    let (u, v) = (unit(), unit());
+                    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * self.std
+                })
+                .collect()
+        };
+        Ok(Mat { rows, cols, data })
+    }
+}
+
 /// GGUF file as a [`Source`] under HF names.
 pub(crate) struct GgufSource<'a> {
     pub g: &'a Gguf,

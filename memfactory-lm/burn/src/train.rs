@@ -6,6 +6,8 @@
 //! optimizer step, [`BurnLm::set_weights`] merges LoRA and refreshes the inference weights so
 //! that rollouts sample from the updated policy.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -189,7 +191,7 @@ impl TrainModel {
         }
         let device = lm.device.clone().autodiff();
         let cfg = lm.cfg.clone();
-        let w = &lm.weights;
+        let w = lm.weights();
         let full = lora.is_none();
         let mut rng = ChaCha8Rng::seed_from_u64(lora.map_or(0, |l| l.seed));
         let p1 = |t: Tensor<1>| Param::from_tensor(t.autodiff()).set_require_grad(full);
@@ -451,13 +453,17 @@ impl Decoder {
 impl BurnLm {
     /// Replaces the inference weights with `model`'s (LoRA merged), so that generation
     /// samples from the trained policy.
-    pub fn set_weights(&mut self, model: &TrainModel) -> Result<()> {
+    pub fn set_weights(&self, model: &TrainModel) -> Result<()> {
         if model.decoder.cfg != self.cfg {
             return Err(Error::Invalid(
                 "model config differs from the loaded model".into(),
             ));
         }
-        self.weights = model.decoder.to_fused();
+        let fused = Arc::new(model.decoder.to_fused());
+        match self.weights.write() {
+            Ok(mut w) => *w = fused,
+            Err(poisoned) => *poisoned.into_inner() = fused,
+        }
         Ok(())
     }
 

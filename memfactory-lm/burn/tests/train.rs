@@ -118,7 +118,7 @@ fn full_finetune_grads_and_set_weights_roundtrip() {
             .is_some()
     );
     // Writing the (unchanged) weights back keeps generation identical.
-    let mut lm2 = memfactory_lm_burn::BurnLm::load(&common::model_path(), "flex").unwrap();
+    let lm2 = memfactory_lm_burn::BurnLm::load(&common::model_path(), "flex").unwrap();
     let req = [GenRequest {
         prompt: Prompt::Tokens(prompt.clone()),
         params: SamplingParams::greedy(6),
