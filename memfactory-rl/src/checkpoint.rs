@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 use memfactory_core::{Error, Result};
-use memfactory_lm_burn::LoraConfig;
+use memfactory_lm_burn::{BurnLm, LoraConfig, TrainModel};
 use serde::{Deserialize, Serialize};
 
 /// Format version written into `state.json`.
@@ -98,7 +98,8 @@ impl ModuleMapper for Restore {
             return Param::from_mapped_value(id, value, mapper);
         }
         let Some((sid, shape, data)) = self.saved.next() else {
-            self.error = Some("the checkpoint has fewer trainable parameters than the model".into());
+            self.error =
+                Some("the checkpoint has fewer trainable parameters than the model".into());
             return Param::from_mapped_value(id, value, mapper);
         };
         if shape != value.dims().to_vec() {
@@ -231,8 +232,7 @@ pub fn write<M: Module>(
     sync_file(&of)?;
 
     let sf = tmp.join(STATE_FILE);
-    let json =
-        serde_json::to_string_pretty(&state).map_err(|e| Error::Invalid(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&state).map_err(|e| Error::Invalid(e.to_string()))?;
     std::fs::write(&sf, json).map_err(io(&sf))?;
     sync_file(&sf)?;
     sync_dir(&tmp)?;
@@ -339,4 +339,13 @@ impl Loaded {
             None => Ok(module),
         }
     }
+}
+
+/// Loads the weights of checkpoint `dir` into `lm`'s inference weights (LoRA merged): the
+/// trained policy, for evaluation. `lm` must be the base model the run started from.
+pub fn apply(lm: &BurnLm, dir: &Path) -> Result<()> {
+    let mut loaded = read(dir)?;
+    let TrainModel { decoder, device } = TrainModel::new(lm, loaded.state.lora.as_ref())?;
+    let decoder = loaded.restore_into(decoder, dir)?;
+    lm.set_weights(&TrainModel { decoder, device })
 }

@@ -243,10 +243,7 @@ impl<M: Module> Optim<M> {
 
     /// Restores the AdamW state saved by [`Optim::record`] and the update count.
     pub fn load_record(&mut self, record: burn::optim::OptimizerRecord, updates: usize) {
-        let inner = std::mem::replace(
-            &mut self.inner,
-            AdamWConfig::new().init(),
-        );
+        let inner = std::mem::replace(&mut self.inner, AdamWConfig::new().init());
         self.inner = inner.load_record(record);
         self.updates = updates;
         self.pending = 0;

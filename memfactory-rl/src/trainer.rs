@@ -167,7 +167,12 @@ impl Trainer {
 
     /// Writes a checkpoint of the policy, the optimizer and `extra` (the caller's state)
     /// under `root` (see [`checkpoint`]); keeps the newest `keep`.
-    pub fn checkpoint(&self, root: &Path, keep: usize, extra: serde_json::Value) -> Result<PathBuf> {
+    pub fn checkpoint(
+        &self,
+        root: &Path,
+        keep: usize,
+        extra: serde_json::Value,
+    ) -> Result<PathBuf> {
         let model = self.model.as_ref().expect("model present");
         checkpoint::write(
             root,
@@ -212,7 +217,8 @@ impl Trainer {
         let optim = std::mem::take(&mut loaded.optim);
         self.optim.load_record(optim, loaded.state.updates);
         self.step = loaded.state.step;
-        self.lm.set_weights(self.model.as_ref().expect("model present"))?;
+        self.lm
+            .set_weights(self.model.as_ref().expect("model present"))?;
         Ok(loaded.state.extra)
     }
 

@@ -289,7 +289,13 @@ fn resume_matches(lora: bool) {
         .token_ids[0];
     let probe = vec![PROMPT.to_vec()];
     // Uninterrupted: 4 steps.
-    let mut a = Trainer::new(Arc::new(model()), resume_cfg(lora), reward_for(target), None).unwrap();
+    let mut a = Trainer::new(
+        Arc::new(model()),
+        resume_cfg(lora),
+        reward_for(target),
+        None,
+    )
+    .unwrap();
     let mut ma = Vec::new();
     for _ in 0..4 {
         ma.push(comparable(
@@ -298,7 +304,13 @@ fn resume_matches(lora: bool) {
     }
     // 2 steps, checkpoint, a fresh process-like trainer restores, 2 more steps.
     let dir = tempfile::tempdir().unwrap();
-    let mut b = Trainer::new(Arc::new(model()), resume_cfg(lora), reward_for(target), None).unwrap();
+    let mut b = Trainer::new(
+        Arc::new(model()),
+        resume_cfg(lora),
+        reward_for(target),
+        None,
+    )
+    .unwrap();
     let mut mb = Vec::new();
     for _ in 0..2 {
         mb.push(comparable(
@@ -309,7 +321,13 @@ fn resume_matches(lora: bool) {
         .checkpoint(dir.path(), 2, serde_json::json!({"cursor": 2}))
         .unwrap();
     drop(b);
-    let mut c = Trainer::new(Arc::new(model()), resume_cfg(lora), reward_for(target), None).unwrap();
+    let mut c = Trainer::new(
+        Arc::new(model()),
+        resume_cfg(lora),
+        reward_for(target),
+        None,
+    )
+    .unwrap();
     assert_eq!(c.restore(&ck).unwrap(), serde_json::json!({"cursor": 2}));
     assert_eq!(c.steps_done(), 2);
     for _ in 0..2 {
@@ -317,7 +335,10 @@ fn resume_matches(lora: bool) {
             &c.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap(),
         ));
     }
-    assert_eq!(ma, mb, "metrics of 2 + resume + 2 steps differ from 4 steps");
+    assert_eq!(
+        ma, mb,
+        "metrics of 2 + resume + 2 steps differ from 4 steps"
+    );
     assert_eq!(a.updates_done(), c.updates_done());
     let (la, lc) = (
         a.lm().batch_logits(&probe).unwrap(),
@@ -350,7 +371,8 @@ fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
     let mut t = Trainer::new(Arc::new(model()), resume_cfg(true), reward_for(7), None).unwrap();
     for _ in 0..3 {
         t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
-        t.checkpoint(dir.path(), 2, serde_json::Value::Null).unwrap();
+        t.checkpoint(dir.path(), 2, serde_json::Value::Null)
+            .unwrap();
     }
     let names: Vec<String> = memfactory_rl::checkpoint::list(dir.path())
         .unwrap()
@@ -358,14 +380,18 @@ fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
         .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["step-000002", "step-000003"]);
-    let latest = memfactory_rl::checkpoint::latest(dir.path()).unwrap().unwrap();
+    let latest = memfactory_rl::checkpoint::latest(dir.path())
+        .unwrap()
+        .unwrap();
     let mut full = Trainer::new(Arc::new(model()), resume_cfg(false), reward_for(7), None).unwrap();
     let e = full.restore(&latest).unwrap_err().to_string();
     assert!(e.contains("train.lora"), "{e}");
     // A torn checkpoint (state.json missing) is not listed.
     std::fs::remove_file(latest.join("state.json")).unwrap();
     assert_eq!(
-        memfactory_rl::checkpoint::latest(dir.path()).unwrap().unwrap(),
+        memfactory_rl::checkpoint::latest(dir.path())
+            .unwrap()
+            .unwrap(),
         dir.path().join("step-000002")
     );
 }

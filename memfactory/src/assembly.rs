@@ -12,6 +12,9 @@
 //! [store]               # optional, default { kind = "memory" }
 //! [agent]               # a paradigm: kind = "memagent" | ...
 //! [data.eval]           # a dataset: kind = "ruler-hqa" | "memagent-json" | ...
+//! [data.train]          # training samples (`memfactory train`)
+//! [data.dev]            # optional dev split evaluated during training
+//! [train]               # GRPO settings (`memfactory train`; see memfactory::train)
 //! [eval]                # optional
 //! limit = 100           # evaluate the first N samples
 //! concurrency = 8       # samples in flight; their LM calls are batched together
@@ -50,6 +53,15 @@ pub struct Assembly {
     pub agent: Box<dyn Paradigm>,
     /// The eval dataset, when the recipe has `[data.eval]`.
     pub eval_data: Option<Box<dyn DataSource>>,
+    /// The training dataset, when the recipe has `[data.train]`.
+    pub train_data: Option<Box<dyn DataSource>>,
+    /// The dev dataset, when the recipe has `[data.dev]`.
+    pub dev_data: Option<Box<dyn DataSource>>,
+    /// The recipe's `[agent]` table as written (the trainer derives its rollout agent
+    /// from it).
+    pub agent_table: toml::Table,
+    /// The recipe's `[train]` table as written, parsed by `memfactory::train`.
+    pub train_table: Option<toml::Table>,
     /// Eval metrics.
     pub metrics: Vec<Box<dyn Reward>>,
     /// `[eval] limit`.
@@ -123,17 +135,24 @@ impl Assembly {
         let (store, t) = registry::build::<dyn StoreFactory>(store_cfg)?;
         resolved.insert("store".into(), toml::Value::Table(t));
 
-        let (agent, t) =
-            registry::build::<dyn Paradigm>(required(&mut root, "agent", "the agent paradigm")?)?;
+        let agent_cfg = required(&mut root, "agent", "the agent paradigm")?;
+        let agent_table = agent_cfg.table().clone();
+        let (agent, t) = registry::build::<dyn Paradigm>(agent_cfg)?;
         resolved.insert("agent".into(), toml::Value::Table(t));
 
-        let mut eval_data = None;
+        let (mut eval_data, mut train_data, mut dev_data) = (None, None, None);
         if let Some(mut data) = root.sub("data")? {
             let mut data_resolved = toml::Table::new();
-            if let Some(c) = data.sub("eval")? {
-                let (d, t) = registry::build::<dyn DataSource>(c)?;
-                eval_data = Some(d);
-                data_resolved.insert("eval".into(), toml::Value::Table(t));
+            for (split, slot) in [
+                ("eval", &mut eval_data),
+                ("train", &mut train_data),
+                ("dev", &mut dev_data),
+            ] {
+                if let Some(c) = data.sub(split)? {
+                    let (d, t) = registry::build::<dyn DataSource>(c)?;
+                    *slot = Some(d);
+                    data_resolved.insert(split.into(), toml::Value::Table(t));
+                }
             }
             data.finish()?;
             resolved.insert("data".into(), toml::Value::Table(data_resolved));
@@ -184,6 +203,20 @@ impl Assembly {
         }
         eval_cfg.set_resolved("metrics", toml::Value::Array(metrics_resolved));
         resolved.insert("eval".into(), toml::Value::Table(eval_cfg.finish()?));
+        // Parsed (and resolved) by memfactory::train, which knows its keys.
+        let train_table = match root.raw("train") {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(other) => {
+                return Err(Error::config(
+                    "train",
+                    format!("expected a table [train], found {}", other.type_str()),
+                ));
+            }
+        };
+        if let Some(t) = &train_table {
+            resolved.insert("train".into(), toml::Value::Table(t.clone()));
+        }
         root.finish()?;
 
         Ok(Assembly {
@@ -197,6 +230,10 @@ impl Assembly {
             store,
             agent,
             eval_data,
+            train_data,
+            dev_data,
+            agent_table,
+            train_table,
             metrics,
             eval_limit,
             eval_concurrency,

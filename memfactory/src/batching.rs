@@ -6,7 +6,10 @@
 //! registers with [`BatchingLm::worker`], and a call to `generate` queues its requests and
 //! waits. When every live worker is waiting (or `max_batch` requests are queued), one waiting
 //! thread becomes the leader and runs the queued requests as one batch on the inner model.
-//! Requests carry their own seeds, so sampling does not depend on who shares the batch.
+//! Requests carry their own seeds, so sampling does not depend on who shares the batch; the
+//! queued requests are ordered by seed (then prompt) before a batch is cut, so when the same
+//! requests meet in a batch they are laid out identically whatever order the threads
+//! arrived in, and a run's log-probs are bit-for-bit reproducible.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -132,6 +135,10 @@ impl LanguageModel for BatchingLm<'_> {
                 && !st.queue.is_empty()
                 && (all_waiting || st.queue.len() >= self.max_batch)
             {
+                // Arrival order depends on thread timing; a fixed order keeps the batch (and
+                // so its padding and floating-point results) reproducible run to run.
+                st.queue
+                    .sort_by_cached_key(|(_, _, r)| (r.params.seed, format!("{:?}", r.prompt)));
                 let n = st.queue.len().min(self.max_batch);
                 let batch: Vec<(u64, usize, GenRequest)> = st.queue.drain(..n).collect();
                 st.running = true;

@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use memfactory_core::{
-    Episode, EpisodeCx, Error, LanguageModel, LoadCx, Result, Sample, Step, seed,
+    Episode, EpisodeCx, Error, LanguageModel, LoadCx, Paradigm, Result, Sample, Step, StoreFactory,
+    seed,
 };
 use serde::Serialize;
 
@@ -117,11 +118,29 @@ pub fn run_sample_with(
     lm: &dyn LanguageModel,
     sample: &Sample,
 ) -> Result<Vec<Episode>> {
-    let paths = asm.agent.paths().max(1);
-    let sample_seed = seed::derive(asm.run.seed, &sample.id);
+    run_group(
+        asm.agent.as_ref(),
+        asm.store.as_ref(),
+        lm,
+        sample,
+        asm.run.seed,
+    )
+}
+
+/// Runs `agent`'s group of episodes (its `paths`) on `sample` with `lm`; episode seeds
+/// derive from `root_seed` → sample id → path.
+pub fn run_group(
+    agent: &dyn Paradigm,
+    store: &dyn StoreFactory,
+    lm: &dyn LanguageModel,
+    sample: &Sample,
+    root_seed: u64,
+) -> Result<Vec<Episode>> {
+    let paths = agent.paths().max(1);
+    let sample_seed = seed::derive(root_seed, &sample.id);
     let mut cxs = (0..paths)
         .map(|p| {
-            let store = asm.store.open(&format!("{}/{p}", sample.id))?;
+            let store = store.open(&format!("{}/{p}", sample.id))?;
             Ok(EpisodeCx::new(
                 lm,
                 store,
@@ -131,8 +150,67 @@ pub fn run_sample_with(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    asm.agent.run_group(sample, &mut cxs)?;
+    agent.run_group(sample, &mut cxs)?;
     Ok(cxs.into_iter().map(EpisodeCx::into_episode).collect())
+}
+
+/// Runs the groups of all `samples` with up to `concurrency` samples in flight, their LM
+/// calls batched together; results in sample order. The first error stops the run.
+pub fn run_groups(
+    agent: &dyn Paradigm,
+    store: &dyn StoreFactory,
+    lm: &dyn LanguageModel,
+    samples: &[Sample],
+    root_seed: u64,
+    concurrency: usize,
+) -> Result<Vec<Vec<Episode>>> {
+    let n = samples.len();
+    let concurrency = concurrency.clamp(1, n.max(1));
+    let batching = BatchingLm::new(lm, concurrency * agent.paths().max(1));
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<Result<Vec<Episode>>>> = (0..n).map(|_| None).collect();
+    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
+    std::thread::scope(|s| {
+        // Every worker is registered before any starts, so no batch is cut while a worker
+        // is still starting up (batch composition, hence the numbers, stay reproducible).
+        let guards: Vec<_> = (0..concurrency).map(|_| batching.worker()).collect();
+        for guard in guards {
+            let tx = tx.clone();
+            let (batching, next) = (&batching, &next);
+            s.spawn(move || {
+                let _worker = guard;
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let r = run_group(agent, store, batching, &samples[i], root_seed);
+                    let failed = r.is_err();
+                    if tx.send((i, r)).is_err() || failed {
+                        next.store(n, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, r) in rx {
+            out[i] = Some(r);
+        }
+    });
+    let mut groups = Vec::with_capacity(n);
+    for (i, r) in out.into_iter().enumerate() {
+        match r {
+            Some(r) => groups.push(r?),
+            None => {
+                return Err(Error::Invalid(format!(
+                    "sample {} was not run (an earlier sample failed)",
+                    samples[i].id
+                )));
+            }
+        }
+    }
+    Ok(groups)
 }
 
 /// Scores `episodes` of `sample` with every metric, averaged over paths.
@@ -185,11 +263,21 @@ pub fn run_eval(
     out: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvalSummary> {
+    let samples = load_eval_samples(asm, limit)?;
+    run_eval_on(asm, &samples, out, progress)
+}
+
+/// Evaluates the recipe's agent and model on `samples`, writing the run directory `out`.
+pub fn run_eval_on(
+    asm: &Assembly,
+    samples: &[Sample],
+    out: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalSummary> {
     let start = Instant::now();
     std::fs::create_dir_all(out).map_err(write_err(out))?;
     let resolved_path = out.join("recipe.resolved.toml");
     std::fs::write(&resolved_path, asm.resolved_toml()).map_err(write_err(&resolved_path))?;
-    let samples = load_eval_samples(asm, limit)?;
     progress(Progress::Start {
         total: samples.len(),
     });
@@ -209,11 +297,14 @@ pub fn run_eval(
     let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
     let mut failure: Option<Error> = None;
     std::thread::scope(|s| {
-        for _ in 0..concurrency.min(n.max(1)) {
+        let guards: Vec<_> = (0..concurrency.min(n.max(1)))
+            .map(|_| batching.worker())
+            .collect();
+        for guard in guards {
             let tx = tx.clone();
-            let (batching, next, samples) = (&batching, &next, &samples);
+            let (batching, next) = (&batching, &next);
             s.spawn(move || {
-                let _worker = batching.worker();
+                let _worker = guard;
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= n {

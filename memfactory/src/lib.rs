@@ -34,6 +34,9 @@
 pub mod assembly;
 pub mod batching;
 pub mod eval;
+pub mod plot;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use assembly::{Assembly, RunSettings};
 pub use memfactory_core as core;
@@ -58,6 +61,8 @@ use memfactory_reward_exact_match as _;
 use memfactory_reward_f1 as _;
 #[cfg(feature = "reward-format")]
 use memfactory_reward_format as _;
+#[cfg(feature = "reward-overlong")]
+use memfactory_reward_overlong as _;
 #[cfg(feature = "reward-sub-em")]
 use memfactory_reward_sub_em as _;
 #[cfg(feature = "store-memory")]
@@ -67,7 +72,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 12] = [
+    let all: [(bool, Family, &'static str); 13] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
@@ -88,6 +93,11 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
+        (
+            cfg!(feature = "reward-overlong"),
+            Family::Reward,
+            "overlong",
+        ),
     ];
     all.iter()
         .filter(|(on, _, _)| *on)

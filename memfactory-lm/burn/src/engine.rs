@@ -129,7 +129,6 @@ impl BurnLm {
         })
     }
 
-
     /// A model with the architecture and tokenizer of the Hugging Face directory `dir`
     /// (`config.json`, `tokenizer.json`; no weight files needed) and random weights:
     /// every matrix drawn from N(0, `initializer_range`²) (default 0.02) by a ChaCha8
@@ -148,7 +147,10 @@ impl BurnLm {
         let std = std::fs::read_to_string(&cj)
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|j| j.get("initializer_range").and_then(serde_json::Value::as_f64))
+            .and_then(|j| {
+                j.get("initializer_range")
+                    .and_then(serde_json::Value::as_f64)
+            })
             .unwrap_or(0.02) as f32;
         let mut src = RandomSource {
             seed,
