@@ -11,6 +11,7 @@
 //! roles = []                 # LM-call roles to train; empty = all
 //! ppo_epochs = 2             # passes over the rollout's rows
 //! mini_batch_size = 8        # rows per optimizer micro-batch
+//! micro_batch_tokens = 4096  # memory bound: rows × longest row per forward/backward chunk
 //! grad_accum = 1
 //! clip_low = 0.2
 //! clip_high = 0.2
@@ -62,6 +63,9 @@ pub struct TrainConfig {
     pub ppo_epochs: usize,
     /// Rows per micro-batch.
     pub mini_batch_size: usize,
+    /// Forward/backward chunks of a micro-batch hold at most this many rows × longest row
+    /// tokens (at least one row); bounds activation memory, not the maths.
+    pub micro_batch_tokens: usize,
     /// Loss settings.
     pub loss: LossConfig,
     /// Optimizer settings.
@@ -123,6 +127,12 @@ impl TrainConfig {
                 ),
             ));
         }
+        let micro_batch_tokens = cfg.get_checked(
+            "micro_batch_tokens",
+            4096usize,
+            positive,
+            "a positive token count",
+        )?;
         let grad_accum = cfg.get_checked("grad_accum", 1usize, positive, "a positive count")?;
         let clip = |c: &f32| c.is_finite() && *c > 0.0;
         let clip_low = cfg.get_checked(
@@ -244,6 +254,7 @@ impl TrainConfig {
                 roles,
                 ppo_epochs,
                 mini_batch_size,
+                micro_batch_tokens,
                 loss: LossConfig {
                     clip_low,
                     clip_high,

@@ -144,6 +144,21 @@ pub fn aggregation_weights(mask: &[f32], rows: usize, cols: usize, agg: Aggregat
 
 /// Computes the GRPO loss of `inputs` under `cfg`.
 pub fn grpo_loss(inputs: LossInputs, cfg: &LossConfig) -> Result<LossOutput> {
+    let [rows, cols] = inputs.logprobs.dims();
+    let mask_h = host(&inputs.mask)?;
+    let weights = aggregation_weights(&mask_h, rows, cols, cfg.aggregation);
+    grpo_loss_weighted(inputs, cfg, weights)
+}
+
+/// The GRPO loss with explicit per-token aggregation `weights` (row-major, the shape of
+/// the log-probs): `loss = Σ weight · per_token_loss`. A mini-batch too large for memory is
+/// run in chunks of rows, each with its slice of the whole mini-batch's
+/// [`aggregation_weights`]; the chunks' gradients then sum to the mini-batch's gradient.
+pub fn grpo_loss_weighted(
+    inputs: LossInputs,
+    cfg: &LossConfig,
+    weights: Vec<f32>,
+) -> Result<LossOutput> {
     let LossInputs {
         logprobs,
         old_logprobs,
@@ -171,10 +186,15 @@ pub fn grpo_loss(inputs: LossInputs, cfg: &LossConfig) -> Result<LossOutput> {
         ));
     }
     let [rows, cols] = dims;
+    if weights.len() != rows * cols {
+        return Err(Error::Invalid(format!(
+            "{} aggregation weights for log-probs of shape {dims:?}",
+            weights.len()
+        )));
+    }
     let device = logprobs.device();
     let mask_h = host(&mask)?;
     let tokens = mask_h.iter().filter(|&&m| m > 0.0).count();
-    let weights = aggregation_weights(&mask_h, rows, cols, cfg.aggregation);
     let weights: Tensor<2> = Tensor::from_data(TensorData::new(weights, [rows, cols]), &device);
 
     // Padding positions get log-ratio 0 (ratio 1) so garbage there cannot overflow.

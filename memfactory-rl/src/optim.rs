@@ -187,6 +187,18 @@ impl<M: Module> Optim<M> {
         self.pending += 1;
     }
 
+    /// Adds the gradients of one chunk of a micro-batch (the chunks' losses carry the
+    /// micro-batch's aggregation weights, so their gradients sum to its gradient); call
+    /// [`Optim::end_micro_batch`] after the last chunk.
+    pub fn accumulate_part(&mut self, module: &M, grads: GradientsParams) {
+        self.accum.accumulate(module, grads);
+    }
+
+    /// Counts one micro-batch whose chunks were added with [`Optim::accumulate_part`].
+    pub fn end_micro_batch(&mut self) {
+        self.pending += 1;
+    }
+
     /// Micro-batches accumulated since the last update.
     pub fn pending(&self) -> usize {
         self.pending

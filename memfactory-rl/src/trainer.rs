@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::TrainConfig;
-use crate::loss::{LossInputs, grpo_loss};
+use crate::loss::{LossInputs, aggregation_weights, grpo_loss_weighted};
 use crate::optim::Optim;
 use crate::reward::CompositeReward;
 use crate::rollout::{Group, Row, RowOptions, build_rows};
@@ -132,7 +132,7 @@ impl Trainer {
     ) -> Result<Trainer> {
         let model = TrainModel::new(&lm, cfg.lora.as_ref())?;
         let reference = if cfg.loss.kl_beta > 0.0 {
-            Some(TrainModel::new(&lm, None)?)
+            Some(TrainModel::frozen(&lm)?)
         } else {
             None
         };
@@ -264,47 +264,99 @@ impl Trainer {
                 "rows of one mini-batch were sampled at different temperatures".into(),
             ));
         }
-        let batch: Vec<(Vec<u32>, Vec<u32>)> = rows
-            .iter()
-            .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
-            .collect();
-        let model = self.model.as_ref().expect("model present");
-        let out = model.action_logprobs(&batch, temp)?;
-        let [b, amax] = out.logprobs.dims();
-        let device = out.logprobs.device();
-        let mut old = vec![0f32; b * amax];
-        let mut adv = vec![0f32; b * amax];
+        // Aggregation weights of the whole mini-batch, then forward/backward in chunks of
+        // rows small enough for memory (attention keeps rows × length² per layer).
+        let n = rows.len();
+        let amax = rows.iter().map(|r| r.action_ids.len()).max().unwrap_or(1);
+        let mut mask_all = vec![0f32; n * amax];
         for (i, r) in rows.iter().enumerate() {
-            old[i * amax..i * amax + r.old_logprobs.len()].copy_from_slice(&r.old_logprobs);
-            adv[i * amax..(i + 1) * amax].fill(r.advantage);
+            mask_all[i * amax..i * amax + r.action_ids.len()].fill(1.0);
         }
-        let ref_logprobs = match &self.reference {
-            Some(rm) => Some(rm.action_logprobs(&batch, temp)?.logprobs.detach()),
-            None => None,
-        };
-        let out_loss = grpo_loss(
-            LossInputs {
-                logprobs: out.logprobs,
-                old_logprobs: Tensor::from_data(TensorData::new(old, [b, amax]), &device),
-                ref_logprobs,
-                advantages: Tensor::from_data(TensorData::new(adv, [b, amax]), &device),
-                mask: out.mask,
+        let w_all = aggregation_weights(&mask_all, n, amax, self.cfg.loss.aggregation);
+        let budget = self.cfg.micro_batch_tokens.max(1);
+        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut longest) = (0usize, 0usize);
+        for (i, r) in rows.iter().enumerate() {
+            let len = r.prompt_ids.len() + r.action_ids.len();
+            let l = longest.max(len);
+            if i > start && l * (i + 1 - start) > budget {
+                chunks.push(start..i);
+                start = i;
+                longest = len;
+            } else {
+                longest = l;
+            }
+        }
+        chunks.push(start..n);
+
+        let (mut loss_sum, mut tokens) = (0f64, 0usize);
+        let (mut clip_w, mut kl_w, mut ratio_w) = (0f64, 0f64, 0f64);
+        for range in chunks {
+            let part = &rows[range.clone()];
+            let batch: Vec<(Vec<u32>, Vec<u32>)> = part
+                .iter()
+                .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
+                .collect();
+            let model = self.model.as_ref().expect("model present");
+            let out = model.action_logprobs(&batch, temp)?;
+            let [b, am] = out.logprobs.dims();
+            let device = out.logprobs.device();
+            let mut old = vec![0f32; b * am];
+            let mut adv = vec![0f32; b * am];
+            let mut w = vec![0f32; b * am];
+            for (k, r) in part.iter().enumerate() {
+                let i = range.start + k;
+                old[k * am..k * am + r.old_logprobs.len()].copy_from_slice(&r.old_logprobs);
+                adv[k * am..(k + 1) * am].fill(r.advantage);
+                w[k * am..(k + 1) * am].copy_from_slice(&w_all[i * amax..i * amax + am]);
+            }
+            let ref_logprobs = match &self.reference {
+                Some(rm) => Some(rm.action_logprobs(&batch, temp)?.logprobs.detach()),
+                None => None,
+            };
+            let out_loss = grpo_loss_weighted(
+                LossInputs {
+                    logprobs: out.logprobs,
+                    old_logprobs: Tensor::from_data(TensorData::new(old, [b, am]), &device),
+                    ref_logprobs,
+                    advantages: Tensor::from_data(TensorData::new(adv, [b, am]), &device),
+                    mask: out.mask,
+                },
+                &self.cfg.loss,
+                w,
+            )?;
+            let loss_v: f32 = out_loss.loss.clone().into_scalar();
+            if !loss_v.is_finite() {
+                return Err(Error::backend(
+                    "memfactory-rl",
+                    format!(
+                        "loss is {loss_v} at step {}: training stopped before the update",
+                        self.step
+                    ),
+                ));
+            }
+            let model = self.model.as_ref().expect("model present");
+            let grads = GradientsParams::from_grads(out_loss.loss.backward(), &model.decoder);
+            self.optim.accumulate_part(&model.decoder, grads);
+            loss_sum += loss_v as f64;
+            let st = out_loss.stats;
+            let t = st.tokens as f64;
+            tokens += st.tokens;
+            clip_w += st.clip_fraction as f64 * t;
+            kl_w += st.kl_mean as f64 * t;
+            ratio_w += st.ratio_mean as f64 * t;
+        }
+        self.optim.end_micro_batch();
+        let t = tokens.max(1) as f64;
+        Ok((
+            crate::loss::LossStats {
+                clip_fraction: (clip_w / t) as f32,
+                kl_mean: (kl_w / t) as f32,
+                ratio_mean: (ratio_w / t) as f32,
+                tokens,
             },
-            &self.cfg.loss,
-        )?;
-        let loss_v: f32 = out_loss.loss.clone().into_scalar();
-        if !loss_v.is_finite() {
-            return Err(Error::backend(
-                "memfactory-rl",
-                format!(
-                    "loss is {loss_v} at step {}: training stopped before the update",
-                    self.step
-                ),
-            ));
-        }
-        let grads = GradientsParams::from_grads(out_loss.loss.backward(), &model.decoder);
-        self.optim.accumulate(&model.decoder, grads);
-        Ok((out_loss.stats, loss_v))
+            loss_sum as f32,
+        ))
     }
 
     fn apply_update(&mut self, grad_norms: &mut Vec<f64>) -> Result<()> {

@@ -395,3 +395,50 @@ fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
         dir.path().join("step-000002")
     );
 }
+
+/// Splitting a mini-batch into memory-sized chunks changes only the summation order.
+#[test]
+fn chunked_micro_batches_match_whole_ones() {
+    let target = rollout(&model(), 99, 1, 8).unwrap()[0].episodes[0]
+        .lm_calls()
+        .next()
+        .unwrap()
+        .output
+        .token_ids[0];
+    let run = |tokens: usize| {
+        let mut cfg = resume_cfg(false);
+        cfg.micro_batch_tokens = tokens;
+        let mut t = Trainer::new(Arc::new(model()), cfg, reward_for(target), None).unwrap();
+        let mut ms = Vec::new();
+        for _ in 0..3 {
+            ms.push(t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap());
+        }
+        let m = ms
+            .into_iter()
+            .find(|m| m.updates > 0)
+            .expect("some step updates");
+        (m, t.lm().batch_logits(&[PROMPT.to_vec()]).unwrap())
+    };
+    let (whole, lw) = run(1 << 20);
+    let (chunked, lc) = run(1); // one row per chunk
+    assert!(whole.updates > 0);
+    assert!(
+        (whole.loss - chunked.loss).abs() < 1e-5,
+        "{} vs {}",
+        whole.loss,
+        chunked.loss
+    );
+    assert!(
+        (whole.grad_norm - chunked.grad_norm).abs() < 1e-4 * whole.grad_norm.max(1.0),
+        "grad norm {} vs {}",
+        whole.grad_norm,
+        chunked.grad_norm
+    );
+    let max = lw[0]
+        .iter()
+        .flatten()
+        .zip(lc[0].iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-4, "logits differ by {max}");
+}

@@ -174,6 +174,16 @@ impl TrainModel {
     /// Builds a trainable model from `lm`: LoRA on `lora.targets` with every base weight
     /// frozen, or full fine-tuning of every weight when `lora` is `None`.
     pub fn new(lm: &BurnLm, lora: Option<&LoraConfig>) -> Result<TrainModel> {
+        Self::build(lm, lora, true)
+    }
+
+    /// A frozen copy of `lm` (no parameter requires a gradient): a reference policy for the
+    /// KL term. Its forward builds no autodiff graph, so nothing piles up between updates.
+    pub fn frozen(lm: &BurnLm) -> Result<TrainModel> {
+        Self::build(lm, None, false)
+    }
+
+    fn build(lm: &BurnLm, lora: Option<&LoraConfig>, trainable: bool) -> Result<TrainModel> {
         if let Some(l) = lora {
             if l.rank == 0 {
                 return Err(Error::Invalid("LoRA rank must be positive".into()));
@@ -192,7 +202,7 @@ impl TrainModel {
         let device = lm.device.clone().autodiff();
         let cfg = lm.cfg.clone();
         let w = lm.weights();
-        let full = lora.is_none();
+        let full = lora.is_none() && trainable;
         let mut rng = ChaCha8Rng::seed_from_u64(lora.map_or(0, |l| l.seed));
         let p1 = |t: Tensor<1>| Param::from_tensor(t.autodiff()).set_require_grad(full);
         let p2 = |t: Tensor<2>| Param::from_tensor(t.autodiff()).set_require_grad(full);
@@ -358,27 +368,30 @@ impl Decoder {
         // Inputs: prompt ++ action[..-1], right-padded; position p predicts token p + 1.
         let lens: Vec<usize> = batch.iter().map(|(p, a)| p.len() + a.len() - 1).collect();
         let s = *lens.iter().max().unwrap_or(&1);
-        let s0 = batch.iter().map(|(p, _)| p.len() - 1).min().unwrap_or(0);
         let amax = batch.iter().map(|(_, a)| a.len()).max().unwrap_or(1);
         let mut ids = vec![vec![0u32; s]; b];
-        let mut targets = vec![0i64; b * (s - s0)];
-        let mut pick = vec![0i64; b * amax];
         let mut mask = vec![0f32; b * amax];
         for (i, (p, a)) in batch.iter().enumerate() {
             let full: Vec<u32> = p.iter().chain(a.iter()).copied().collect();
             ids[i][..lens[i]].copy_from_slice(&full[..lens[i]]);
-            for pos in s0..lens[i] {
-                targets[i * (s - s0) + pos - s0] = full[pos + 1] as i64;
-            }
-            for j in 0..a.len() {
-                pick[i * amax + j] = (p.len() - 1 + j - s0) as i64;
-                mask[i * amax + j] = 1.0;
+            mask[i * amax..i * amax + a.len()].fill(1.0);
+        }
+        // Only the action positions go through the LM head: logits are [b·amax, vocab]
+        // instead of [b·s, vocab] (a 900-token prompt would otherwise need GBs).
+        let d = self.cfg.hidden;
+        let h = self.hidden(&ids, device).reshape([b * s, d]);
+        let mut rows_at = vec![0i64; b * amax];
+        let mut tgt = vec![0i64; b * amax];
+        for (i, (p, a)) in batch.iter().enumerate() {
+            for j in 0..amax {
+                // Padding slots point at the row's first action position (masked below).
+                let jj = j.min(a.len() - 1);
+                rows_at[i * amax + j] = (i * s + p.len() - 1 + jj) as i64;
+                tgt[i * amax + j] = a[jj] as i64;
             }
         }
-        let h = self
-            .hidden(&ids, device)
-            .narrow(1, s0, s - s0)
-            .reshape([b * (s - s0), self.cfg.hidden]);
+        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(rows_at, [b * amax]), device);
+        let h = h.select(0, idx);
         let h = rms_norm(h, &self.norm.val(), self.cfg.rms_eps);
         let head = match &self.lm_head {
             Some(w) => w.val(),
@@ -389,12 +402,9 @@ impl Decoder {
             logits = logits.div_scalar(temperature);
         }
         let lp = log_softmax(logits, 1);
-        let t: Tensor<2, Int> =
-            Tensor::from_data(TensorData::new(targets, [b * (s - s0), 1]), device);
-        let lp = lp.gather(1, t).reshape([b, s - s0]);
-        let pick: Tensor<2, Int> = Tensor::from_data(TensorData::new(pick, [b, amax]), device);
+        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(tgt, [b * amax, 1]), device);
         let mask: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, amax]), device);
-        let lp = lp.gather(1, pick) * mask.clone();
+        let lp = lp.gather(1, t).reshape([b, amax]) * mask.clone();
         Ok(ActionLogprobs { logprobs: lp, mask })
     }
 
