@@ -26,6 +26,10 @@
 //!   one request at a time; best of `--reps` wall times each. Prints the prompt ids so the
 //!   PyTorch peer can use the same ones.
 
+/// The allocator the `memfactory` binary uses (fresh-buffer-per-op workloads).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

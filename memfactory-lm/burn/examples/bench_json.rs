@@ -16,6 +16,10 @@
 //! sequences so greedy decoding keeps going instead of ending early; the generated count is
 //! what is divided. Threads: burn's flex backend uses every core (2 here).
 
+/// The allocator the `memfactory` binary uses (fresh-buffer-per-op workloads).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
