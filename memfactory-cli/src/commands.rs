@@ -32,16 +32,7 @@ pub fn check(recipe: &Path) -> Result<()> {
         .map(|t| t.contains_key("train"))
         .unwrap_or(false);
     let asm = if has_train {
-        // Builds and checks the [train] table, the rollout agent and the splits too.
-        let job = memfactory::train::TrainJob::from_file(recipe)?;
-        println!(
-            "  train: {} steps × {} samples × {} episodes, rollout agent {} path(s)",
-            job.cfg.steps,
-            job.cfg.samples_per_step,
-            job.cfg.group_size,
-            job.rollout_agent.paths()
-        );
-        job.asm
+        check_train(recipe)?
     } else {
         Assembly::from_file(recipe)?
     };
@@ -80,13 +71,7 @@ pub fn eval(
 ) -> Result<()> {
     let asm = match &checkpoint {
         None => Assembly::from_file(recipe)?,
-        Some(ck) => {
-            // The trained policy: the recipe's base model with the checkpoint's weights.
-            let job = memfactory::train::TrainJob::model_only(recipe)?;
-            memfactory::train::apply_checkpoint(&job.1, ck)?;
-            println!("weights from checkpoint {}", ck.display());
-            job.0
-        }
+        Some(ck) => with_checkpoint(recipe, ck)?,
     };
     let out = out.unwrap_or_else(|| eval::default_out(&asm));
     let bar = ProgressBar::new(0);
@@ -127,6 +112,52 @@ pub fn eval(
     Ok(())
 }
 
+/// Builds and checks a training recipe: the [train] table, the rollout agent, the splits.
+#[cfg(feature = "train")]
+fn check_train(recipe: &Path) -> Result<Assembly> {
+    let job = memfactory::train::TrainJob::from_file(recipe)?;
+    println!(
+        "  train: {} steps × {} samples × {} episodes, rollout agent {} path(s)",
+        job.cfg.steps,
+        job.cfg.samples_per_step,
+        job.cfg.group_size,
+        job.rollout_agent.paths()
+    );
+    Ok(job.asm)
+}
+
+/// The recipe's components with the trained weights of checkpoint `ck` in its base model.
+#[cfg(feature = "train")]
+fn with_checkpoint(recipe: &Path, ck: &Path) -> Result<Assembly> {
+    let (asm, lm) = memfactory::train::TrainJob::model_only(recipe)?;
+    memfactory::train::apply_checkpoint(&lm, ck)?;
+    println!("weights from checkpoint {}", ck.display());
+    Ok(asm)
+}
+
+#[cfg(not(feature = "train"))]
+fn no_train() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this memfactory binary was built without the trainer: enable Cargo feature `train` of memfactory-cli"
+    )
+}
+
+#[cfg(not(feature = "train"))]
+fn check_train(_: &Path) -> Result<Assembly> {
+    Err(no_train())
+}
+
+#[cfg(not(feature = "train"))]
+fn with_checkpoint(_: &Path, _: &Path) -> Result<Assembly> {
+    Err(no_train())
+}
+
+#[cfg(not(feature = "train"))]
+pub fn train(_: &Path, _: bool, _: Option<PathBuf>) -> Result<()> {
+    Err(no_train())
+}
+
+#[cfg(feature = "train")]
 pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
     use memfactory::train::{TrainEvent, TrainJob, run_train};
     let job = TrainJob::from_file(recipe)?;
