@@ -154,21 +154,25 @@ pub fn run_group(
     Ok(cxs.into_iter().map(EpisodeCx::into_episode).collect())
 }
 
-/// Runs the groups of all `samples` with up to `concurrency` samples in flight, their LM
-/// calls batched together; results in sample order. The first error stops the run.
-pub fn run_groups(
-    agent: &dyn Paradigm,
-    store: &dyn StoreFactory,
+/// Runs one sample's group on the given (batching) LM.
+type RunOne<'a> = dyn Fn(&dyn LanguageModel, &Sample) -> Result<Vec<Episode>> + Sync + 'a;
+
+/// Runs `run` on every sample on up to `concurrency` worker threads whose LM calls go
+/// through one [`BatchingLm`] over `lm` (batches of at most `concurrency × paths`
+/// requests). `sink` gets each `(sample index, result)` on the calling thread in completion
+/// order; returning `false` stops the workers (a worker also stops after its own error).
+fn run_pooled(
     lm: &dyn LanguageModel,
+    paths: usize,
     samples: &[Sample],
-    root_seed: u64,
     concurrency: usize,
-) -> Result<Vec<Vec<Episode>>> {
+    run: &RunOne<'_>,
+    sink: &mut dyn FnMut(usize, Result<Vec<Episode>>) -> bool,
+) {
     let n = samples.len();
     let concurrency = concurrency.clamp(1, n.max(1));
-    let batching = BatchingLm::new(lm, concurrency * agent.paths().max(1));
+    let batching = BatchingLm::new(lm, concurrency * paths.max(1));
     let next = AtomicUsize::new(0);
-    let mut out: Vec<Option<Result<Vec<Episode>>>> = (0..n).map(|_| None).collect();
     let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
     std::thread::scope(|s| {
         // Every worker is registered before any starts, so no batch is cut while a worker
@@ -184,7 +188,7 @@ pub fn run_groups(
                     if i >= n {
                         break;
                     }
-                    let r = run_group(agent, store, batching, &samples[i], root_seed);
+                    let r = run(batching, &samples[i]);
                     let failed = r.is_err();
                     if tx.send((i, r)).is_err() || failed {
                         next.store(n, Ordering::SeqCst);
@@ -195,10 +199,37 @@ pub fn run_groups(
         }
         drop(tx);
         for (i, r) in rx {
-            out[i] = Some(r);
+            if !sink(i, r) {
+                next.store(n, Ordering::SeqCst);
+            }
         }
     });
-    let mut groups = Vec::with_capacity(n);
+}
+
+/// Runs the groups of all `samples` with up to `concurrency` samples in flight, their LM
+/// calls batched together; results in sample order. The first error stops the run.
+pub fn run_groups(
+    agent: &dyn Paradigm,
+    store: &dyn StoreFactory,
+    lm: &dyn LanguageModel,
+    samples: &[Sample],
+    root_seed: u64,
+    concurrency: usize,
+) -> Result<Vec<Vec<Episode>>> {
+    let mut out: Vec<Option<Result<Vec<Episode>>>> = (0..samples.len()).map(|_| None).collect();
+    run_pooled(
+        lm,
+        agent.paths(),
+        samples,
+        concurrency,
+        &|lm, sample| run_group(agent, store, lm, sample, root_seed),
+        &mut |i, r| {
+            let ok = r.is_ok();
+            out[i] = Some(r);
+            ok
+        },
+    );
+    let mut groups = Vec::with_capacity(samples.len());
     for (i, r) in out.into_iter().enumerate() {
         match r {
             Some(r) => groups.push(r?),
@@ -290,47 +321,24 @@ pub fn run_eval_on(
     let mut examples: Vec<(Sample, Episode, SampleScore)> = Vec::new();
     let (mut lm_calls, mut generated) = (0usize, 0usize);
 
-    let concurrency = asm.eval_concurrency.max(1);
-    let batching = BatchingLm::new(asm.model.as_ref(), concurrency * asm.agent.paths().max(1));
-    let next = AtomicUsize::new(0);
-    let n = samples.len();
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
     let mut failure: Option<Error> = None;
-    std::thread::scope(|s| {
-        let guards: Vec<_> = (0..concurrency.min(n.max(1)))
-            .map(|_| batching.worker())
-            .collect();
-        for guard in guards {
-            let tx = tx.clone();
-            let (batching, next) = (&batching, &next);
-            s.spawn(move || {
-                let _worker = guard;
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    let r = run_sample_with(asm, batching, &samples[i]);
-                    let failed = r.is_err();
-                    if tx.send((i, r)).is_err() || failed {
-                        next.store(n, Ordering::SeqCst);
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        // Results arrive in completion order; write them in sample order.
-        let mut waiting: Reorder<usize, Vec<Episode>> = Reorder::new();
-        let mut written = 0usize;
-        for (i, r) in rx {
+    // Results arrive in completion order; write them in sample order.
+    let mut waiting: Reorder<usize, Vec<Episode>> = Reorder::new();
+    let mut written = 0usize;
+    run_pooled(
+        asm.model.as_ref(),
+        asm.agent.paths(),
+        samples,
+        asm.eval_concurrency,
+        &|lm, sample| run_sample_with(asm, lm, sample),
+        &mut |i, r| {
             if failure.is_some() {
-                continue;
+                return false;
             }
             match r {
                 Err(e) => {
                     failure = Some(e);
-                    next.store(n, Ordering::SeqCst);
+                    return false;
                 }
                 Ok(eps) => {
                     waiting.insert(i, eps);
@@ -369,13 +377,13 @@ pub fn run_eval_on(
                     }
                     Err(e) => {
                         failure = Some(e);
-                        next.store(n, Ordering::SeqCst);
-                        break;
+                        return false;
                     }
                 }
             }
-        }
-    });
+            true
+        },
+    );
     if let Some(e) = failure {
         return Err(e);
     }
