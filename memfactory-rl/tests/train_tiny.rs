@@ -252,6 +252,27 @@ fn resume_cfg(lora: bool) -> TrainConfig {
     .0
 }
 
+/// The first token of a sample at a fixed seed: a token the model samples sometimes, so
+/// groups rewarded for it have reward variance.
+fn sampled_token() -> u32 {
+    rollout(&model(), 99, 1, 8).unwrap()[0].episodes[0]
+        .lm_calls()
+        .next()
+        .unwrap()
+        .output
+        .token_ids[0]
+}
+
+fn resume_trainer(lora: bool, target: u32) -> Trainer {
+    Trainer::new(
+        Arc::new(model()),
+        resume_cfg(lora),
+        reward_for(target),
+        None,
+    )
+    .unwrap()
+}
+
 fn reward_for(target: u32) -> CompositeReward {
     CompositeReward {
         components: vec![WeightedReward {
@@ -281,21 +302,10 @@ fn comparable(m: &memfactory_rl::trainer::StepMetrics) -> String {
 
 fn resume_matches(lora: bool) {
     // A token the model samples sometimes, so groups have reward variance.
-    let target = rollout(&model(), 99, 1, 8).unwrap()[0].episodes[0]
-        .lm_calls()
-        .next()
-        .unwrap()
-        .output
-        .token_ids[0];
+    let target = sampled_token();
     let probe = vec![PROMPT.to_vec()];
     // Uninterrupted: 4 steps.
-    let mut a = Trainer::new(
-        Arc::new(model()),
-        resume_cfg(lora),
-        reward_for(target),
-        None,
-    )
-    .unwrap();
+    let mut a = resume_trainer(lora, target);
     let mut ma = Vec::new();
     for _ in 0..4 {
         ma.push(comparable(
@@ -304,13 +314,7 @@ fn resume_matches(lora: bool) {
     }
     // 2 steps, checkpoint, a fresh process-like trainer restores, 2 more steps.
     let dir = tempfile::tempdir().unwrap();
-    let mut b = Trainer::new(
-        Arc::new(model()),
-        resume_cfg(lora),
-        reward_for(target),
-        None,
-    )
-    .unwrap();
+    let mut b = resume_trainer(lora, target);
     let mut mb = Vec::new();
     for _ in 0..2 {
         mb.push(comparable(
@@ -321,13 +325,7 @@ fn resume_matches(lora: bool) {
         .checkpoint(dir.path(), 2, serde_json::json!({"cursor": 2}))
         .unwrap();
     drop(b);
-    let mut c = Trainer::new(
-        Arc::new(model()),
-        resume_cfg(lora),
-        reward_for(target),
-        None,
-    )
-    .unwrap();
+    let mut c = resume_trainer(lora, target);
     assert_eq!(c.restore(&ck).unwrap(), serde_json::json!({"cursor": 2}));
     assert_eq!(c.steps_done(), 2);
     for _ in 0..2 {
@@ -368,7 +366,7 @@ fn resume_equals_uninterrupted_lora() {
 #[test]
 fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(Arc::new(model()), resume_cfg(true), reward_for(7), None).unwrap();
+    let mut t = resume_trainer(true, 7);
     for _ in 0..3 {
         t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
         t.checkpoint(dir.path(), 2, serde_json::Value::Null)
@@ -383,7 +381,7 @@ fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
     let latest = memfactory_rl::checkpoint::latest(dir.path())
         .unwrap()
         .unwrap();
-    let mut full = Trainer::new(Arc::new(model()), resume_cfg(false), reward_for(7), None).unwrap();
+    let mut full = resume_trainer(false, 7);
     let e = full.restore(&latest).unwrap_err().to_string();
     assert!(e.contains("train.lora"), "{e}");
     // A torn checkpoint (state.json missing) is not listed.
@@ -399,12 +397,7 @@ fn checkpoints_are_pruned_and_mismatched_lora_is_refused() {
 /// Splitting a mini-batch into memory-sized chunks changes only the summation order.
 #[test]
 fn chunked_micro_batches_match_whole_ones() {
-    let target = rollout(&model(), 99, 1, 8).unwrap()[0].episodes[0]
-        .lm_calls()
-        .next()
-        .unwrap()
-        .output
-        .token_ids[0];
+    let target = sampled_token();
     let run = |tokens: usize| {
         let mut cfg = resume_cfg(false);
         cfg.micro_batch_tokens = tokens;
