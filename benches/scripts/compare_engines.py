@@ -467,23 +467,30 @@ def main() -> int:
         print(f"GGUF not found: {a.gguf}", file=sys.stderr)
         return 2
 
+    return with_priority(a.nice, lambda: _main(a))
+
+
+def with_priority(nice: int | None, run):
+    """Runs `run()` with this process reniced to `nice` (None: unchanged), restoring after.
+
+    With CONFIG_SCHED_AUTOGROUP (the Linux default) a process nice only ranks processes of the
+    same session; other sessions' processes (e.g. a cargo build in another terminal) are
+    weighed per group. So this session's group is raised too, and restored at exit.
+    """
     ag_old = None
-    if a.nice is not None:
+    if nice is not None:
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, a.nice)
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
         except OSError as e:
-            print(f"[nice] cannot set priority {a.nice}: {e}", file=sys.stderr)
-        # With CONFIG_SCHED_AUTOGROUP (Linux default) a process nice only ranks processes of the
-        # same session; other sessions' processes (e.g. a cargo build in another terminal) are
-        # weighed per group. Raise this session's group too, and restore it at exit.
+            print(f"[nice] cannot set priority {nice}: {e}", file=sys.stderr)
         try:
             ag = Path("/proc/self/autogroup")
             ag_old = int(ag.read_text().split()[-1])
-            ag.write_text(str(a.nice))
+            ag.write_text(str(nice))
         except (OSError, ValueError) as e:
             print(f"[nice] cannot set autogroup nice: {e}", file=sys.stderr)
     try:
-        return _main(a)
+        return run()
     finally:
         if ag_old is not None:
             try:

@@ -340,26 +340,7 @@ def main() -> int:
     if not a.gguf.is_file():
         print(f"GGUF not found: {a.gguf}", file=sys.stderr)
         return 2
-    ag_old = None
-    if a.nice is not None:  # same as compare_engines.main: process nice + session autogroup nice
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, a.nice)
-        except OSError as e:
-            print(f"[nice] cannot set priority {a.nice}: {e}", file=sys.stderr)
-        try:
-            ag = Path("/proc/self/autogroup")
-            ag_old = int(ag.read_text().split()[-1])
-            ag.write_text(str(a.nice))
-        except (OSError, ValueError) as e:
-            print(f"[nice] cannot set autogroup nice: {e}", file=sys.stderr)
-    try:
-        return _main(a)
-    finally:
-        if ag_old is not None:
-            try:
-                Path("/proc/self/autogroup").write_text(str(ag_old))
-            except OSError:
-                pass
+    return ce.with_priority(a.nice, lambda: _main(a))
 
 
 def _main(a) -> int:
