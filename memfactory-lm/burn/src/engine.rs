@@ -69,11 +69,25 @@ pub fn parse_device(name: &str) -> std::result::Result<Device, String> {
     }
 }
 
+/// Whether [`BurnLm::load`] uses the host block kernels: on unless the environment variable
+/// `MEMFACTORY_BURN_HOST_KERNELS` is `0`.
+pub fn host_kernels_default() -> bool {
+    std::env::var_os("MEMFACTORY_BURN_HOST_KERNELS").is_none_or(|v| v != "0")
+}
+
 impl BurnLm {
     /// Loads a model from a `.gguf` file or a Hugging Face directory (`config.json`,
     /// `model.safetensors[.index.json]`, `tokenizer.json`, `tokenizer_config.json`) onto
     /// device `device` (`"flex"`, `"wgpu"`, `"cuda"`).
     pub fn load(path: &Path, device: &str) -> Result<BurnLm> {
+        Self::load_with(path, device, host_kernels_default())
+    }
+
+    /// [`BurnLm::load`], choosing whether decode-sized products (≤ 16 rows) on `flex`
+    /// multiply directly on a GGUF file's Q4_0 / Q4_1 / Q8_0 blocks (`host_kernels`; about
+    /// 100 MB read per token for SmolLM2-135M instead of the f32 copy's 540 MB). Results
+    /// equal the f32 path up to summation order. Ignored for other devices and formats.
+    pub fn load_with(path: &Path, device: &str, host_kernels: bool) -> Result<BurnLm> {
         let dev = parse_device(device).map_err(Error::Invalid)?;
         let (cfg, weights, tok) = if path.is_dir() {
             let (cfg, tok) = hf_dir_config(path)?;
@@ -90,10 +104,7 @@ impl BurnLm {
                 path: path.to_path_buf(),
                 cfg: cfg.clone(),
             };
-            // Experimental host block kernels (flex only, opt-in): measured slower than
-            // burn's f32 gemm on 2 cores without AVX-specific code, so off by default.
-            let host = (device == "flex" || device == "cpu")
-                && std::env::var_os("MEMFACTORY_BURN_HOST_KERNELS").is_some_and(|v| v == "1");
+            let host = host_kernels && (device == "flex" || device == "cpu");
             let w = Fused::load(&mut src, &cfg, &dev, host)?;
             (cfg, w, tok)
         };

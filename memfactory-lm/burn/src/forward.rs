@@ -60,7 +60,9 @@ pub(crate) fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> 
     x * cos.clone() + swapped * sin.clone()
 }
 
-/// GQA attention: `q` `[b, H, s, hd]`, `k`/`v` `[b, K, T, hd]`, `bias` `[b, 1, s, T]`.
+/// GQA attention from tensor ops (differentiable): `q` `[b, H, s, hd]`, `k`/`v`
+/// `[b, K, T, hd]`, `bias` `[b, 1, s, T]`. The training forward uses it; inference uses the
+/// backend's fused kernel ([`attention_fused`]).
 pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<4>) -> Tensor<4> {
     let [b, h, s, hd] = q.dims();
     let kvh = k.dims()[1];
@@ -72,6 +74,25 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: &Tensor<
     let scores = scores.reshape([b, h, s, t]) + bias.clone();
     let p = softmax(scores, 3).reshape([b, kvh, g * s, t]);
     p.matmul(v).reshape([b, h, s, hd])
+}
+
+/// The same attention through the backend's own kernel (on `flex`: GQA without repeating
+/// K/V, the bias broadcast over heads without a copy, flash tiling for long contexts),
+/// for the inference forward, where no gradient is needed.
+pub(crate) fn attention_fused(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: &Tensor<4>,
+) -> Tensor<4> {
+    burn::tensor::module::attention(
+        q,
+        k,
+        v,
+        None,
+        Some(bias.clone()),
+        burn::tensor::ops::AttentionModuleOptions::default(),
+    )
 }
 
 /// Per-layer key/value cache, preallocated to `capacity` positions.
@@ -152,7 +173,7 @@ fn layer(
     *vc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], v);
     let kk = kc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
     let vv = vc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
-    let o = attention(q, kk, vv, bias)
+    let o = attention_fused(q, kk, vv, bias)
         .swap_dims(1, 2)
         .reshape([b * s, hh * hd]);
     let x = x + ly.wo.mm(o);

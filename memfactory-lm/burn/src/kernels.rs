@@ -1,20 +1,27 @@
 //! CPU matrix–vector kernels on GGUF-quantized rows, for decode-sized products on `flex`.
 //!
-//! **Experimental, opt-in** (`MEMFACTORY_BURN_HOST_KERNELS=1`): written in portable safe Rust
-//! (baseline x86-64 SIMD through auto-vectorization), they are currently *slower* than burn's
-//! f32 gemm (≈ 10 vs 22 tok/s at batch 1 on 2 cores); an integer-dot kernel with AVX2 would be
-//! needed to win. Kept because they are exact (tested) and cut weight memory 5×.
-//!
 //! Decoding one token reads every weight once, so on a CPU it is bound by memory bandwidth:
-//! the f32 copy of SmolLM2-135M is 540 MB a token, its Q4_1/Q8_0 blocks 100 MB. For products
-//! with few rows (decode steps) the engine therefore multiplies directly on the GGUF blocks,
-//! in parallel over output rows. The arithmetic is the dequantization's own
-//! (`w = d·q + m`), so `x·w = Σ_blocks d·Σ qᵢxᵢ + m·Σ xᵢ` equals the f32 product up to
-//! summation order (≈ 1e-6 relative; see the golden parity tests).
+//! the f32 copy of SmolLM2-135M is 540 MB a token, its Q4_1/Q8_0 blocks about 100 MB. For
+//! products with few rows (decode steps, at most [`HOST_MAX_ROWS`]) the engine therefore
+//! multiplies directly on the GGUF blocks, in parallel over output rows. With one row of `x`
+//! each block contributes `d·Σ qᵢxᵢ + (m − o·d)·Σ xᵢ`, the quants converted in registers;
+//! with several, each weight row is dequantized once into an L1-resident buffer and dotted
+//! with every row of `x`. Since `d` is an f16 and `q` a small integer, `d·(q − o) + m` is
+//! exactly the dequantizer's f32 weight, so results equal the f32 product up to summation
+//! order (≈ 1e-6 relative; tested against the dequantized product and, end to end, against
+//! the f32 engine's greedy tokens and log-probs). Activations stay f32 — llama.cpp also
+//! quantizes them to 8 bits — so sampling log-probs stay those of the model.
+//!
+//! On x86-64 with AVX2 and FMA (detected at run time) the kernels use those instructions
+//! (`avx2`); elsewhere a portable loop runs (correct, but auto-vectorization gathers the
+//! bytes one by one: ~7× slower, not faster than the f32 gemm).
 
 use rayon::prelude::*;
 
 use crate::quant::GgmlType;
+
+/// Rows of `x` up to which the host kernels serve a product (above it, gemm is faster).
+pub(crate) const HOST_MAX_ROWS: usize = 16;
 
 /// A weight `[out, in]` kept as GGUF blocks, split into f32 block scales/mins and the raw
 /// quants (so the inner loop does no f16 conversion).
@@ -24,15 +31,17 @@ pub(crate) struct HostMat {
     pub cols: usize,
     /// 4-bit (16 bytes a block) or 8-bit (32 bytes a block) quants.
     four_bit: bool,
+    /// Subtracted from each 4-bit quant before scaling (8 for Q4_0, 0 for Q4_1).
+    offset: i32,
     qs: Vec<u8>,
     /// Per block: `d`.
     scale: Vec<f32>,
-    /// Per block: the additive term (`m` for Q4_1, `−8·d` for Q4_0, 0 for Q8_0).
+    /// Per block: the additive term (`m` for Q4_1, 0 otherwise).
     min: Vec<f32>,
 }
 
 /// Output rows per parallel task.
-const ROWS_PER_TASK: usize = 64;
+const ROWS_PER_TASK: usize = 32;
 
 fn f16(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
@@ -54,15 +63,14 @@ impl HostMat {
         let mut scale = Vec::with_capacity(nblocks);
         let mut min = Vec::with_capacity(nblocks);
         for blk in data.chunks_exact(ty.block_bytes()) {
-            let d = f16(blk, 0);
-            scale.push(d);
+            scale.push(f16(blk, 0));
             match ty {
                 GgmlType::Q4_1 => {
                     min.push(f16(blk, 2));
                     qs.extend_from_slice(&blk[4..20]);
                 }
                 GgmlType::Q4_0 => {
-                    min.push(-8.0 * d);
+                    min.push(0.0);
                     qs.extend_from_slice(&blk[2..18]);
                 }
                 _ => {
@@ -75,6 +83,7 @@ impl HostMat {
             rows,
             cols,
             four_bit,
+            offset: if ty == GgmlType::Q4_0 { 8 } else { 0 },
             qs,
             scale,
             min,
@@ -84,10 +93,10 @@ impl HostMat {
     /// Stacks matrices with the same format and width by rows.
     pub fn stack(mats: Vec<HostMat>) -> Option<HostMat> {
         let first = mats.first()?;
-        let (four_bit, cols) = (first.four_bit, first.cols);
+        let (four_bit, offset, cols) = (first.four_bit, first.offset, first.cols);
         if mats
             .iter()
-            .any(|m| m.four_bit != four_bit || m.cols != cols)
+            .any(|m| m.four_bit != four_bit || m.offset != offset || m.cols != cols)
         {
             return None;
         }
@@ -95,6 +104,7 @@ impl HostMat {
             rows: 0,
             cols,
             four_bit,
+            offset,
             qs: Vec::new(),
             scale: Vec::new(),
             min: Vec::new(),
@@ -108,36 +118,23 @@ impl HostMat {
         Some(out)
     }
 
-    /// `y = x · Wᵀ` for `x` `[m, in]` (row-major), returning `[m, out]`.
+    /// `y = x · Wᵀ` for `x` `[m, in]` (row-major, `m ≤ HOST_MAX_ROWS`), returning `[m, out]`.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (k, n) = (self.cols, self.rows);
-        let nb = k / 32;
-        // Per 32-block sums of x (for the additive term).
-        let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
-        let qb = if self.four_bit { 16 } else { 32 };
+        self.matmul_t_with(x, m, simd_available())
+    }
+
+    /// [`HostMat::matmul_t`] with the SIMD variant chosen by the caller (tests run both).
+    fn matmul_t_with(&self, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
+        assert!(
+            m <= HOST_MAX_ROWS && x.len() == m * self.cols,
+            "host matmul shape"
+        );
+        let n = self.rows;
         let mut out_t = vec![0f32; n * m]; // [out, m]
         out_t
             .par_chunks_mut(ROWS_PER_TASK * m)
             .enumerate()
-            .for_each(|(task, chunk)| {
-                let r0 = task * ROWS_PER_TASK;
-                for (i, o) in chunk.chunks_exact_mut(m).enumerate() {
-                    let r = r0 + i;
-                    let qs = &self.qs[r * nb * qb..(r + 1) * nb * qb];
-                    let sc = &self.scale[r * nb..(r + 1) * nb];
-                    let mn = &self.min[r * nb..(r + 1) * nb];
-                    for (bi, ob) in o.iter_mut().enumerate() {
-                        let xr = &x[bi * k..(bi + 1) * k];
-                        let xs = &xsum[bi * nb..(bi + 1) * nb];
-                        let add: f32 = mn.iter().zip(xs).map(|(a, b)| a * b).sum();
-                        *ob = if self.four_bit {
-                            dot4(qs, sc, xr)
-                        } else {
-                            dot8(qs, sc, xr)
-                        } + add;
-                    }
-                }
-            });
+            .for_each(|(task, chunk)| rows_dispatch(self, task * ROWS_PER_TASK, chunk, x, m, simd));
         if m == 1 {
             return out_t;
         }
@@ -151,48 +148,261 @@ impl HostMat {
     }
 }
 
-/// Lane-wise sums (vectorizable) folded at the end.
-#[inline]
-fn fold(acc: [f32; 16]) -> f32 {
-    let mut s = [0f32; 4];
-    for (i, v) in acc.iter().enumerate() {
-        s[i % 4] += v;
+/// Whether the AVX2 + FMA build of the kernels can run on this CPU.
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
-    (s[0] + s[1]) + (s[2] + s[3])
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
-fn dot4(qs: &[u8], sc: &[f32], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for ((q, &d), xb) in qs.chunks_exact(16).zip(sc).zip(x.chunks_exact(32)) {
-        let q: &[u8; 16] = q.try_into().expect("16 bytes");
-        let (lo, hi) = xb.split_at(16);
-        let lo: &[f32; 16] = lo.try_into().expect("16");
-        let hi: &[f32; 16] = hi.try_into().expect("16");
-        let mut s = [0f32; 16];
-        for j in 0..16 {
-            s[j] = (q[j] & 0xF) as f32 * lo[j] + (q[j] >> 4) as f32 * hi[j];
-        }
-        for j in 0..16 {
-            acc[j] += d * s[j];
-        }
+fn rows_dispatch(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize, simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        avx2::rows(h, r0, out, x, m);
+        return;
     }
-    fold(acc)
+    let _ = simd;
+    rows_portable(h, r0, out, x, m)
 }
 
-fn dot8(qs: &[u8], sc: &[f32], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    for ((q, &d), xb) in qs.chunks_exact(32).zip(sc).zip(x.chunks_exact(32)) {
-        let q: &[u8; 32] = q.try_into().expect("32 bytes");
-        let xb: &[f32; 32] = xb.try_into().expect("32");
-        let mut s = [0f32; 16];
-        for j in 0..16 {
-            s[j] = (q[j] as i8) as f32 * xb[j] + (q[j + 16] as i8) as f32 * xb[j + 16];
+/// Output rows `r0..` of `out` (`[rows, m]`) in portable Rust: dequantize each weight row
+/// once, then dot it with every row of `x`.
+fn rows_portable(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+    let k = h.cols;
+    let nb = k / 32;
+    let qb = if h.four_bit { 16 } else { 32 };
+    let mut w = vec![0f32; k];
+    for (i, o) in out.chunks_exact_mut(m).enumerate() {
+        let r = r0 + i;
+        let qs = &h.qs[r * nb * qb..(r + 1) * nb * qb];
+        for (bi, wb) in w.chunks_exact_mut(32).enumerate() {
+            let (d, mv) = (h.scale[r * nb + bi], h.min[r * nb + bi]);
+            if h.four_bit {
+                let q = &qs[bi * 16..bi * 16 + 16];
+                for j in 0..16 {
+                    wb[j] = ((q[j] & 0xF) as i32 - h.offset) as f32 * d + mv;
+                    wb[j + 16] = ((q[j] >> 4) as i32 - h.offset) as f32 * d + mv;
+                }
+            } else {
+                let q = &qs[bi * 32..bi * 32 + 32];
+                for j in 0..32 {
+                    wb[j] = (q[j] as i8) as f32 * d;
+                }
+            }
         }
-        for j in 0..16 {
-            acc[j] += d * s[j];
+        for (b, ob) in o.iter_mut().enumerate() {
+            let xr = &x[b * k..(b + 1) * k];
+            let mut acc = [0f32; 8];
+            for (wc, xc) in w.chunks_exact(8).zip(xr.chunks_exact(8)) {
+                for j in 0..8 {
+                    acc[j] += wc[j] * xc[j];
+                }
+            }
+            *ob = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
     }
-    fold(acc)
+}
+
+/// The same kernel with AVX2 + FMA intrinsics (the auto-vectorized portable loop gathers
+/// bytes one by one and converts scalars: ~7× slower).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::HostMat;
+
+    /// Safe entry point: checks the CPU once per call (cached by std), then runs the
+    /// `target_feature` kernel.
+    pub(super) fn rows(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+        assert!(
+            super::simd_available(),
+            "AVX2 kernels on a CPU without AVX2/FMA"
+        );
+        assert!(m > 0 && out.len().is_multiple_of(m) && x.len() >= m * h.cols);
+        assert!(r0 + out.len() / m <= h.rows);
+        // SAFETY: AVX2 and FMA are present (checked above), which is all the
+        // `target_feature` function requires; its slice accesses are bounds-checked.
+        unsafe { rows_avx2(h, r0, out, x, m) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn rows_avx2(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+        let k = h.cols;
+        let nb = k / 32;
+        let qb = if h.four_bit { 16 } else { 32 };
+        if m == 1 {
+            // One row of x: Σ (d·(q − o) + m)·x = d·Σ q·x + (m − o·d)·Σ x per block, the
+            // integer quants converted and multiplied straight from the block.
+            let xsum: Vec<f32> = x[..k].chunks_exact(32).map(|c| c.iter().sum()).collect();
+            for (i, o) in out.iter_mut().enumerate() {
+                let r = r0 + i;
+                let qs = &h.qs[r * nb * qb..(r + 1) * nb * qb];
+                let sc = &h.scale[r * nb..(r + 1) * nb];
+                let mn = &h.min[r * nb..(r + 1) * nb];
+                let mut acc = [_mm256_setzero_ps(); 2];
+                let mut add = 0f32;
+                for bi in 0..nb {
+                    let xb = &x[bi * 32..bi * 32 + 32];
+                    let t = if h.four_bit {
+                        qdot4(&qs[bi * 16..bi * 16 + 16], xb)
+                    } else {
+                        qdot8(&qs[bi * 32..bi * 32 + 32], xb)
+                    };
+                    acc[bi & 1] = _mm256_fmadd_ps(_mm256_set1_ps(sc[bi]), t, acc[bi & 1]);
+                    add += (mn[bi] - h.offset as f32 * sc[bi]) * xsum[bi];
+                }
+                *o = hsum(_mm256_add_ps(acc[0], acc[1])) + add;
+            }
+            return;
+        }
+        let mut w = vec![0f32; k];
+        for (i, o) in out.chunks_exact_mut(m).enumerate() {
+            let r = r0 + i;
+            let qs = &h.qs[r * nb * qb..(r + 1) * nb * qb];
+            let sc = &h.scale[r * nb..(r + 1) * nb];
+            let mn = &h.min[r * nb..(r + 1) * nb];
+            for (bi, wb) in w.chunks_exact_mut(32).enumerate() {
+                let v = if h.four_bit {
+                    block4(&qs[bi * 16..bi * 16 + 16], sc[bi], mn[bi], h.offset)
+                } else {
+                    block8(&qs[bi * 32..bi * 32 + 32], sc[bi])
+                };
+                for (c, vv) in wb.chunks_exact_mut(8).zip(v) {
+                    store8(c, vv);
+                }
+            }
+            for (b, ob) in o.iter_mut().enumerate() {
+                *ob = dot(&w, &x[b * k..(b + 1) * k]);
+            }
+        }
+    }
+
+    /// Loads 8 floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn load8(s: &[f32]) -> __m256 {
+        assert!(s.len() >= 8);
+        // SAFETY: 8 readable f32 (checked); unaligned load.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }
+
+    /// Stores 8 floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn store8(s: &mut [f32], v: __m256) {
+        assert!(s.len() >= 8);
+        // SAFETY: 8 writable f32 (checked); unaligned store.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+    }
+
+    /// `(q − off)·d + m` for 8 bytes of `b`'s low half as floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn deq8(b: __m128i, off: __m256i, d: __m256, m: __m256, add: bool) -> __m256 {
+        let i = _mm256_sub_epi32(_mm256_cvtepu8_epi32(b), off);
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(i), d);
+        // Multiply then add, as the dequantizer does, so the weights are bit-identical.
+        if add { _mm256_add_ps(f, m) } else { f }
+    }
+
+    /// One Q4_0 / Q4_1 block (16 bytes) as 32 floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn block4(q: &[u8], d: f32, m: f32, off: i32) -> [__m256; 4] {
+        assert!(q.len() == 16);
+        // SAFETY: 16 readable bytes (checked); unaligned load.
+        let v = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(v, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+        let (o, dv, mv) = (_mm256_set1_epi32(off), _mm256_set1_ps(d), _mm256_set1_ps(m));
+        let add = off == 0;
+        [
+            deq8(lo, o, dv, mv, add),
+            deq8(_mm_srli_si128::<8>(lo), o, dv, mv, add),
+            deq8(hi, o, dv, mv, add),
+            deq8(_mm_srli_si128::<8>(hi), o, dv, mv, add),
+        ]
+    }
+
+    /// One Q8_0 block (32 signed bytes) as 32 floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn block8(q: &[u8], d: f32) -> [__m256; 4] {
+        assert!(q.len() == 32);
+        let dv = _mm256_set1_ps(d);
+        let mut out = [_mm256_setzero_ps(); 4];
+        for (o, c) in out.iter_mut().zip(q.chunks_exact(8)) {
+            // SAFETY: 8 readable bytes (`chunks_exact(8)`); unaligned 64-bit load.
+            let b = unsafe { _mm_loadl_epi64(c.as_ptr().cast()) };
+            *o = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), dv);
+        }
+        out
+    }
+
+    /// `Σ qᵢ·xᵢ` over one 4-bit block (16 bytes, unsigned nibbles), as 8 lane sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn qdot4(q: &[u8], x: &[f32]) -> __m256 {
+        assert!(q.len() == 16 && x.len() == 32);
+        // SAFETY: 16 readable bytes (checked); unaligned load.
+        let v = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(v, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+        let f = |b: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+        let t = _mm256_mul_ps(f(lo), load8(&x[0..]));
+        let t = _mm256_fmadd_ps(f(_mm_srli_si128::<8>(lo)), load8(&x[8..]), t);
+        let t = _mm256_fmadd_ps(f(hi), load8(&x[16..]), t);
+        _mm256_fmadd_ps(f(_mm_srli_si128::<8>(hi)), load8(&x[24..]), t)
+    }
+
+    /// `Σ qᵢ·xᵢ` over one Q8_0 block (32 signed bytes), as 8 lane sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn qdot8(q: &[u8], x: &[f32]) -> __m256 {
+        assert!(q.len() == 32 && x.len() == 32);
+        let mut t = _mm256_setzero_ps();
+        for (j, c) in q.chunks_exact(8).enumerate() {
+            // SAFETY: 8 readable bytes (`chunks_exact(8)`); unaligned 64-bit load.
+            let b = unsafe { _mm_loadl_epi64(c.as_ptr().cast()) };
+            let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            t = _mm256_fmadd_ps(f, load8(&x[8 * j..]), t);
+        }
+        t
+    }
+
+    /// Sum of the 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(s: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_shuffle_ps::<0b01>(h, h));
+        _mm_cvtss_f32(h)
+    }
+
+    /// `Σ wᵢ·xᵢ` (lengths multiples of 32) in four FMA chains.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn dot(w: &[f32], x: &[f32]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (wc, xc) in w.chunks_exact(32).zip(x.chunks_exact(32)) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(load8(&wc[8 * j..]), load8(&xc[8 * j..]), *a);
+            }
+        }
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -224,22 +434,55 @@ mod tests {
 
     #[test]
     fn kernels_match_dequantized_matmul() {
+        let simd_variants: &[bool] = if simd_available() {
+            &[false, true]
+        } else {
+            &[false]
+        };
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            let (rows, cols, m) = (70, 96, 3);
+            for m in [1, 3, HOST_MAX_ROWS] {
+                let (rows, cols) = (70, 96);
+                let data = blocks(ty, rows, cols);
+                let w = dequantize(ty, &data, rows * cols).unwrap();
+                let hm = HostMat::new(ty, rows, cols, data).unwrap();
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.4)
+                    .collect();
+                for &simd in simd_variants {
+                    let y = hm.matmul_t_with(&x, m, simd);
+                    for b in 0..m {
+                        for r in 0..rows {
+                            let want: f32 =
+                                (0..cols).map(|c| x[b * cols + c] * w[r * cols + c]).sum();
+                            let got = y[b * rows + r];
+                            assert!(
+                                (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                                "{ty:?} m {m} simd {simd} [{b},{r}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_dequantization_is_the_dequantizers() {
+        // The dequantized row must equal `dequantize` bit for bit: a one-hot x picks one weight.
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (rows, cols) = (4, 64);
             let data = blocks(ty, rows, cols);
             let w = dequantize(ty, &data, rows * cols).unwrap();
             let hm = HostMat::new(ty, rows, cols, data).unwrap();
-            let x: Vec<f32> = (0..m * cols)
-                .map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.4)
-                .collect();
-            let y = hm.matmul_t(&x, m);
-            for b in 0..m {
+            for c in [0, 5, 17, 31, 32, 63] {
+                let mut x = vec![0f32; cols];
+                x[c] = 1.0;
+                let y = hm.matmul_t(&x, 1);
                 for r in 0..rows {
-                    let want: f32 = (0..cols).map(|c| x[b * cols + c] * w[r * cols + c]).sum();
-                    let got = y[b * rows + r];
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "{ty:?} {b} {r}: {got} vs {want}"
+                    assert_eq!(
+                        y[r].to_bits(),
+                        w[r * cols + c].to_bits(),
+                        "{ty:?} [{r},{c}]"
                     );
                 }
             }

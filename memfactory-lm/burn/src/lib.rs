@@ -52,14 +52,15 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod train;
 
-pub use engine::{BurnLm, EngineOptions, parse_device};
+pub use engine::{BurnLm, EngineOptions, host_kernels_default, parse_device};
 pub use model::{Arch, ModelConfig};
 pub use train::{ActionLogprobs, LoraConfig, TrainModel};
 
 use memfactory_core::{Cfg, LanguageModel, Result};
 
 /// Builds the engine from the keys of a recipe's `[model]` table (`kind = "burn"` already
-/// read): `path`, `device` (default `flex`), `max_batch` (8), `prefill_chunk` (512) and
+/// read): `path`, `device` (default `flex`), `max_batch` (8), `prefill_chunk` (512),
+/// `host_kernels` (decode on the GGUF blocks, see [`BurnLm::load_with`]; default on) and
 /// `init_seed` (random weights for a model directory without weight files). The trainer
 /// calls this directly because it needs the concrete engine.
 pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
@@ -79,6 +80,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
         ));
     }
     let init_seed: Option<u64> = cfg.opt("init_seed")?;
+    let host_kernels: bool = cfg.get("host_kernels", engine::host_kernels_default())?;
     let p = std::path::Path::new(&path);
     if init_seed.is_some() && !p.is_dir() {
         return Err(cfg.error(
@@ -88,7 +90,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
     }
     let mut lm = match init_seed {
         Some(seed) => BurnLm::random(p, &device, seed)?,
-        None => BurnLm::load(p, &device)?,
+        None => BurnLm::load_with(p, &device, host_kernels)?,
     };
     lm.options = EngineOptions {
         max_batch,

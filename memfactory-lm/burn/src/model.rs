@@ -26,7 +26,7 @@ use serde_json::Value as Json;
 use std::sync::Arc;
 
 use crate::gguf::{Gguf, Value};
-use crate::kernels::HostMat;
+use crate::kernels::{HOST_MAX_ROWS, HostMat};
 
 /// Which architecture family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -517,9 +517,6 @@ pub(crate) struct Split {
     /// The same weight as GGUF blocks `[out, in]`, for decode-sized products on the CPU.
     pub host: Option<Arc<HostMat>>,
 }
-
-/// Rows of `x` up to which the host block kernels are used.
-const HOST_MAX_ROWS: usize = 16;
 
 /// Rows of `x` up to which a product runs block-parallel (above it, gemm's own threading
 /// takes over).

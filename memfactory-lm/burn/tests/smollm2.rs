@@ -162,3 +162,36 @@ fn registry_builds_kind_burn() {
     .to_string();
     assert!(err.contains("lm.device") && err.contains("tpu"), "{err}");
 }
+
+#[test]
+fn host_block_kernels_decode_like_the_f32_path() {
+    // Decode steps multiply directly on the GGUF's Q4_1 / Q8_0 blocks; the engine without
+    // them multiplies the dequantized f32 copy. Same weights, so the same greedy tokens and
+    // log-probs up to summation order, at batch 1 and in a padded batch.
+    let p = common::model_path();
+    if !p.exists() {
+        println!("skipping: model file {} not found", p.display());
+        return;
+    }
+    let host = memfactory_lm_burn::BurnLm::load_with(&p, "flex", true).unwrap();
+    let plain = memfactory_lm_burn::BurnLm::load_with(&p, "flex", false).unwrap();
+    let reqs = [
+        greedy(
+            Prompt::Chat(vec![ChatMessage::user("What is the capital of France?")]),
+            16,
+        ),
+        greedy(Prompt::Text("Water boils at".into()), 10),
+        greedy(Prompt::Text("def fib(n):".into()), 12),
+    ];
+    for batch in [&reqs[..1], &reqs[..]] {
+        let a = host.generate(batch).unwrap();
+        let b = plain.generate(batch).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            println!("{:?} | {:?}", x.text, y.text);
+            assert_eq!(x.token_ids, y.token_ids);
+            for (u, v) in x.logprobs.iter().zip(&y.logprobs) {
+                assert!((u - v).abs() < 1e-3, "logprob {u} vs {v}");
+            }
+        }
+    }
+}
