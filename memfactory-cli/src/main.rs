@@ -94,6 +94,7 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
+    memfactory::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => commands::list(),

@@ -358,6 +358,7 @@ fn rollout(mut lm: BurnLm, a: &Args) {
 }
 
 fn main() {
+    memfactory_lm_burn::tune_allocator();
     let a = args();
     let t = Instant::now();
     let lm = BurnLm::load(&a.gguf, "flex").unwrap_or_else(|e| die(e));

@@ -16,15 +16,20 @@
 //! | `agent-memagent` | MemAgent paradigm |
 //! | `op-overwrite` | MemAgent memory overwrite op |
 //! | `store-memory` | in-memory store |
+//! | `store-sqlite` | persistent banks in one SQLite file |
 //! | `lm-scripted` | deterministic scripted LM (tests) |
 //! | `lm-burn` | native engine on burn (CPU `flex`) |
 //! | `wgpu`, `cuda` | GPU backends of the native engine (`cuda` needs network at build time) |
 //! | `data-ruler-hqa` | RULER-HotpotQA built from HotpotQA JSON |
 //! | `data-memagent-json` | MemAgent / MemFactory eval files |
 //! | `data-ruler` | RULER synthetic tasks (needles, variable tracking, word extraction) |
-//! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` | answer metrics / rewards |
+//! | `data-locomo` | LoCoMo conversations and categorised QA |
+//! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-bleu1`, `reward-format` | answer metrics / rewards |
+//! | `reward-overlong` | DAPO's soft overlong penalty |
+//! | `train` | the GRPO trainer (`memfactory train`) |
 //!
-//! Default: `memagent`, `data-ruler`, `lm-scripted`, `lm-burn`.
+//! Default: `memagent`, `data-ruler`, `data-locomo`, `reward-bleu1`, `store-sqlite`,
+//! `lm-scripted`, `lm-burn`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -43,6 +48,8 @@ pub use memfactory_core as core;
 
 #[cfg(feature = "agent-memagent")]
 use memfactory_agent_memagent as _;
+#[cfg(feature = "data-locomo")]
+use memfactory_data_locomo as _;
 #[cfg(feature = "data-memagent-json")]
 use memfactory_data_memagent_json as _;
 #[cfg(feature = "data-ruler")]
@@ -51,10 +58,19 @@ use memfactory_data_ruler as _;
 use memfactory_data_ruler_hqa as _;
 #[cfg(feature = "lm-burn")]
 pub use memfactory_lm_burn as lm_burn;
+
+/// Tunes a mimalloc global allocator for the burn engine (freed memory is reused, never
+/// purged; see `memfactory_lm_burn::tune_allocator`). Does nothing without feature `lm-burn`.
+pub fn tune_allocator() {
+    #[cfg(feature = "lm-burn")]
+    memfactory_lm_burn::tune_allocator();
+}
 #[cfg(feature = "lm-scripted")]
 use memfactory_lm_scripted as _;
 #[cfg(feature = "op-overwrite")]
 use memfactory_op_overwrite as _;
+#[cfg(feature = "reward-bleu1")]
+use memfactory_reward_bleu1 as _;
 #[cfg(feature = "reward-exact-match")]
 use memfactory_reward_exact_match as _;
 #[cfg(feature = "reward-f1")]
@@ -67,15 +83,18 @@ use memfactory_reward_overlong as _;
 use memfactory_reward_sub_em as _;
 #[cfg(feature = "store-memory")]
 use memfactory_store_memory as _;
+#[cfg(feature = "store-sqlite")]
+use memfactory_store_sqlite as _;
 
 use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 13] = [
+    let all: [(bool, Family, &'static str); 16] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
+        (cfg!(feature = "store-sqlite"), Family::Store, "sqlite"),
         (cfg!(feature = "lm-scripted"), Family::Lm, "scripted"),
         (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
         (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
@@ -85,6 +104,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
             "memagent-json",
         ),
         (cfg!(feature = "data-ruler"), Family::Data, "ruler"),
+        (cfg!(feature = "data-locomo"), Family::Data, "locomo"),
         (
             cfg!(feature = "reward-exact-match"),
             Family::Reward,
@@ -92,6 +112,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         ),
         (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
+        (cfg!(feature = "reward-bleu1"), Family::Reward, "bleu1"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
         (
             cfg!(feature = "reward-overlong"),

@@ -60,6 +60,7 @@ fn emit(metric: &str, value: f64) {
 }
 
 fn main() {
+    memfactory_lm_burn::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, env: &str, default: &str| {
         args.get(i)
