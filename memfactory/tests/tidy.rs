@@ -2,7 +2,7 @@
 //! - layering: `cli > memfactory (facade) > rl > agents > ops, store, lm, data, rewards > core`;
 //! - only LM backends and the trainer depend on burn;
 //! - naming rule: every component crate `memfactory-<family>-<kind>` has facade feature
-//!   `<family>-<kind>`;
+//!   `<family>-<kind>` (test-support crates, marked `publish = false`, are not components);
 //! - every crate starts with a rustdoc header.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ struct Member {
     dir: PathBuf,
     name: String,
     deps: Vec<String>,
+    /// `publish = false`: test support (e.g. the store conformance suite), not a component.
+    support: bool,
 }
 
 fn members() -> Vec<Member> {
@@ -39,7 +41,13 @@ fn members() -> Vec<Member> {
                 .and_then(|d| d.as_table())
                 .map(|d| d.keys().cloned().collect())
                 .unwrap_or_default();
-            Member { dir, name, deps }
+            let support = t["package"].get("publish").and_then(|p| p.as_bool()) == Some(false);
+            Member {
+                dir,
+                name,
+                deps,
+                support,
+            }
         })
         .collect()
 }
@@ -100,7 +108,7 @@ fn only_lm_backends_and_the_trainer_depend_on_burn() {
 fn component_crates_have_facade_features() {
     let facade = read_toml(&root().join("memfactory/Cargo.toml"));
     let features = facade["features"].as_table().unwrap();
-    for m in members() {
+    for m in members().into_iter().filter(|m| !m.support) {
         for family in ["op", "store", "lm", "data", "reward", "agent"] {
             if let Some(kind) = m.name.strip_prefix(&format!("memfactory-{family}-")) {
                 let f = format!("{family}-{kind}");
