@@ -260,6 +260,17 @@ pub struct ChatArgs {
     pub prompt: String,
 }
 
+/// `memfactory compare A B`: paired comparison of two eval runs.
+pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
+    let c = memfactory::compare::compare_runs(a, b)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", c.markdown());
+    }
+    Ok(())
+}
+
 pub fn chat(args: &ChatArgs) -> Result<()> {
     let mut t = toml::Table::new();
     t.insert("kind".into(), "burn".into());

@@ -70,6 +70,17 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Compare two eval runs on the same questions, paired by sample id: means, the paired
+    /// difference B − A with its 95 % CI, and McNemar's exact test for 0/1 metrics.
+    Compare {
+        /// Run directory A (e.g. the base model's eval).
+        a: std::path::PathBuf,
+        /// Run directory B (e.g. the trained checkpoint's eval).
+        b: std::path::PathBuf,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Chat with a native model (greedy unless --temperature is given).
     Chat(commands::ChatArgs),
     /// Manage models.
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
             resume,
             out,
         } => commands::train(&recipe, resume, out),
+        Command::Compare { a, b, json } => commands::compare(&a, &b, json),
         Command::Chat(args) => commands::chat(&args),
         Command::Model { command } => match command {
             ModelCommand::Fetch { name, dir } => fetch::fetch(&name, &dir),

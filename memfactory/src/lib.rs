@@ -38,6 +38,7 @@
 
 pub mod assembly;
 pub mod batching;
+pub mod compare;
 pub mod eval;
 pub mod plot;
 #[cfg(feature = "train")]
