@@ -57,7 +57,9 @@ pub struct Comparison {
     pub metrics: BTreeMap<String, MetricComparison>,
 }
 
-type Scores = BTreeMap<String, BTreeMap<String, f64>>;
+/// One sample's scores, by metric.
+type Row = BTreeMap<String, f64>;
+type Scores = BTreeMap<String, Row>;
 
 fn read_scores(dir: &Path) -> Result<Scores> {
     let path = dir.join("scores.jsonl");
@@ -114,7 +116,7 @@ pub fn mcnemar_p(b: usize, c: usize) -> f64 {
 /// Compares runs `a` and `b` (directories holding `scores.jsonl`), pairing samples by id.
 pub fn compare_runs(a: &Path, b: &Path) -> Result<Comparison> {
     let (sa, sb) = (read_scores(a)?, read_scores(b)?);
-    let paired: Vec<(&BTreeMap<String, f64>, &BTreeMap<String, f64>)> = sa
+    let paired: Vec<(&Row, &Row)> = sa
         .iter()
         .filter_map(|(id, x)| sb.get(id).map(|y| (x, y)))
         .collect();
