@@ -24,12 +24,13 @@
 //! | `data-memagent-json` | MemAgent / MemFactory eval files |
 //! | `data-ruler` | RULER synthetic tasks (needles, variable tracking, word extraction) |
 //! | `data-locomo` | LoCoMo conversations and categorised QA |
+//! | `data-convgen` | generated multi-session dialogues with fact updates, five question types and gold memory operations |
 //! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-bleu1`, `reward-format` | answer metrics / rewards |
 //! | `reward-overlong` | DAPO's soft overlong penalty |
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
-//! Default: `memagent`, `data-ruler`, `data-locomo`, `reward-bleu1`, `store-sqlite`,
-//! `lm-scripted`, `lm-burn`, `train`.
+//! Default: `memagent`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
+//! `store-sqlite`, `lm-scripted`, `lm-burn`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -49,6 +50,8 @@ pub use memfactory_core as core;
 
 #[cfg(feature = "agent-memagent")]
 use memfactory_agent_memagent as _;
+#[cfg(feature = "data-convgen")]
+use memfactory_data_convgen as _;
 #[cfg(feature = "data-locomo")]
 use memfactory_data_locomo as _;
 #[cfg(feature = "data-memagent-json")]
@@ -91,7 +94,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 16] = [
+    let all: [(bool, Family, &'static str); 17] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
@@ -106,6 +109,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         ),
         (cfg!(feature = "data-ruler"), Family::Data, "ruler"),
         (cfg!(feature = "data-locomo"), Family::Data, "locomo"),
+        (cfg!(feature = "data-convgen"), Family::Data, "convgen"),
         (
             cfg!(feature = "reward-exact-match"),
             Family::Reward,
