@@ -17,6 +17,7 @@
 //! | `op-overwrite` | MemAgent memory overwrite op |
 //! | `store-memory` | in-memory store |
 //! | `store-sqlite` | persistent banks in one SQLite file |
+//! | `store-pgvector` | banks in PostgreSQL with pgvector, shared across processes |
 //! | `lm-scripted` | deterministic scripted LM (tests) |
 //! | `lm-burn` | native engine on burn (CPU `flex`) |
 //! | `wgpu`, `cuda` | GPU backends of the native engine (`cuda` needs network at build time) |
@@ -30,7 +31,7 @@
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
 //! Default: `memagent`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
-//! `store-sqlite`, `lm-scripted`, `lm-burn`, `train`.
+//! `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -87,6 +88,8 @@ use memfactory_reward_overlong as _;
 use memfactory_reward_sub_em as _;
 #[cfg(feature = "store-memory")]
 use memfactory_store_memory as _;
+#[cfg(feature = "store-pgvector")]
+use memfactory_store_pgvector as _;
 #[cfg(feature = "store-sqlite")]
 use memfactory_store_sqlite as _;
 
@@ -94,11 +97,12 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 17] = [
+    let all: [(bool, Family, &'static str); 18] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
         (cfg!(feature = "store-sqlite"), Family::Store, "sqlite"),
+        (cfg!(feature = "store-pgvector"), Family::Store, "pgvector"),
         (cfg!(feature = "lm-scripted"), Family::Lm, "scripted"),
         (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
         (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
