@@ -3,7 +3,7 @@
 //! [`MemoryStore::apply`] is the only mutation: memory operations *decide* edits and the
 //! episode context applies them, so every change is recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -132,4 +132,41 @@ pub trait StoreFactory: Send + Sync {
     fn describe(&self) -> String;
     /// Opens (creating if needed) the bank `bank`.
     fn open(&self, bank: &str) -> Result<Box<dyn MemoryStore>>;
+}
+
+/// Cosine similarity of two embeddings; 0 when their lengths differ, either is empty or
+/// either has zero norm. The score every store's dense search uses.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// The lowercased alphanumeric words of `s` (lexical search's tokens).
+pub fn words(s: &str) -> HashSet<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Fraction of the query's words found in `text` (0 for an empty query): the score every
+/// store's lexical search uses.
+pub fn lexical(query: &HashSet<String>, text: &str) -> f32 {
+    if query.is_empty() {
+        return 0.0;
+    }
+    let w = words(text);
+    query.iter().filter(|q| w.contains(*q)).count() as f32 / query.len() as f32
 }

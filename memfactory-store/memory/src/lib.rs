@@ -7,8 +7,7 @@
 //!
 //! Recipe: `[store] kind = "memory"` (no other keys).
 
-use std::collections::HashSet;
-
+use memfactory_core::memory::{cosine, lexical, words};
 use memfactory_core::{
     Cfg, EditOutcome, MemoryEdit, MemoryItem, MemoryStore, Result, SearchQuery, StoreFactory,
     memory::OVERWRITE_ID,
@@ -29,38 +28,6 @@ impl InMemoryStore {
     fn position(&self, id: &str) -> Option<usize> {
         self.items.iter().position(|i| i.id == id)
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() || a.is_empty() {
-        return 0.0;
-    }
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    }
-}
-
-fn words(s: &str) -> HashSet<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect()
-}
-
-fn lexical(query: &HashSet<String>, text: &str) -> f32 {
-    if query.is_empty() {
-        return 0.0;
-    }
-    let w = words(text);
-    query.iter().filter(|q| w.contains(*q)).count() as f32 / query.len() as f32
 }
 
 impl MemoryStore for InMemoryStore {

@@ -69,12 +69,13 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memfactory_core::memory::OVERWRITE_ID;
+use memfactory_core::memory::{cosine, lexical, words};
 use memfactory_core::{
     Cfg, EditOutcome, Error, MemoryEdit, MemoryItem, MemoryStore, Result, SearchQuery, StoreFactory,
 };
@@ -267,38 +268,6 @@ fn embedding_params(e: Option<&[f32]>) -> (Option<&[f32]>, Option<&[f32]>) {
 // ---------------------------------------------------------------------------------------
 // Scoring: exactly the in-memory store's (memfactory-store-memory), so that both rank and
 // score identically; the conformance suite compares them with a brute-force reference.
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() || a.is_empty() {
-        return 0.0;
-    }
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    }
-}
-
-fn words(s: &str) -> HashSet<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect()
-}
-
-fn lexical(query: &HashSet<String>, text: &str) -> f32 {
-    if query.is_empty() {
-        return 0.0;
-    }
-    let w = words(text);
-    query.iter().filter(|q| w.contains(*q)).count() as f32 / query.len() as f32
-}
 
 // ---------------------------------------------------------------------------------------
 // SQL.
