@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    EditOutcome, Error, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem, MemoryStore,
-    Prompt, Result, SamplingParams, seed,
+    EditOutcome, Embedder, Error, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem,
+    MemoryStore, Prompt, Result, SamplingParams, seed,
 };
 
 /// One LM call as recorded.
@@ -97,6 +97,7 @@ impl Episode {
 /// The only route from a paradigm to the LM and the store during an episode.
 pub struct EpisodeCx<'a> {
     lm: &'a dyn LanguageModel,
+    embedder: Option<&'a dyn Embedder>,
     store: Box<dyn MemoryStore>,
     /// The episode being recorded.
     pub episode: Episode,
@@ -113,6 +114,7 @@ impl<'a> EpisodeCx<'a> {
     ) -> Self {
         EpisodeCx {
             lm,
+            embedder: None,
             store,
             episode: Episode {
                 sample_id: sample_id.to_string(),
@@ -122,6 +124,41 @@ impl<'a> EpisodeCx<'a> {
                 answer: None,
             },
         }
+    }
+
+    /// The same context with the run's sentence embedder (the recipe's `[embedder]`).
+    pub fn with_embedder(mut self, embedder: Option<&'a dyn Embedder>) -> Self {
+        self.embedder = embedder;
+        self
+    }
+
+    /// The run's embedder, when the recipe has an `[embedder]` table.
+    pub fn embedder(&self) -> Option<&'a dyn Embedder> {
+        self.embedder
+    }
+
+    /// Embeds `texts` with the run's embedder; an error naming the missing `[embedder]`
+    /// table when the recipe has none (`who` says which component needed it).
+    pub fn embed(&self, who: &str, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let Some(e) = self.embedder else {
+            return Err(Error::config(
+                "embedder",
+                format!(
+                    "{who} needs sentence embeddings, but the recipe has no [embedder] table; \
+                     add one, e.g. `[embedder]` with `kind = \"minilm\"`"
+                ),
+            ));
+        };
+        let out = e.embed(texts)?;
+        check_len(texts.len(), out.len())?;
+        Ok(out)
+    }
+
+    /// Runs `wait` — a blocking wait for work another episode is doing (a shared memory
+    /// bank being built) — while telling the LM that this episode makes no call meanwhile,
+    /// so that cross-episode batching does not wait for it.
+    pub fn wait_outside_lm(&self, wait: &mut dyn FnMut()) {
+        self.lm.wait_outside(wait)
     }
 
     /// Token ids of `text` under the LM's tokenizer (for chunking and caps).
@@ -222,6 +259,30 @@ pub fn generate_lockstep(
     role: &str,
     requests: Vec<GenRequest>,
 ) -> Result<Vec<Generation>> {
+    let Some(first) = cxs.first() else {
+        return if requests.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(Error::Invalid(format!(
+                "0 episodes but {} requests",
+                requests.len()
+            )))
+        };
+    };
+    let lm = first.lm;
+    generate_lockstep_with(lm, cxs, role, requests)
+}
+
+/// [`generate_lockstep`] on another model than the episodes' own — a frozen model a
+/// paradigm holds for one role (Memory-R1's frozen answer agent while its memory manager
+/// trains). The calls are recorded on the episodes like any other, under `role`, so a
+/// trainer leaves them out by not listing that role.
+pub fn generate_lockstep_with(
+    lm: &dyn LanguageModel,
+    cxs: &mut [EpisodeCx<'_>],
+    role: &str,
+    requests: Vec<GenRequest>,
+) -> Result<Vec<Generation>> {
     if cxs.len() != requests.len() {
         return Err(Error::Invalid(format!(
             "{} episodes but {} requests",
@@ -229,10 +290,9 @@ pub fn generate_lockstep(
             requests.len()
         )));
     }
-    let Some(first) = cxs.first() else {
+    if cxs.is_empty() {
         return Ok(Vec::new());
-    };
-    let lm = first.lm;
+    }
     let requests: Vec<GenRequest> = requests
         .into_iter()
         .zip(cxs.iter())
@@ -254,4 +314,122 @@ pub fn generate_lockstep(
         }));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Finish, Prompt, SearchQuery};
+
+    /// Answers every prompt with its own text; counts nothing.
+    struct Echo(&'static str);
+    impl LanguageModel for Echo {
+        fn describe(&self) -> String {
+            self.0.into()
+        }
+        fn encode(&self, t: &str) -> Result<Vec<u32>> {
+            Ok(t.bytes().map(u32::from).collect())
+        }
+        fn decode(&self, ids: &[u32]) -> Result<String> {
+            Ok(ids.iter().map(|&i| i as u8 as char).collect())
+        }
+        fn prompt_ids(&self, _: &Prompt) -> Result<Vec<u32>> {
+            Ok(vec![])
+        }
+        fn generate(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
+            Ok(reqs
+                .iter()
+                .map(|_| Generation {
+                    prompt_ids: vec![],
+                    token_ids: vec![1],
+                    logprobs: vec![0.0],
+                    text: self.0.into(),
+                    finish: Finish::Eos,
+                })
+                .collect())
+        }
+    }
+
+    struct NoStore;
+    impl MemoryStore for NoStore {
+        fn apply(&mut self, e: &[MemoryEdit]) -> Result<Vec<EditOutcome>> {
+            Ok(e.iter().map(|_| EditOutcome::Unchanged).collect())
+        }
+        fn items(&self) -> Result<Vec<MemoryItem>> {
+            Ok(vec![])
+        }
+        fn get(&self, _: &str) -> Result<Option<MemoryItem>> {
+            Ok(None)
+        }
+        fn search(&self, _: &SearchQuery) -> Result<Vec<(MemoryItem, f32)>> {
+            Ok(vec![])
+        }
+    }
+
+    struct Lengths;
+    impl Embedder for Lengths {
+        fn describe(&self) -> String {
+            "lengths".into()
+        }
+        fn dim(&self) -> usize {
+            1
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    fn req() -> GenRequest {
+        GenRequest {
+            prompt: Prompt::Text("q".into()),
+            params: SamplingParams::greedy(4),
+        }
+    }
+
+    #[test]
+    fn embed_needs_an_embedder_and_says_which_table_is_missing() {
+        let lm = Echo("policy");
+        let cx = EpisodeCx::new(&lm, Box::new(NoStore), "s", 0, 1);
+        let err = cx
+            .embed("op retrieve (dense)", &["x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("op retrieve (dense)"), "{err}");
+        assert!(err.contains("[embedder]"), "{err}");
+        let e = Lengths;
+        let cx = cx.with_embedder(Some(&e));
+        assert_eq!(
+            cx.embed("t", &["ab", "abc"]).unwrap(),
+            vec![vec![2.0], vec![3.0]]
+        );
+    }
+
+    #[test]
+    fn calls_on_another_model_are_recorded_on_every_episode() {
+        let (policy, frozen) = (Echo("policy"), Echo("frozen"));
+        let mut cxs: Vec<EpisodeCx<'_>> = (0..2)
+            .map(|p| EpisodeCx::new(&policy, Box::new(NoStore), "s", p, 10 + p as u64))
+            .collect();
+        let out = generate_lockstep_with(&frozen, &mut cxs, "answer", vec![req(), req()]).unwrap();
+        assert!(out.iter().all(|g| g.text == "frozen"));
+        let own = generate_lockstep(&mut cxs, "manage", vec![req(), req()]).unwrap();
+        assert!(own.iter().all(|g| g.text == "policy"));
+        for cx in &cxs {
+            let calls: Vec<(&str, &str)> = cx
+                .episode
+                .lm_calls()
+                .map(|c| (c.role.as_str(), c.output.text.as_str()))
+                .collect();
+            assert_eq!(calls, vec![("answer", "frozen"), ("manage", "policy")]);
+        }
+        // Seeds were filled in per episode, and differ between the two paths.
+        let seeds: Vec<u64> = cxs
+            .iter()
+            .map(|cx| cx.episode.lm_calls().next().unwrap().params.seed)
+            .collect();
+        assert!(seeds[0] != 0 && seeds[0] != seeds[1]);
+        assert!(generate_lockstep(&mut cxs, "x", vec![req()]).is_err());
+        assert!(generate_lockstep(&mut [], "x", vec![req()]).is_err());
+        assert!(generate_lockstep(&mut [], "x", vec![]).unwrap().is_empty());
+    }
 }

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod episode;
 pub mod error;
 pub mod lm;
@@ -36,6 +37,7 @@ pub mod text;
 
 pub use config::Cfg;
 pub use data::{DataSource, LoadCx};
+pub use embed::Embedder;
 pub use episode::{Episode, EpisodeCx, LmCall, Step};
 pub use error::{Error, Result};
 pub use lm::{ChatMessage, Finish, GenRequest, Generation, LanguageModel, Prompt, SamplingParams};

@@ -143,6 +143,12 @@ pub trait LanguageModel: Send + Sync {
     fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>>;
     /// Generates for every request; one [`Generation`] per request, in order.
     fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>>;
+    /// Runs `wait`, a blocking wait during which the calling thread makes no `generate`
+    /// call. Wrappers that batch calls across threads (the facade's `BatchingLm`) must not
+    /// wait for such a thread before cutting a batch; plain models just run `wait`.
+    fn wait_outside(&self, wait: &mut dyn FnMut()) {
+        wait()
+    }
 }
 
 /// Number of tokens of `text` under `lm`'s tokenizer.

@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EpisodeCx, MemoryEdit, MemoryItem, Result};
+use crate::{
+    Cfg, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem, Result,
+    episode::{generate_lockstep, generate_lockstep_with},
+    registry,
+};
 
 /// What an op sees.
 #[derive(Debug, Clone, Copy)]
@@ -58,5 +62,34 @@ pub trait MemoryOp: Send + Sync {
             .zip(inputs)
             .map(|(cx, input)| self.run(cx, *input))
             .collect()
+    }
+}
+
+/// An op's own model: the optional sub-table `key` (usually `model`) of an op's table,
+/// built through the registry like `[model]` — e.g. a frozen copy of the base model that
+/// answers while the run's model (the policy) is being trained. `None` when absent: the op
+/// then uses the episode's model. The resolved table is recorded.
+pub fn model_from_cfg(cfg: &mut Cfg, key: &str) -> Result<Option<Box<dyn LanguageModel>>> {
+    match cfg.sub(key)? {
+        None => Ok(None),
+        Some(sub) => {
+            let (lm, resolved) = registry::build::<dyn LanguageModel>(sub)?;
+            cfg.set_resolved(key, toml::Value::Table(resolved));
+            Ok(Some(lm))
+        }
+    }
+}
+
+/// One lockstep call for an op: on `own` (see [`model_from_cfg`]) when the op has its own
+/// model, else on the episodes' model. Recorded on every episode under `role` either way.
+pub fn op_generate(
+    own: Option<&dyn LanguageModel>,
+    cxs: &mut [EpisodeCx<'_>],
+    role: &str,
+    requests: Vec<GenRequest>,
+) -> Result<Vec<Generation>> {
+    match own {
+        Some(lm) => generate_lockstep_with(lm, cxs, role, requests),
+        None => generate_lockstep(cxs, role, requests),
     }
 }

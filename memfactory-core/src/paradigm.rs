@@ -14,6 +14,14 @@ pub trait Paradigm: Send + Sync {
         1
     }
 
+    /// True when episodes reuse work done for earlier samples with the same model (a
+    /// memory bank built once per conversation and shared by its questions). Such reuse is
+    /// right for evaluation and wrong for training, where the weights change between
+    /// steps: the trainer refuses a rollout agent that says true.
+    fn caches_across_samples(&self) -> bool {
+        false
+    }
+
     /// Runs one episode per context in `cxs` on `sample`, in lockstep where the paradigm
     /// can batch. Each episode's answer is stored in `cx.episode.answer`. Malformed model
     /// output is recorded, never an `Err`.

@@ -9,7 +9,8 @@
 //! writes `use memfactory_op_x as _;` for each enabled feature.
 
 use crate::{
-    Cfg, DataSource, Error, LanguageModel, MemoryOp, Paradigm, Result, Reward, StoreFactory,
+    Cfg, DataSource, Embedder, Error, LanguageModel, MemoryOp, Paradigm, Result, Reward,
+    StoreFactory,
 };
 
 /// The component families.
@@ -27,20 +28,23 @@ pub enum Family {
     Reward,
     /// Agent paradigms (`memfactory-agent-*`).
     Agent,
+    /// Sentence embedders (`memfactory-embed-*`).
+    Embed,
 }
 
 impl Family {
     /// Every family, in display order.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Agent,
         Family::Op,
         Family::Store,
         Family::Lm,
+        Family::Embed,
         Family::Data,
         Family::Reward,
     ];
 
-    /// Crate and feature prefix (`op`, `store`, `lm`, `data`, `reward`, `agent`).
+    /// Crate and feature prefix (`op`, `store`, `lm`, `data`, `reward`, `agent`, `embed`).
     pub fn prefix(self) -> &'static str {
         match self {
             Family::Op => "op",
@@ -49,6 +53,7 @@ impl Family {
             Family::Data => "data",
             Family::Reward => "reward",
             Family::Agent => "agent",
+            Family::Embed => "embed",
         }
     }
 
@@ -61,6 +66,7 @@ impl Family {
             Family::Data => "dataset",
             Family::Reward => "reward",
             Family::Agent => "agent",
+            Family::Embed => "embedder",
         }
     }
 
@@ -102,6 +108,7 @@ family!(dyn LanguageModel, Family::Lm);
 family!(dyn DataSource, Family::Data);
 family!(dyn Reward, Family::Reward);
 family!(dyn Paradigm, Family::Agent);
+family!(dyn Embedder, Family::Embed);
 
 /// Every registration of family `T`, sorted by kind; two crates claiming one kind is an
 /// error.
@@ -147,6 +154,7 @@ pub fn catalog() -> Result<Vec<(Family, &'static str, &'static str)>> {
     add::<dyn MemoryOp>(&mut out)?;
     add::<dyn StoreFactory>(&mut out)?;
     add::<dyn LanguageModel>(&mut out)?;
+    add::<dyn Embedder>(&mut out)?;
     add::<dyn DataSource>(&mut out)?;
     add::<dyn Reward>(&mut out)?;
     Ok(out)

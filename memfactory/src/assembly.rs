@@ -10,6 +10,7 @@
 //!
 //! [model]               # an LM backend: kind = "burn" | "scripted" | ...
 //! [store]               # optional, default { kind = "memory" }
+//! [embedder]            # optional sentence embedder for dense retrieval: kind = "minilm" | ...
 //! [agent]               # a paradigm: kind = "memagent" | ...
 //! [data.eval]           # a dataset: kind = "ruler-hqa" | "memagent-json" | ...
 //! [data.train]          # training samples (`memfactory train`)
@@ -25,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memfactory_core::{
-    Cfg, DataSource, Error, LanguageModel, Paradigm, Recipe, Result, Reward, StoreFactory, registry,
+    Cfg, DataSource, Embedder, Error, LanguageModel, Paradigm, Recipe, Result, Reward,
+    StoreFactory, registry,
 };
 
 /// The `[run]` table.
@@ -49,6 +51,9 @@ pub struct Assembly {
     pub model: Arc<dyn LanguageModel>,
     /// Opens one store per episode.
     pub store: Box<dyn StoreFactory>,
+    /// The sentence embedder, when the recipe has `[embedder]` (built once, shared by
+    /// every op through the episode context).
+    pub embedder: Option<Arc<dyn Embedder>>,
     /// The agent paradigm.
     pub agent: Box<dyn Paradigm>,
     /// The eval dataset, when the recipe has `[data.eval]`.
@@ -134,6 +139,15 @@ impl Assembly {
         };
         let (store, t) = registry::build::<dyn StoreFactory>(store_cfg)?;
         resolved.insert("store".into(), toml::Value::Table(t));
+
+        let embedder = match root.sub("embedder")? {
+            Some(c) => {
+                let (e, t) = registry::build::<dyn Embedder>(c)?;
+                resolved.insert("embedder".into(), toml::Value::Table(t));
+                Some(Arc::from(e))
+            }
+            None => None,
+        };
 
         let agent_cfg = required(&mut root, "agent", "the agent paradigm")?;
         let agent_table = agent_cfg.table().clone();
@@ -228,6 +242,7 @@ impl Assembly {
             },
             model,
             store,
+            embedder,
             agent,
             eval_data,
             train_data,

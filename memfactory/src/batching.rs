@@ -172,6 +172,31 @@ impl LanguageModel for BatchingLm<'_> {
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    fn wait_outside(&self, wait: &mut dyn FnMut()) {
+        // Not counted as live while it waits, so the other workers' calls are batched
+        // without it; counted again before it can call `generate`.
+        // A thread that never registered (live == 0) has nothing to leave.
+        struct Rejoin<'b, 'a>(&'b BatchingLm<'a>, bool);
+        impl Drop for Rejoin<'_, '_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.lock().live += 1;
+                }
+            }
+        }
+        let left = {
+            let mut st = self.lock();
+            let left = st.live > 0;
+            if left {
+                st.live -= 1;
+            }
+            left
+        };
+        self.cv.notify_all();
+        let _rejoin = Rejoin(self, left);
+        wait();
+    }
 }
 
 #[cfg(test)]
@@ -279,5 +304,38 @@ mod tests {
             out.iter().map(|g| g.text.clone()).collect::<Vec<_>>(),
             (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_worker_waiting_outside_the_lm_does_not_stall_the_others() {
+        // Worker A waits (outside the LM) for worker B, which needs two LM calls first.
+        // Were A still counted as live, B's calls would wait for A forever.
+        let inner = Echo {
+            calls: AtomicUsize::new(0),
+            max_seen: AtomicUsize::new(0),
+        };
+        let lm = BatchingLm::new(&inner, 8);
+        let done = std::sync::OnceLock::<String>::new();
+        std::thread::scope(|s| {
+            let (lm, done) = (&lm, &done);
+            let a = s.spawn(move || {
+                let _g = lm.worker();
+                lm.wait_outside(&mut || {
+                    done.wait();
+                });
+                // Back in: its own call still goes through.
+                lm.generate(&[req("a")]).unwrap()[0].text.clone()
+            });
+            let b = s.spawn(move || {
+                let _g = lm.worker();
+                let x = lm.generate(&[req("b1")]).unwrap()[0].text.clone();
+                let y = lm.generate(&[req("b2")]).unwrap()[0].text.clone();
+                done.set(format!("{x}{y}")).unwrap();
+            });
+            b.join().unwrap();
+            assert_eq!(a.join().unwrap(), "a");
+        });
+        assert_eq!(done.get().map(String::as_str), Some("b1b2"));
+        assert_eq!(lm.lock().live, 0);
     }
 }

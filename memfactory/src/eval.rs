@@ -19,8 +19,8 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use memfactory_core::{
-    Episode, EpisodeCx, Error, LanguageModel, LoadCx, Paradigm, Result, Sample, Step, StoreFactory,
-    seed,
+    Embedder, Episode, EpisodeCx, Error, LanguageModel, LoadCx, Paradigm, Result, Sample, Step,
+    StoreFactory, seed,
 };
 use serde::Serialize;
 
@@ -122,17 +122,19 @@ pub fn run_sample_with(
         asm.agent.as_ref(),
         asm.store.as_ref(),
         lm,
+        asm.embedder.as_deref(),
         sample,
         asm.run.seed,
     )
 }
 
 /// Runs `agent`'s group of episodes (its `paths`) on `sample` with `lm`; episode seeds
-/// derive from `root_seed` → sample id → path.
+/// derive from `root_seed` → sample id → path. `embedder` is the run's `[embedder]`.
 pub fn run_group(
     agent: &dyn Paradigm,
     store: &dyn StoreFactory,
     lm: &dyn LanguageModel,
+    embedder: Option<&dyn Embedder>,
     sample: &Sample,
     root_seed: u64,
 ) -> Result<Vec<Episode>> {
@@ -147,7 +149,8 @@ pub fn run_group(
                 &sample.id,
                 p,
                 seed::derive_n(sample_seed, p as u64),
-            ))
+            )
+            .with_embedder(embedder))
         })
         .collect::<Result<Vec<_>>>()?;
     agent.run_group(sample, &mut cxs)?;
@@ -212,6 +215,7 @@ pub fn run_groups(
     agent: &dyn Paradigm,
     store: &dyn StoreFactory,
     lm: &dyn LanguageModel,
+    embedder: Option<&dyn Embedder>,
     samples: &[Sample],
     root_seed: u64,
     concurrency: usize,
@@ -222,7 +226,7 @@ pub fn run_groups(
         agent.paths(),
         samples,
         concurrency,
-        &|lm, sample| run_group(agent, store, lm, sample, root_seed),
+        &|lm, sample| run_group(agent, store, lm, embedder, sample, root_seed),
         &mut |i, r| {
             let ok = r.is_ok();
             out[i] = Some(r);

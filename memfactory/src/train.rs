@@ -229,6 +229,17 @@ impl TrainJob {
         }
         let (rollout_agent, _) =
             registry::build::<dyn Paradigm>(Cfg::new("train.agent", agent_table))?;
+        if rollout_agent.caches_across_samples() {
+            return Err(Error::config(
+                "train.agent",
+                format!(
+                    "the rollout agent `{}` reuses work across samples (e.g. `bank_cache = true`), \
+                     which would keep memory built by old weights after an update; turn that \
+                     off for training (e.g. `[train.agent] bank_cache = false`)",
+                    rollout_agent.kind()
+                ),
+            ));
+        }
         if rollout_agent.paths() != cfg.group_size {
             return Err(Error::config(
                 "train.group_size",
@@ -597,6 +608,7 @@ pub fn run_train(
                 rollout_agent.as_ref(),
                 asm.store.as_ref(),
                 lm,
+                asm.embedder.as_deref(),
                 &picked,
                 seed::derive_n(rollout_root, step as u64),
                 settings.concurrency,

@@ -1,5 +1,5 @@
 //! Tidy checks on the workspace layout, run as ordinary tests:
-//! - layering: `cli > memfactory (facade) > rl > agents > ops, store, lm, data, rewards > core`;
+//! - layering: `cli > memfactory (facade) > rl > agents > ops, store, lm, embed, data, rewards > core`;
 //! - only LM backends and the trainer depend on burn;
 //! - naming rule: every component crate `memfactory-<family>-<kind>` has facade feature
 //!   `<family>-<kind>` (test-support crates, marked `publish = false`, are not components);
@@ -54,11 +54,12 @@ fn members() -> Vec<Member> {
 
 /// Layer of a crate (higher may depend on lower only).
 fn layer(name: &str) -> Option<u8> {
-    let prefixes: [(&str, u8); 9] = [
+    let prefixes: [(&str, u8); 10] = [
         ("memfactory-core", 0),
         ("memfactory-op-", 1),
         ("memfactory-store-", 1),
         ("memfactory-lm-", 1),
+        ("memfactory-embed-", 1),
         ("memfactory-data-", 1),
         ("memfactory-reward-", 1),
         ("memfactory-agent-", 2),
@@ -95,6 +96,7 @@ fn only_lm_backends_and_the_trainer_depend_on_burn() {
         if m.deps.iter().any(|d| d.starts_with("burn")) {
             assert!(
                 m.name.starts_with("memfactory-lm-")
+                    || m.name.starts_with("memfactory-embed-")
                     || m.name == "memfactory-rl"
                     || m.name == "memfactory-benches",
                 "{} depends on burn",
@@ -109,7 +111,7 @@ fn component_crates_have_facade_features() {
     let facade = read_toml(&root().join("memfactory/Cargo.toml"));
     let features = facade["features"].as_table().unwrap();
     for m in members().into_iter().filter(|m| !m.support) {
-        for family in ["op", "store", "lm", "data", "reward", "agent"] {
+        for family in ["op", "store", "lm", "embed", "data", "reward", "agent"] {
             if let Some(kind) = m.name.strip_prefix(&format!("memfactory-{family}-")) {
                 let f = format!("{family}-{kind}");
                 assert!(
