@@ -79,3 +79,68 @@ fn scripted_smoke_recipe_runs() {
     // The scripted model answers whenever the needle was not split across two chunks.
     assert!(m["metrics"]["sub-em"].as_f64().unwrap() >= 0.8, "{m}");
 }
+
+#[test]
+fn memory_r1_scripted_smoke_reports_per_category() {
+    let data = root().join("../shared/data/persona_chat/Synthetic-Persona-Chat_valid.csv");
+    if !data.exists() {
+        eprintln!("skipped: {} is absent", data.display());
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_memfactory"))
+        .current_dir(root())
+        .args([
+            "eval",
+            "configs/memory_r1_convgen_scripted_smoke.toml",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["n"], 10);
+    let cats = m["by_category"]
+        .as_object()
+        .expect("a per-category breakdown");
+    let names: Vec<&str> = cats.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "abstention",
+            "knowledge-update",
+            "multi-session",
+            "single-session",
+            "temporal"
+        ]
+    );
+    for (c, v) in cats {
+        assert_eq!(v["n"], 2, "{c}");
+        for k in ["f1", "bleu1", "exact-match"] {
+            assert!(v["metrics"][k].is_number(), "{c} lacks {k}");
+        }
+    }
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(report.contains("## By category"), "{report}");
+    // Every episode ran the whole Memory-R1 pipeline: extraction, the manager, the answer.
+    let traj = std::fs::read_to_string(out.path().join("trajectories.jsonl")).unwrap();
+    for line in traj.lines() {
+        let ep: serde_json::Value = serde_json::from_str(line).unwrap();
+        let roles: std::collections::BTreeSet<&str> = ep["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["role"].as_str())
+            .collect();
+        assert_eq!(
+            roles.into_iter().collect::<Vec<_>>(),
+            ["answer", "extract", "manage"],
+            "{}",
+            ep["sample_id"]
+        );
+        assert!(ep["answer"].is_string());
+    }
+}

@@ -308,3 +308,42 @@ fn impossible_training_recipes_fail_before_any_work() {
         assert!(!out.exists(), "{what}: work started before the error");
     }
 }
+
+const MEMORY_R1_RECIPE: &str = "configs/tests/memory_r1_grpo_tiny.toml";
+
+#[test]
+fn memory_r1_manager_stage_trains_only_the_memory_roles() {
+    if !root()
+        .join("../shared/data/locomo/locomo_conv26_conv30.json")
+        .exists()
+    {
+        eprintln!("skipped: ../shared/data/locomo is absent");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = train(&root().join(MEMORY_R1_RECIPE), &out, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = metrics(&out);
+    assert_eq!(m.len(), 2);
+    let rows: u64 = m.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    let updates: u64 = m.iter().map(|s| s["updates"].as_u64().unwrap()).sum();
+    assert!(rows > 0 && updates > 0, "nothing trained: {m:?}");
+    // The weights moved.
+    assert_ne!(weights(&out, 1), weights(&out, 2));
+
+    // A rollout agent that reuses banks across samples would keep memory built by old
+    // weights: refused before any work.
+    let bad = tmp.path().join("cached.toml");
+    let t = std::fs::read_to_string(root().join(MEMORY_R1_RECIPE)).unwrap();
+    std::fs::write(
+        &bad,
+        t.replace("[train.agent]\n", "[train.agent]\nbank_cache = true\n"),
+    )
+    .unwrap();
+    let o = train(&bad, &tmp.path().join("bad"), false);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("train.agent") && t.contains("bank_cache"), "{t}");
+    assert!(!tmp.path().join("bad").join("metrics.jsonl").exists());
+}

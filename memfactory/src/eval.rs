@@ -38,6 +38,32 @@ pub struct SampleScore {
     pub answer: Option<String>,
     /// Gold answers.
     pub gold: Vec<String>,
+    /// The sample's category (`"1 (multi-hop)"`: [`Sample::category`] with its
+    /// `meta.category_name` when the dataset gives one), for per-category reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// The metrics of the samples of one category.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategorySummary {
+    /// Samples in the category.
+    pub n: usize,
+    /// Mean of each metric.
+    pub metrics: BTreeMap<String, f64>,
+    /// 95 % confidence half-width of each mean.
+    pub ci95: BTreeMap<String, f64>,
+}
+
+/// The label a sample's category is reported under, when it has one.
+pub fn category_label(sample: &Sample) -> Option<String> {
+    let c = sample.category.as_ref()?;
+    Some(
+        match sample.meta.get("category_name").and_then(|v| v.as_str()) {
+            Some(name) if name != c => format!("{c} ({name})"),
+            _ => c.clone(),
+        },
+    )
 }
 
 /// What an eval run produced.
@@ -47,6 +73,10 @@ pub struct EvalSummary {
     pub metrics: BTreeMap<String, f64>,
     /// 95 % confidence half-width of each mean (normal approximation over samples).
     pub ci95: BTreeMap<String, f64>,
+    /// The same per category, when the samples have categories (LoCoMo's multi-hop,
+    /// temporal, …); empty otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_category: BTreeMap<String, CategorySummary>,
     /// Samples evaluated.
     pub n: usize,
     /// Paths per sample (avg@k).
@@ -322,6 +352,8 @@ pub fn run_eval_on(
     let mut traj = create(&traj_path)?;
     let mut scores_w = create(&scores_path)?;
     let mut per_metric: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut per_category: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    let mut category_n: BTreeMap<String, usize> = BTreeMap::new();
     let mut examples: Vec<(Sample, Episode, SampleScore)> = Vec::new();
     let (mut lm_calls, mut generated) = (0usize, 0usize);
 
@@ -360,14 +392,27 @@ pub fn run_eval_on(
                         }
                     }
                     let scores = score_sample(asm, sample, &episodes)?;
+                    let category = category_label(sample);
                     for (k, v) in &scores {
                         per_metric.entry(k.clone()).or_default().push(*v);
+                        if let Some(c) = &category {
+                            per_category
+                                .entry(c.clone())
+                                .or_default()
+                                .entry(k.clone())
+                                .or_default()
+                                .push(*v);
+                        }
+                    }
+                    if let Some(c) = &category {
+                        *category_n.entry(c.clone()).or_default() += 1;
                     }
                     let score = SampleScore {
                         id: sample.id.clone(),
                         scores,
                         answer: episodes.first().and_then(|e| e.answer.clone()),
                         gold: sample.answers.clone(),
+                        category,
                     };
                     append_json(&mut scores_w, &scores_path, &score)?;
                     Ok(score)
@@ -399,9 +444,23 @@ pub fn run_eval_on(
         metrics.insert(k.clone(), m);
         ci95.insert(k.clone(), c);
     }
+    let by_category = per_category
+        .into_iter()
+        .map(|(c, per)| {
+            let (mut metrics, mut ci95) = (BTreeMap::new(), BTreeMap::new());
+            for (k, v) in &per {
+                let (m, h) = mean_ci(v);
+                metrics.insert(k.clone(), m);
+                ci95.insert(k.clone(), h);
+            }
+            let n = category_n.get(&c).copied().unwrap_or(0);
+            (c, CategorySummary { n, metrics, ci95 })
+        })
+        .collect();
     let summary = EvalSummary {
         metrics,
         ci95,
+        by_category,
         n: samples.len(),
         paths: asm.agent.paths().max(1),
         lm_calls,
@@ -450,6 +509,26 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
             v + c
         ));
     }
+    if !s.by_category.is_empty() {
+        let names: Vec<&String> = s.metrics.keys().collect();
+        r.push_str("\n## By category\n\n| category | n |");
+        for k in &names {
+            r.push_str(&format!(" {k} |"));
+        }
+        r.push_str("\n|---|---|");
+        r.push_str(&"---|".repeat(names.len()));
+        r.push('\n');
+        for (c, cs) in &s.by_category {
+            r.push_str(&format!("| {c} | {} |", cs.n));
+            for k in &names {
+                match (cs.metrics.get(*k), cs.ci95.get(*k)) {
+                    (Some(m), Some(h)) => r.push_str(&format!(" {m:.4} ± {h:.4} |")),
+                    _ => r.push_str(" – |"),
+                }
+            }
+            r.push('\n');
+        }
+    }
     r.push_str("\n## Examples (path 0)\n");
     for (sample, ep, score) in examples {
         let chunks = ep
@@ -471,7 +550,7 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
                 }),
                 _ => None,
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| edit_counts(ep));
         r.push_str(&format!(
             "\n### `{}`\n\n- question: {}\n- gold: {}\n- chunks read: {}\n- final memory: {}\n- answer: {}\n- scores: {}\n",
             sample.id,
@@ -491,7 +570,48 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
     r
 }
 
+/// "3 add, 1 update, …" over an episode's applied edits (paradigms with item banks).
+fn edit_counts(ep: &Episode) -> String {
+    let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+    for st in &ep.steps {
+        if let Step::Edit { edits, .. } = st {
+            for e in edits {
+                let k = match e {
+                    memfactory_core::MemoryEdit::Add { .. } => "add",
+                    memfactory_core::MemoryEdit::Update { .. } => "update",
+                    memfactory_core::MemoryEdit::Delete { .. } => "delete",
+                    memfactory_core::MemoryEdit::Overwrite { .. } => "overwrite",
+                    memfactory_core::MemoryEdit::Noop => "noop",
+                };
+                *n.entry(k).or_default() += 1;
+            }
+        }
+    }
+    if n.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = n.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    format!("(edits: {})", parts.join(", "))
+}
+
 /// Default run directory for `asm` when `--out` is not given.
 pub fn default_out(asm: &Assembly) -> PathBuf {
     asm.run.out.clone()
+}
+
+#[cfg(test)]
+mod category_tests {
+    use super::*;
+
+    #[test]
+    fn category_labels_carry_the_dataset_name_when_it_differs() {
+        let mut s = Sample::text("a", "q", "", vec![]);
+        assert_eq!(category_label(&s), None);
+        s.category = Some("2".into());
+        assert_eq!(category_label(&s).as_deref(), Some("2"));
+        s.meta.insert("category_name".into(), "temporal".into());
+        assert_eq!(category_label(&s).as_deref(), Some("2 (temporal)"));
+        s.category = Some("temporal".into());
+        assert_eq!(category_label(&s).as_deref(), Some("temporal"));
+    }
 }

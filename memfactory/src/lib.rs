@@ -13,7 +13,18 @@
 //! | feature | component |
 //! |---|---|
 //! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` |
+//! | `memory-r1` (profile) | Memory-R1: `agent-memory-r1`, `op-extract`, `op-update`, `op-retrieve`, `op-distill`, `store-memory`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format` |
+//! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format` |
 //! | `agent-memagent` | MemAgent paradigm |
+//! | `agent-memory-r1` | Memory-R1 paradigm (memory manager + answer agent with distillation) |
+//! | `agent-rmm` | RMM paradigm (prospective + retrospective reflection) |
+//! | `op-extract` | fact extraction from dialogue turns |
+//! | `op-update` | Memory-R1's manager: ADD / UPDATE / DELETE / NOOP |
+//! | `op-retrieve` | BM25 / dense / hybrid top-k retrieval, per speaker |
+//! | `op-distill` | Memory-R1's answer agent: memory distillation, then answer |
+//! | `op-summarize` | RMM prospective reflection: topic memories added or merged |
+//! | `op-rerank` | RMM retrospective reflection: learned (online REINFORCE) or LLM listwise reranking |
+//! | `embed-minilm` | all-MiniLM-L6-v2 sentence embedder on burn |
 //! | `op-overwrite` | MemAgent memory overwrite op |
 //! | `store-memory` | in-memory store |
 //! | `store-sqlite` | persistent banks in one SQLite file |
@@ -30,7 +41,7 @@
 //! | `reward-overlong` | DAPO's soft overlong penalty |
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
-//! Default: `memagent`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
+//! Default: `memagent`, `memory-r1`, `rmm`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
 //! `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `train`.
 //!
 //! ## Running a recipe
@@ -51,6 +62,10 @@ pub use memfactory_core as core;
 
 #[cfg(feature = "agent-memagent")]
 use memfactory_agent_memagent as _;
+#[cfg(feature = "agent-memory-r1")]
+use memfactory_agent_memory_r1 as _;
+#[cfg(feature = "agent-rmm")]
+use memfactory_agent_rmm as _;
 #[cfg(feature = "data-convgen")]
 use memfactory_data_convgen as _;
 #[cfg(feature = "data-locomo")]
@@ -61,8 +76,22 @@ use memfactory_data_memagent_json as _;
 use memfactory_data_ruler as _;
 #[cfg(feature = "data-ruler-hqa")]
 use memfactory_data_ruler_hqa as _;
+#[cfg(feature = "embed-minilm")]
+use memfactory_embed_minilm as _;
 #[cfg(feature = "lm-burn")]
 pub use memfactory_lm_burn as lm_burn;
+#[cfg(feature = "op-distill")]
+use memfactory_op_distill as _;
+#[cfg(feature = "op-extract")]
+use memfactory_op_extract as _;
+#[cfg(feature = "op-rerank")]
+use memfactory_op_rerank as _;
+#[cfg(feature = "op-retrieve")]
+use memfactory_op_retrieve as _;
+#[cfg(feature = "op-summarize")]
+use memfactory_op_summarize as _;
+#[cfg(feature = "op-update")]
+use memfactory_op_update as _;
 
 /// Tunes a mimalloc global allocator for the burn engine (freed memory is reused, never
 /// purged; see `memfactory_lm_burn::tune_allocator`). Does nothing without feature `lm-burn`.
@@ -97,9 +126,22 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 18] = [
+    let all: [(bool, Family, &'static str); 27] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
+        (
+            cfg!(feature = "agent-memory-r1"),
+            Family::Agent,
+            "memory-r1",
+        ),
+        (cfg!(feature = "agent-rmm"), Family::Agent, "rmm"),
         (cfg!(feature = "op-overwrite"), Family::Op, "overwrite"),
+        (cfg!(feature = "op-extract"), Family::Op, "extract"),
+        (cfg!(feature = "op-update"), Family::Op, "update"),
+        (cfg!(feature = "op-retrieve"), Family::Op, "retrieve"),
+        (cfg!(feature = "op-distill"), Family::Op, "distill"),
+        (cfg!(feature = "op-summarize"), Family::Op, "summarize"),
+        (cfg!(feature = "op-rerank"), Family::Op, "rerank"),
+        (cfg!(feature = "embed-minilm"), Family::Embed, "minilm"),
         (cfg!(feature = "store-memory"), Family::Store, "memory"),
         (cfg!(feature = "store-sqlite"), Family::Store, "sqlite"),
         (cfg!(feature = "store-pgvector"), Family::Store, "pgvector"),

@@ -1,0 +1,315 @@
+//! # memfactory-op-extract
+//!
+//! Fact extraction op (Memory-R1, arXiv 2508.19828, and Mem0 before it): for each new piece
+//! of a conversation an LM lists the facts worth remembering; Memory-R1's memory manager
+//! then decides ADD / UPDATE / DELETE / NOOP for each of them (`memfactory-op-update`).
+//!
+//! How it fits in MemFactory: a paradigm (`memory-r1`) renders dialogue turns one per line
+//! into [`OpInput::observation`], e.g.
+//! `[D1:3] Caroline (1:56 pm on 8 May, 2023): I went to a LGBTQ support group yesterday.`,
+//! and calls [`MemoryOp::run_batch`] over the paths of a group: all paths share **one**
+//! lockstep LM call, recorded on every episode under role [`ROLE`] (`"extract"`).
+//! `question` and `memory` are not used. The op decides no edit: it returns one
+//! [`MemoryItem`] per fact in [`OpOutput::items`] — id `""` (the paradigm assigns ids),
+//! content = the fact, speaker = the fact's speaker (`None` when missing or empty), no
+//! time or embedding, meta `{"source": "extract"}`.
+//!
+//! The model is asked for JSON:
+//! `{"facts": [{"speaker": "Caroline", "fact": "Caroline attended an LGBTQ support group on 7 May 2023"}]}`
+//! (an empty list is valid). Parsing ([`parse_facts`]):
+//! - forgiving where it is safe: the JSON may sit inside a code fence or after/before prose —
+//!   the first balanced `{...}` that is valid JSON is taken, and that is not an error;
+//! - strict about the schema: no JSON object, invalid JSON (single-quoted keys included),
+//!   a missing `facts` list, an entry that is not an object, a `fact` that is missing, not a
+//!   string or empty, a `speaker` that is neither a string nor null → **no items** and
+//!   [`OpOutput::parse_error`] says what was wrong (all-or-nothing: a half-valid list is not
+//!   trusted). Other keys of an entry are ignored.
+//! - `max_facts` caps the list: entries past the cap are dropped *before* validation and
+//!   this is not an error.
+//!
+//! Recipe keys (defaults):
+//!
+//! ```toml
+//! [agent.extract]
+//! kind = "extract"
+//! max_facts = 8                 # at most this many facts per call (>= 1)
+//! template = "my_extract.txt"   # optional; placeholders {turns} (required) {max_facts}
+//! max_new_tokens = 256          # sampling (greedy by default): temperature, top_k, top_p, stop
+//! [agent.extract.model]         # optional: this role's own (e.g. frozen) model; absent = the episode's model
+//! kind = "burn"
+//! ```
+
+use std::collections::BTreeMap;
+
+use memfactory_core::{
+    Cfg, ChatMessage, EpisodeCx, GenRequest, LanguageModel, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
+    config::sampling_from_cfg,
+    op::{model_from_cfg, op_generate},
+    prompt::template_from_cfg,
+};
+use serde_json::Value;
+
+/// The default extraction prompt.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/extract.txt");
+
+/// Role name of the LM calls this op makes (trainers select turns by role).
+pub const ROLE: &str = "extract";
+
+/// Placeholders the template may use.
+pub const PLACEHOLDERS: &[&str] = &["turns", "max_facts"];
+
+/// Default cap on facts per call.
+pub const DEFAULT_MAX_FACTS: usize = 8;
+
+/// Default generation budget.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+
+/// One extracted fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// Whose fact (`None` when the model gave no or an empty speaker).
+    pub speaker: Option<String>,
+    /// The fact, trimmed.
+    pub fact: String,
+}
+
+impl Fact {
+    /// The memory item the op outputs for this fact (id `""`, meta `source = extract`).
+    pub fn into_item(self) -> MemoryItem {
+        let mut item = MemoryItem::new("", self.fact);
+        item.speaker = self.speaker;
+        item.meta = BTreeMap::from([("source".to_string(), "extract".to_string())]);
+        item
+    }
+}
+
+/// The extraction op.
+pub struct Extract {
+    /// Cap on facts per call.
+    pub max_facts: usize,
+    /// The prompt.
+    pub template: PromptTemplate,
+    /// Sampling of the extraction call.
+    pub sampling: SamplingParams,
+    /// This role's own model (`None` = the episode's model).
+    pub model: Option<Box<dyn LanguageModel>>,
+}
+
+impl std::fmt::Debug for Extract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extract")
+            .field("max_facts", &self.max_facts)
+            .field("template", &self.template.name())
+            .field("sampling", &self.sampling)
+            .field("model", &self.model.as_ref().map(|m| m.describe()))
+            .finish()
+    }
+}
+
+impl Extract {
+    /// The op with its defaults (default template, greedy, 256 new tokens, episode model).
+    pub fn new() -> Result<Self> {
+        Ok(Extract {
+            max_facts: DEFAULT_MAX_FACTS,
+            template: PromptTemplate::new(
+                "default:template",
+                DEFAULT_TEMPLATE,
+                PLACEHOLDERS,
+                &["turns"],
+            )?,
+            sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
+            model: None,
+        })
+    }
+
+    /// The prompt text for `input`.
+    pub fn prompt(&self, input: &OpInput<'_>) -> String {
+        self.template.render(&[
+            ("turns", input.observation),
+            ("max_facts", &self.max_facts.to_string()),
+        ])
+    }
+
+    fn request(&self, input: &OpInput<'_>) -> GenRequest {
+        GenRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::user(self.prompt(input))]),
+            params: self.sampling.clone(),
+        }
+    }
+
+    /// The op's output for the model's reply `text`.
+    pub fn output(&self, text: &str) -> OpOutput {
+        match parse_facts(text, self.max_facts) {
+            Ok(facts) => OpOutput {
+                items: facts.into_iter().map(Fact::into_item).collect(),
+                ..Default::default()
+            },
+            Err(e) => OpOutput {
+                parse_error: Some(e),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl MemoryOp for Extract {
+    fn kind(&self) -> &'static str {
+        "extract"
+    }
+
+    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
+        let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
+        Ok(out.remove(0))
+    }
+
+    fn run_batch(
+        &self,
+        cxs: &mut [EpisodeCx<'_>],
+        inputs: &[OpInput<'_>],
+    ) -> Result<Vec<OpOutput>> {
+        let reqs = inputs.iter().map(|i| self.request(i)).collect();
+        let gens = op_generate(self.model.as_deref(), cxs, ROLE, reqs)?;
+        Ok(gens.iter().map(|g| self.output(&g.text)).collect())
+    }
+}
+
+/// Byte range of the balanced `{...}` starting at `start` (which holds `{`), skipping
+/// braces inside JSON strings; `None` when it never closes.
+fn balanced_end(text: &str, start: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in bytes.iter().enumerate().skip(start) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first balanced `{...}` of `text` that is a valid JSON object (code fences and prose
+/// around it are skipped). A candidate that is not valid JSON is skipped whole (its inner
+/// objects are not tried); when none is valid the error describes the first candidate.
+pub fn find_json_object(text: &str) -> std::result::Result<serde_json::Map<String, Value>, String> {
+    let mut first_err: Option<String> = None;
+    let mut from = 0;
+    while let Some(off) = text[from..].find('{') {
+        let start = from + off;
+        let Some(end) = balanced_end(text, start) else {
+            return Err(first_err.unwrap_or_else(|| {
+                "unterminated JSON object (a `{` is never closed)".to_string()
+            }));
+        };
+        match serde_json::from_str::<Value>(&text[start..end]) {
+            Ok(Value::Object(m)) => return Ok(m),
+            // Cannot happen (a balanced `{...}` is an object or invalid); never panic on input.
+            Ok(_) => {
+                first_err.get_or_insert_with(|| "not a JSON object".to_string());
+            }
+            Err(e) => {
+                first_err.get_or_insert_with(|| format!("not valid JSON: {e}"));
+            }
+        }
+        from = end;
+    }
+    Err(first_err.unwrap_or_else(|| "no JSON object in the output".to_string()))
+}
+
+/// Parses the model's reply into at most `max_facts` facts (see the crate docs for the
+/// rules). `Err` says what was wrong; the op then outputs no items.
+pub fn parse_facts(text: &str, max_facts: usize) -> std::result::Result<Vec<Fact>, String> {
+    let obj = find_json_object(text)?;
+    let list = match obj.get("facts") {
+        None => return Err("missing key `facts`".into()),
+        Some(Value::Array(a)) => a,
+        Some(other) => return Err(format!("`facts` is not a list ({})", json_type(other))),
+    };
+    list.iter()
+        .take(max_facts)
+        .enumerate()
+        .map(|(i, entry)| {
+            let Value::Object(e) = entry else {
+                return Err(format!(
+                    "facts[{i}] is not an object ({})",
+                    json_type(entry)
+                ));
+            };
+            let fact = match e.get("fact") {
+                None => return Err(format!("facts[{i}] has no `fact`")),
+                Some(Value::String(s)) if s.trim().is_empty() => {
+                    return Err(format!("facts[{i}].fact is empty"));
+                }
+                Some(Value::String(s)) => s.trim().to_string(),
+                Some(other) => {
+                    return Err(format!(
+                        "facts[{i}].fact is not a string ({})",
+                        json_type(other)
+                    ));
+                }
+            };
+            let speaker = match e.get("speaker") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.trim().is_empty() => None,
+                Some(Value::String(s)) => Some(s.trim().to_string()),
+                Some(other) => {
+                    return Err(format!(
+                        "facts[{i}].speaker is not a string ({})",
+                        json_type(other)
+                    ));
+                }
+            };
+            Ok(Fact { speaker, fact })
+        })
+        .collect()
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
+    let mut op = Extract::new()?;
+    op.max_facts = cfg.get_checked(
+        "max_facts",
+        DEFAULT_MAX_FACTS,
+        |n| *n >= 1,
+        "a fact count >= 1",
+    )?;
+    op.template = template_from_cfg(cfg, "template", DEFAULT_TEMPLATE, PLACEHOLDERS, &["turns"])?;
+    op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
+    op.model = model_from_cfg(cfg, "model")?;
+    Ok(Box::new(op))
+}
+
+memfactory_core::inventory::submit! {
+    memfactory_core::Registration::<dyn MemoryOp> {
+        kind: "extract",
+        about: "Fact extraction (Memory-R1 / Mem0): the LM lists the facts of dialogue turns as JSON {facts: [{speaker, fact}]}",
+        build,
+    }
+}

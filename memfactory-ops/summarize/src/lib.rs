@@ -1,0 +1,487 @@
+//! # memfactory-op-summarize
+//!
+//! RMM's *prospective reflection* (Reflective Memory Management, arXiv 2503.08026) as a
+//! memory op, registered as op kind `summarize`. At the end of each session the LLM
+//! extracts *topic-level* memories — a one-sentence summary plus the turns it refers to —
+//! about one speaker; each new memory is then either **added** to the bank or **merged**
+//! into a similar existing memory of that speaker, the LLM deciding from the most similar
+//! ones. The `rmm` paradigm calls it once per speaker at every session end, all paths in
+//! lockstep.
+//!
+//! ## Contract
+//!
+//! - `OpInput::observation`: the finished session rendered one turn per line,
+//!   `[D1:3] Caroline (1:56 pm on 8 May, 2023): text` (the parenthesised session date is
+//!   optional). The session date of the new memories is the date of the first line that
+//!   has one; the turn ids of the lines are the ids the model may cite.
+//! - `OpInput::question`: the speaker whose memories to extract. `OpInput::memory` is unused:
+//!   the op reads the bank from `cx.store()` (only that speaker's items are merge
+//!   candidates).
+//! - Call 1, role `reflect` (one lockstep call for all episodes): the model answers
+//!   `{"memories": [{"summary": "...", "turns": ["D1:3", ...]}]}` (see
+//!   [`parse::parse_reflection`]; at most `max_memories` are kept).
+//! - For each new memory, in order: similarity to every existing memory of the speaker;
+//!   the `merge_k` most similar with similarity `>= merge_threshold` are the candidates.
+//!   No candidate → ADD without asking. Otherwise call 2, role `merge`: the model answers
+//!   `{"action": "ADD"}` or `{"action": "MERGE", "index": i, "summary": "<merged>"}`
+//!   ([`parse::parse_merge`]). New memory `j` of every episode is decided in one lockstep
+//!   call over the episodes that have such a memory with candidates (episodes are
+//!   reordered in place for the call and put back), so an episode makes at most
+//!   `max_memories` merge calls per reflection.
+//! - Candidates are the bank as it was before this call, *with earlier merges of this call
+//!   applied* (a second memory merging into the same item sees the already merged text);
+//!   memories added by this same call are never candidates — one session's topics are
+//!   distinct by construction, and this keeps the decisions of one call independent of
+//!   the order of ADDs.
+//! - Similarity: cosine of embeddings ([`memfactory_core::memory::cosine`]) when the recipe
+//!   has an `[embedder]` (existing items without a vector of the right size are embedded on
+//!   the fly, not stored); otherwise lexical: the fraction of the new memory's words found
+//!   in the old one ([`memfactory_core::memory::lexical`]).
+//!
+//! ## Output edits, in order
+//!
+//! - ADD → [`MemoryEdit::Add`] of an item with a fresh id `r{n}` (`n` = 1 + the largest
+//!   `n` among the store's `r<number>` ids, counting up within the call), content = the
+//!   summary, speaker = the speaker, time = the session date, meta `{"turns": "D1:3,D1:5"}`
+//!   and the summary's embedding (when there is an embedder).
+//! - MERGE → [`MemoryEdit::Update`] `{ id, content: merged summary, embedding }` (the
+//!   merged text's embedding). The store keeps the old item's time and meta.
+//!
+//! Malformed output is data: a malformed reflection gives no memories; a malformed merge
+//! decision falls back to ADD (the new memory itself is fine, only the decision was
+//! lost). Both are reported in `OpOutput::parse_error` (notes joined with `; `).
+//!
+//! ## Recipe
+//!
+//! ```toml
+//! [agent.reflect]
+//! kind = "summarize"
+//! merge_k = 3                # candidates shown to the merge call (0 = never merge)
+//! merge_threshold = 0.0      # minimum similarity of a candidate
+//! max_memories = 8           # memories kept per reflection
+//! template = "reflect.txt"   # optional; placeholders {speaker} {session}
+//! merge_template = "merge.txt"  # optional; placeholders {speaker} {memories} {new}
+//! max_new_tokens = 512       # sampling of both calls: temperature, top_k, top_p, stop
+//! model = { kind = "..." }   # optional own model for both calls
+//! ```
+
+pub mod parse;
+
+use std::collections::HashSet;
+
+use memfactory_core::{
+    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, Generation, LanguageModel, MemoryEdit,
+    MemoryItem, MemoryOp, OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
+    config::sampling_from_cfg,
+    memory::{cosine, lexical, words},
+    op::{model_from_cfg, op_generate},
+    prompt::template_from_cfg,
+};
+
+pub use parse::{
+    MergeDecision, NewMemory, TurnLine, parse_merge, parse_reflection, parse_turn_line,
+};
+
+/// The default reflection prompt.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/reflect.txt");
+/// The default merge prompt.
+pub const DEFAULT_MERGE_TEMPLATE: &str = include_str!("../templates/merge.txt");
+/// Role of the reflection call.
+pub const REFLECT_ROLE: &str = "reflect";
+/// Role of the merge calls.
+pub const MERGE_ROLE: &str = "merge";
+
+const REFLECT_NAMES: &[&str] = &["speaker", "session"];
+const MERGE_NAMES: &[&str] = &["speaker", "memories", "new"];
+
+/// The summarize op.
+pub struct Summarize {
+    /// Candidates shown to the merge call.
+    pub merge_k: usize,
+    /// Minimum similarity of a candidate.
+    pub merge_threshold: f32,
+    /// Memories kept per reflection.
+    pub max_memories: usize,
+    /// The reflection prompt (`{speaker}`, `{session}`).
+    pub template: PromptTemplate,
+    /// The merge prompt (`{speaker}`, `{memories}`, `{new}`).
+    pub merge_template: PromptTemplate,
+    /// Sampling of both calls.
+    pub sampling: SamplingParams,
+    /// The op's own model, when it has one.
+    pub model: Option<Box<dyn LanguageModel>>,
+}
+
+impl std::fmt::Debug for Summarize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Summarize")
+            .field("merge_k", &self.merge_k)
+            .field("merge_threshold", &self.merge_threshold)
+            .field("max_memories", &self.max_memories)
+            .field("own_model", &self.model.is_some())
+            .finish()
+    }
+}
+
+/// One new memory on its way through the merge decision.
+struct Pending {
+    memory: NewMemory,
+    embedding: Option<Vec<f32>>,
+}
+
+/// An existing memory of the speaker as the merge decisions see it.
+struct ViewItem {
+    id: String,
+    content: String,
+    time: Option<String>,
+    embedding: Option<Vec<f32>>,
+}
+
+/// Per-episode state of one call.
+struct Work {
+    speaker: String,
+    date: Option<String>,
+    pending: Vec<Pending>,
+    view: Vec<ViewItem>,
+    next_id: u64,
+    edits: Vec<MemoryEdit>,
+    errors: Vec<String>,
+    embed: bool,
+}
+
+impl Summarize {
+    /// The op with the defaults of the recipe table.
+    pub fn new() -> Result<Self> {
+        Ok(Summarize {
+            merge_k: 3,
+            merge_threshold: 0.0,
+            max_memories: 8,
+            template: PromptTemplate::new(
+                "default:template",
+                DEFAULT_TEMPLATE,
+                REFLECT_NAMES,
+                REFLECT_NAMES,
+            )?,
+            merge_template: PromptTemplate::new(
+                "default:merge_template",
+                DEFAULT_MERGE_TEMPLATE,
+                MERGE_NAMES,
+                MERGE_NAMES,
+            )?,
+            sampling: SamplingParams::greedy(512),
+            model: None,
+        })
+    }
+
+    fn request(&self, text: String) -> GenRequest {
+        GenRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::user(text)]),
+            params: self.sampling.clone(),
+        }
+    }
+
+    /// Starts the per-episode work from the reflection output.
+    fn start(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<Work> {
+        let speaker = input.question.trim().to_string();
+        let lines: Vec<TurnLine> = input
+            .observation
+            .lines()
+            .filter_map(parse_turn_line)
+            .collect();
+        let known: HashSet<String> = lines.iter().map(|l| l.id.clone()).collect();
+        let date = lines.iter().find_map(|l| l.date.clone());
+        let (memories, error) = parse_reflection(reply, Some(&known), self.max_memories);
+        let errors: Vec<String> = error.into_iter().collect();
+
+        let items = cx.memory()?;
+        let next_id = 1 + items
+            .iter()
+            .filter_map(|i| i.id.strip_prefix('r').and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0);
+        let mut view: Vec<ViewItem> = items
+            .into_iter()
+            .filter(|i| i.speaker.as_deref() == Some(speaker.as_str()))
+            .map(|i| ViewItem {
+                id: i.id,
+                content: i.content,
+                time: i.time,
+                embedding: i.embedding,
+            })
+            .collect();
+        let embed = cx.embedder().is_some();
+        let mut pending: Vec<Pending> = memories
+            .into_iter()
+            .map(|memory| Pending {
+                memory,
+                embedding: None,
+            })
+            .collect();
+        if embed && !pending.is_empty() {
+            let who = "op summarize";
+            let texts: Vec<&str> = pending.iter().map(|p| p.memory.summary.as_str()).collect();
+            let vecs = cx.embed(who, &texts)?;
+            let dim = vecs.first().map_or(0, Vec::len);
+            for (p, v) in pending.iter_mut().zip(vecs) {
+                p.embedding = Some(v);
+            }
+            if self.merge_k > 0 {
+                let stale: Vec<usize> = (0..view.len())
+                    .filter(|&i| view[i].embedding.as_ref().is_none_or(|e| e.len() != dim))
+                    .collect();
+                if !stale.is_empty() {
+                    let texts: Vec<&str> =
+                        stale.iter().map(|&i| view[i].content.as_str()).collect();
+                    for (i, v) in stale.iter().zip(cx.embed(who, &texts)?) {
+                        view[*i].embedding = Some(v);
+                    }
+                }
+            }
+        }
+        Ok(Work {
+            speaker,
+            date,
+            pending,
+            view,
+            next_id,
+            edits: Vec::new(),
+            errors,
+            embed,
+        })
+    }
+
+    /// The merge candidates of `p`: indices into `view`, most similar first.
+    fn candidates(&self, w: &Work, p: &Pending) -> Vec<usize> {
+        if self.merge_k == 0 {
+            return Vec::new();
+        }
+        let qwords = words(&p.memory.summary);
+        let mut scored: Vec<(usize, f32)> = w
+            .view
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let s = match (&p.embedding, &v.embedding) {
+                    (Some(a), Some(b)) if w.embed => cosine(a, b),
+                    _ => lexical(&qwords, &v.content),
+                };
+                (i, s)
+            })
+            .filter(|(_, s)| *s >= self.merge_threshold)
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(self.merge_k);
+        scored.into_iter().map(|(i, _)| i).collect()
+    }
+
+    fn merge_prompt(&self, w: &Work, p: &Pending, cands: &[usize]) -> String {
+        let list = cands
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| match &w.view[i].time {
+                Some(t) => format!("[{n}] ({t}) {}", w.view[i].content),
+                None => format!("[{n}] {}", w.view[i].content),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.merge_template.render(&[
+            ("speaker", &w.speaker),
+            ("memories", &list),
+            ("new", &p.memory.summary),
+        ])
+    }
+
+    fn add(&self, w: &mut Work, p: Pending) {
+        let mut item = MemoryItem::new(format!("r{}", w.next_id), p.memory.summary);
+        w.next_id += 1;
+        item.speaker = Some(w.speaker.clone());
+        item.time = w.date.clone();
+        item.embedding = p.embedding;
+        item.meta.insert("turns".into(), p.memory.turns.join(","));
+        w.edits.push(MemoryEdit::Add { item });
+    }
+}
+
+impl MemoryOp for Summarize {
+    fn kind(&self) -> &'static str {
+        "summarize"
+    }
+
+    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
+        let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    fn run_batch(
+        &self,
+        cxs: &mut [EpisodeCx<'_>],
+        inputs: &[OpInput<'_>],
+    ) -> Result<Vec<OpOutput>> {
+        if cxs.len() != inputs.len() {
+            return Err(Error::Invalid(format!(
+                "{} episodes but {} op inputs",
+                cxs.len(),
+                inputs.len()
+            )));
+        }
+        let requests = inputs
+            .iter()
+            .map(|i| {
+                self.request(
+                    self.template
+                        .render(&[("speaker", i.question.trim()), ("session", i.observation)]),
+                )
+            })
+            .collect();
+        let gens = op_generate(self.model.as_deref(), cxs, REFLECT_ROLE, requests)?;
+        let mut works: Vec<Work> = cxs
+            .iter()
+            .zip(inputs)
+            .zip(&gens)
+            .map(|((cx, input), g)| self.start(cx, input, &g.text))
+            .collect::<Result<_>>()?;
+
+        // Memory j of every episode, decided in one lockstep call.
+        let rounds = works.iter().map(|w| w.pending.len()).max().unwrap_or(0);
+        let mut queues: Vec<std::vec::IntoIter<Pending>> = works
+            .iter_mut()
+            .map(|w| std::mem::take(&mut w.pending).into_iter())
+            .collect();
+        for round in 0..rounds {
+            let mut current: Vec<Option<(Pending, Vec<usize>)>> = Vec::with_capacity(works.len());
+            let mut requests: Vec<Option<GenRequest>> = Vec::with_capacity(works.len());
+            for (w, q) in works.iter_mut().zip(queues.iter_mut()) {
+                match q.next() {
+                    None => {
+                        current.push(None);
+                        requests.push(None);
+                    }
+                    Some(p) => {
+                        let cands = self.candidates(w, &p);
+                        if cands.is_empty() {
+                            self.add(w, p);
+                            current.push(None);
+                            requests.push(None);
+                        } else {
+                            requests.push(Some(self.request(self.merge_prompt(w, &p, &cands))));
+                            current.push(Some((p, cands)));
+                        }
+                    }
+                }
+            }
+            let gens = generate_subset(self.model.as_deref(), cxs, MERGE_ROLE, requests)?;
+            for (e, (slot, g)) in current.into_iter().zip(gens).enumerate() {
+                let (Some((p, cands)), Some(g)) = (slot, g) else {
+                    continue;
+                };
+                let w = &mut works[e];
+                match parse_merge(&g.text, cands.len()) {
+                    Ok(MergeDecision::Add) => self.add(w, p),
+                    Ok(MergeDecision::Merge { index, summary }) => {
+                        let target = cands[index];
+                        let embedding = if w.embed {
+                            cxs[e].embed("op summarize", &[summary.as_str()])?.pop()
+                        } else {
+                            None
+                        };
+                        let v = &mut w.view[target];
+                        v.content = summary.clone();
+                        if embedding.is_some() {
+                            v.embedding = embedding.clone();
+                        }
+                        w.edits.push(MemoryEdit::Update {
+                            id: v.id.clone(),
+                            content: summary,
+                            embedding,
+                        });
+                    }
+                    Err(err) => {
+                        w.errors.push(format!(
+                            "merge decision for new memory {round}: {err}; added it instead"
+                        ));
+                        self.add(w, p);
+                    }
+                }
+            }
+        }
+        Ok(works
+            .into_iter()
+            .map(|w| OpOutput {
+                edits: w.edits,
+                parse_error: (!w.errors.is_empty()).then(|| w.errors.join("; ")),
+                ..Default::default()
+            })
+            .collect())
+    }
+}
+
+/// One lockstep call for the episodes whose request is `Some`: they are swapped to the
+/// front of `cxs` (one contiguous slice makes one batched call) and swapped back
+/// afterwards, even when the call fails. `None` requests make no call.
+fn generate_subset(
+    own: Option<&dyn LanguageModel>,
+    cxs: &mut [EpisodeCx<'_>],
+    role: &str,
+    requests: Vec<Option<GenRequest>>,
+) -> Result<Vec<Option<Generation>>> {
+    let n = requests.len();
+    let idx: Vec<usize> = (0..n).filter(|&i| requests[i].is_some()).collect();
+    if idx.is_empty() {
+        return Ok(vec![None; n]);
+    }
+    let reqs: Vec<GenRequest> = requests.into_iter().flatten().collect();
+    for (t, &i) in idx.iter().enumerate() {
+        cxs.swap(t, i);
+    }
+    let res = op_generate(own, &mut cxs[..idx.len()], role, reqs);
+    for (t, &i) in idx.iter().enumerate().rev() {
+        cxs.swap(t, i);
+    }
+    let mut out = vec![None; n];
+    for (g, &i) in res?.into_iter().zip(&idx) {
+        out[i] = Some(g);
+    }
+    Ok(out)
+}
+
+fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
+    let mut op = Summarize::new()?;
+    op.merge_k = cfg.get("merge_k", 3usize)?;
+    op.merge_threshold = cfg.get_checked(
+        "merge_threshold",
+        0.0f32,
+        |t| t.is_finite(),
+        "a finite similarity",
+    )?;
+    op.max_memories = cfg.get_checked(
+        "max_memories",
+        8usize,
+        |n| *n > 0,
+        "a positive number of memories",
+    )?;
+    op.template = template_from_cfg(
+        cfg,
+        "template",
+        DEFAULT_TEMPLATE,
+        REFLECT_NAMES,
+        REFLECT_NAMES,
+    )?;
+    op.merge_template = template_from_cfg(
+        cfg,
+        "merge_template",
+        DEFAULT_MERGE_TEMPLATE,
+        MERGE_NAMES,
+        MERGE_NAMES,
+    )?;
+    op.sampling = sampling_from_cfg(cfg, 512)?;
+    op.model = model_from_cfg(cfg, "model")?;
+    Ok(Box::new(op))
+}
+
+memfactory_core::inventory::submit! {
+    memfactory_core::Registration::<dyn MemoryOp> {
+        kind: "summarize",
+        about: "RMM prospective reflection: topic-level memories per speaker at session end, each added or merged into a similar one",
+        build,
+    }
+}
