@@ -347,3 +347,45 @@ fn memory_r1_manager_stage_trains_only_the_memory_roles() {
     assert!(t.contains("train.agent") && t.contains("bank_cache"), "{t}");
     assert!(!tmp.path().join("bad").join("metrics.jsonl").exists());
 }
+
+const RMM_RECIPE: &str = "configs/tests/rmm_grpo_tiny.toml";
+
+#[test]
+fn rmm_answer_stage_trains() {
+    let minilm = std::env::var_os("MEMFACTORY_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/all-minilm-l6-v2"));
+    if !root()
+        .join("../shared/data/locomo/locomo_conv26_conv30.json")
+        .exists()
+        || !minilm.join("model.safetensors").exists()
+    {
+        eprintln!(
+            "skipped: needs ../shared/data/locomo and all-MiniLM-L6-v2 ({})",
+            minilm.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("rmm.toml");
+    let t = std::fs::read_to_string(root().join(RMM_RECIPE)).unwrap();
+    std::fs::write(
+        &recipe,
+        t.replace(
+            "path = \"models/all-minilm-l6-v2\"",
+            &format!("path = {:?}", minilm.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let o = train(&recipe, &out, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = metrics(&out);
+    assert_eq!(m.len(), 2);
+    let rows: u64 = m.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert!(rows > 0, "nothing trained: {m:?}");
+    assert_ne!(weights(&out, 1), weights(&out, 2));
+    // The dev eval ran the whole RMM episode: reflection at session ends, answer.
+    let dev = std::fs::read_to_string(out.join("eval.jsonl")).unwrap();
+    assert_eq!(dev.lines().count(), 2, "{dev}");
+}
