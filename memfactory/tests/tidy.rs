@@ -3,7 +3,8 @@
 //! - only LM backends and the trainer depend on burn;
 //! - naming rule: every component crate `memfactory-<family>-<kind>` has facade feature
 //!   `<family>-<kind>` (test-support crates, marked `publish = false`, are not components);
-//! - every crate starts with a rustdoc header.
+//! - every crate starts with a rustdoc header;
+//! - no prompt template's worked example is copied from evaluation data (LoCoMo).
 
 use std::path::{Path, PathBuf};
 
@@ -135,5 +136,69 @@ fn every_crate_has_a_rustdoc_header() {
             "{} lacks a //! header",
             m.name
         );
+    }
+}
+
+/// Every prompt template shipped with an op or a paradigm.
+fn templates() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for m in members() {
+        let dir = m.dir.join("templates");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "txt") {
+                let t = std::fs::read_to_string(&p).unwrap();
+                out.push((p, t));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn prompt_examples_are_not_copied_from_evaluation_data() {
+    // A worked example taken from LoCoMo hands the model the answer to one of its questions
+    // (a 0.5B model copied conv-26's "7 May 2023" from such an example): examples must be
+    // invented. Every question and every utterance of at least 24 characters is checked.
+    let data = root().join("../shared/data/locomo/locomo_conv26_conv30.json");
+    let Ok(text) = std::fs::read_to_string(&data) else {
+        eprintln!("skipped: {} is absent", data.display());
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).unwrap();
+    let mut needles: Vec<String> = Vec::new();
+    for conv in v.as_array().unwrap() {
+        for qa in conv["qa"].as_array().into_iter().flatten() {
+            if let Some(q) = qa["question"].as_str() {
+                needles.push(q.to_lowercase());
+            }
+        }
+        for (k, turns) in conv["conversation"].as_object().unwrap() {
+            if !k.starts_with("session_") || k.ends_with("date_time") {
+                continue;
+            }
+            for t in turns.as_array().into_iter().flatten() {
+                if let Some(x) = t["text"].as_str() {
+                    needles.push(x.to_lowercase());
+                }
+            }
+        }
+    }
+    needles.retain(|n| n.len() >= 24);
+    assert!(needles.len() > 500, "read too little of {}", data.display());
+    let templates = templates();
+    assert!(templates.len() >= 8, "found only {} templates", templates.len());
+    for (p, t) in templates {
+        let t = t.to_lowercase();
+        for n in &needles {
+            assert!(
+                !t.contains(n.as_str()),
+                "{} contains LoCoMo text {n:?}",
+                p.display()
+            );
+        }
     }
 }
