@@ -31,6 +31,7 @@
 //! | `store-pgvector` | banks in PostgreSQL with pgvector, shared across processes |
 //! | `lm-scripted` | deterministic scripted LM (tests) |
 //! | `lm-burn` | native engine on burn (CPU `flex`) |
+//! | `lm-openai` | any OpenAI-compatible server (vLLM, SGLang, llama-server): retries, bounded concurrency, token ids and log-probs when returned |
 //! | `wgpu`, `cuda` | GPU backends of the native engine (`cuda` needs network at build time) |
 //! | `data-ruler-hqa` | RULER-HotpotQA built from HotpotQA JSON |
 //! | `data-memagent-json` | MemAgent / MemFactory eval files |
@@ -42,7 +43,7 @@
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
 //! Default: `memagent`, `memory-r1`, `rmm`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
-//! `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `train`.
+//! `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `lm-openai`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -99,6 +100,8 @@ pub fn tune_allocator() {
     #[cfg(feature = "lm-burn")]
     memfactory_lm_burn::tune_allocator();
 }
+#[cfg(feature = "lm-openai")]
+use memfactory_lm_openai as _;
 #[cfg(feature = "lm-scripted")]
 use memfactory_lm_scripted as _;
 #[cfg(feature = "op-overwrite")]
@@ -126,7 +129,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 27] = [
+    let all: [(bool, Family, &'static str); 28] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (
             cfg!(feature = "agent-memory-r1"),
@@ -147,6 +150,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "store-pgvector"), Family::Store, "pgvector"),
         (cfg!(feature = "lm-scripted"), Family::Lm, "scripted"),
         (cfg!(feature = "lm-burn"), Family::Lm, "burn"),
+        (cfg!(feature = "lm-openai"), Family::Lm, "openai"),
         (cfg!(feature = "data-ruler-hqa"), Family::Data, "ruler-hqa"),
         (
             cfg!(feature = "data-memagent-json"),
