@@ -98,6 +98,67 @@ pub fn max_over(golds: &[String], metric: impl Fn(&str) -> f32) -> f32 {
     golds.iter().map(|g| metric(g)).fold(0.0, f32::max)
 }
 
+/// Byte range of the balanced `{...}` starting at `start` (which holds `{`), skipping
+/// braces inside JSON strings; `None` when it never closes.
+fn balanced_end(text: &str, start: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in bytes.iter().enumerate().skip(start) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first balanced `{...}` of `text` that is a valid JSON object (code fences and prose
+/// around it are skipped) — how ops read a model's JSON reply. A candidate that is not valid JSON is skipped whole (its inner
+/// objects are not tried); when none is valid the error describes the first candidate.
+pub fn find_json_object(
+    text: &str,
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut first_err: Option<String> = None;
+    let mut from = 0;
+    while let Some(off) = text[from..].find('{') {
+        let start = from + off;
+        let Some(end) = balanced_end(text, start) else {
+            return Err(first_err.unwrap_or_else(|| {
+                "unterminated JSON object (a `{` is never closed)".to_string()
+            }));
+        };
+        match serde_json::from_str::<serde_json::Value>(&text[start..end]) {
+            Ok(serde_json::Value::Object(m)) => return Ok(m),
+            // Cannot happen (a balanced `{...}` is an object or invalid); never panic on input.
+            Ok(_) => {
+                first_err.get_or_insert_with(|| "not a JSON object".to_string());
+            }
+            Err(e) => {
+                first_err.get_or_insert_with(|| format!("not valid JSON: {e}"));
+            }
+        }
+        from = end;
+    }
+    Err(first_err.unwrap_or_else(|| "no JSON object in the output".to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +198,36 @@ mod tests {
         assert_eq!(f1_score("cat", "dog"), 0.0);
         let golds = vec!["dog".to_string(), "cat".to_string()];
         assert_eq!(max_over(&golds, |g| f1_score("a cat", g)), 1.0);
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::find_json_object;
+
+    #[test]
+    fn finds_the_first_valid_object_around_prose_and_fences() {
+        let m =
+            find_json_object("Sure!\n```json\n{\"a\": \"x}{\", \"b\": {\"c\": 1}}\n```").unwrap();
+        assert_eq!(m["a"], "x}{");
+        assert_eq!(m["b"]["c"], 1);
+        // An invalid candidate is skipped whole; the next valid one is taken.
+        let m = find_json_object("{'a': 1} then {\"a\": 2}").unwrap();
+        assert_eq!(m["a"], 2);
+        assert!(
+            find_json_object("no json")
+                .unwrap_err()
+                .contains("no JSON object")
+        );
+        assert!(
+            find_json_object("{\"a\": 1")
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(
+            find_json_object("{'a': 1}")
+                .unwrap_err()
+                .starts_with("not valid JSON")
+        );
     }
 }

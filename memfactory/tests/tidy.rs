@@ -190,7 +190,11 @@ fn prompt_examples_are_not_copied_from_evaluation_data() {
     needles.retain(|n| n.len() >= 24);
     assert!(needles.len() > 500, "read too little of {}", data.display());
     let templates = templates();
-    assert!(templates.len() >= 8, "found only {} templates", templates.len());
+    assert!(
+        templates.len() >= 8,
+        "found only {} templates",
+        templates.len()
+    );
     for (p, t) in templates {
         let t = t.to_lowercase();
         for n in &needles {

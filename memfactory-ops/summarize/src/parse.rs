@@ -51,40 +51,10 @@ pub fn parse_turn_line(line: &str) -> Option<TurnLine> {
     })
 }
 
-/// The first balanced JSON object of `text` (braces inside strings are skipped), parsed.
+/// The first balanced JSON object of `text` (braces inside strings are skipped), parsed:
+/// [`memfactory_core::text::find_json_object`].
 pub fn extract_json_object(text: &str) -> Result<Value, String> {
-    let start = text
-        .find('{')
-        .ok_or_else(|| "no JSON object in the output".to_string())?;
-    let bytes = text.as_bytes();
-    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    let mut end = None;
-    for (i, &b) in bytes.iter().enumerate().skip(start) {
-        if in_str {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    end = Some(i);
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let end = end.ok_or_else(|| "unterminated JSON object (output cut off?)".to_string())?;
-    serde_json::from_str(&text[start..=end]).map_err(|e| format!("not valid JSON: {e}"))
+    memfactory_core::text::find_json_object(text).map(Value::Object)
 }
 
 /// One memory the reflection proposed.

@@ -318,63 +318,7 @@ pub fn parse_decision(text: &str, memory: &[MemoryItem]) -> std::result::Result<
     }
 }
 
-/// Byte range end of the balanced `{...}` starting at `start` (which holds `{`), skipping
-/// braces inside JSON strings; `None` when it never closes.
-fn balanced_end(text: &str, start: usize) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match c {
-            b'"' => in_string = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The first balanced `{...}` of `text` that is a valid JSON object (code fences and prose
-/// around it are skipped). A candidate that is not valid JSON is skipped whole (its inner
-/// objects are not tried); when none is valid the error describes the first candidate.
-pub fn find_json_object(text: &str) -> std::result::Result<serde_json::Map<String, Value>, String> {
-    let mut first_err: Option<String> = None;
-    let mut from = 0;
-    while let Some(off) = text[from..].find('{') {
-        let start = from + off;
-        let Some(end) = balanced_end(text, start) else {
-            return Err(first_err.unwrap_or_else(|| {
-                "unterminated JSON object (a `{` is never closed)".to_string()
-            }));
-        };
-        match serde_json::from_str::<Value>(&text[start..end]) {
-            Ok(Value::Object(m)) => return Ok(m),
-            // Cannot happen (a balanced `{...}` is an object or invalid); never panic on input.
-            Ok(_) => {
-                first_err.get_or_insert_with(|| "not a JSON object".to_string());
-            }
-            Err(e) => {
-                first_err.get_or_insert_with(|| format!("not valid JSON: {e}"));
-            }
-        }
-        from = end;
-    }
-    Err(first_err.unwrap_or_else(|| "no JSON object in the output".to_string()))
-}
+pub use memfactory_core::text::find_json_object;
 
 fn json_type(v: &Value) -> &'static str {
     match v {
