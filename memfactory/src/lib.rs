@@ -37,13 +37,15 @@
 //! | `data-memagent-json` | MemAgent / MemFactory eval files |
 //! | `data-ruler` | RULER synthetic tasks (needles, variable tracking, word extraction) |
 //! | `data-locomo` | LoCoMo conversations and categorised QA |
+//! | `data-babi` | bAbI tasks, plain or scattered through a token-sized haystack (BABILong style) |
 //! | `data-convgen` | generated multi-session dialogues with fact updates, five question types and gold memory operations |
 //! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-bleu1`, `reward-format` | answer metrics / rewards |
 //! | `reward-overlong` | DAPO's soft overlong penalty |
+//! | `reward-judge` | LLM judge (True / False) through any LM backend, cached per (judge, question, gold, prediction) |
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
-//! Default: `memagent`, `memory-r1`, `rmm`, `data-ruler`, `data-locomo`, `data-convgen`, `reward-bleu1`,
-//! `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `lm-openai`, `train`.
+//! Default: `memagent`, `memory-r1`, `rmm`, `data-ruler`, `data-locomo`, `data-convgen`, `data-babi`,
+//! `reward-bleu1`, `reward-judge`, `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `lm-openai`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -67,6 +69,8 @@ use memfactory_agent_memagent as _;
 use memfactory_agent_memory_r1 as _;
 #[cfg(feature = "agent-rmm")]
 use memfactory_agent_rmm as _;
+#[cfg(feature = "data-babi")]
+use memfactory_data_babi as _;
 #[cfg(feature = "data-convgen")]
 use memfactory_data_convgen as _;
 #[cfg(feature = "data-locomo")]
@@ -114,6 +118,8 @@ use memfactory_reward_exact_match as _;
 use memfactory_reward_f1 as _;
 #[cfg(feature = "reward-format")]
 use memfactory_reward_format as _;
+#[cfg(feature = "reward-judge")]
+use memfactory_reward_judge as _;
 #[cfg(feature = "reward-overlong")]
 use memfactory_reward_overlong as _;
 #[cfg(feature = "reward-sub-em")]
@@ -129,7 +135,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 28] = [
+    let all: [(bool, Family, &'static str); 30] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (
             cfg!(feature = "agent-memory-r1"),
@@ -160,6 +166,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "data-ruler"), Family::Data, "ruler"),
         (cfg!(feature = "data-locomo"), Family::Data, "locomo"),
         (cfg!(feature = "data-convgen"), Family::Data, "convgen"),
+        (cfg!(feature = "data-babi"), Family::Data, "babi"),
         (
             cfg!(feature = "reward-exact-match"),
             Family::Reward,
@@ -168,6 +175,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "reward-sub-em"), Family::Reward, "sub-em"),
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
         (cfg!(feature = "reward-bleu1"), Family::Reward, "bleu1"),
+        (cfg!(feature = "reward-judge"), Family::Reward, "judge"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
         (
             cfg!(feature = "reward-overlong"),

@@ -79,6 +79,7 @@ pub fn parse_device(name: &str) -> std::result::Result<Device, String> {
         "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(not(feature = "wgpu"))]
         "wgpu" => Err(
             "device `wgpu` needs memfactory-embed-minilm's Cargo feature `wgpu` (this build lacks it)"
                 .to_string(),

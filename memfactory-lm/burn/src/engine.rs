@@ -60,6 +60,9 @@ pub fn parse_device(name: &str) -> std::result::Result<Device, String> {
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0)),
+        // Reached only for a device whose feature is off (with a feature on, its arm above
+        // matches first).
+        #[allow(unreachable_patterns)]
         "wgpu" | "cuda" => Err(format!(
             "device `{name}` needs memfactory-lm-burn's Cargo feature `{name}` (this build lacks it)"
         )),
