@@ -64,7 +64,9 @@
 //! the sample, so the bank is the same whichever question comes first (and, as a
 //! consequence, does not depend on the run seed either). The episode that builds a bank
 //! records the build's steps and a note `bank-cache` (`built <key>/<path>`); a later episode
-//! replays the items into its fresh store with one `cx.apply("bank-cache", adds, None)` and
+//! replays the items into its fresh store with one `cx.apply("bank-cache", adds, None)`
+//! (after re-recording the build's parse errors, one edit-less step each, so that format
+//! rewards score a replayed bank like the built one) and
 //! a note `bank-cache` (`reused <key>/<path>`). An episode whose bank another worker thread
 //! is building waits for it through [`EpisodeCx::wait_outside_lm`], so cross-sample
 //! batching does not wait on it. A failed build is reported to its waiters and forgotten
@@ -111,8 +113,12 @@ pub const KIND: &str = "memory-r1";
 /// Op name under which replayed (cached) banks are applied.
 pub const BANK_CACHE_OP: &str = "bank-cache";
 
-/// What a bank-cache slot ends up holding: the built items, or why the build failed.
-type CachedBank = std::result::Result<Arc<Vec<MemoryItem>>, String>;
+/// A built bank: its items, and the parse errors its build recorded (`(op, error)`), which
+/// a replaying episode records too so that format rewards see the same bank quality.
+type BuiltBank = (Vec<MemoryItem>, Vec<(String, String)>);
+
+/// What a bank-cache slot ends up holding: the built bank, or why the build failed.
+type CachedBank = std::result::Result<Arc<BuiltBank>, String>;
 
 /// A bank-cache slot, set once by the episode that builds it.
 type Slot = Arc<OnceLock<CachedBank>>;
@@ -225,6 +231,21 @@ pub fn fact_text(fact: &MemoryItem) -> String {
         }
         _ => fact.content.clone(),
     }
+}
+
+/// The parse errors recorded on `steps` (a bank build), as `(op, error)`.
+fn build_parse_errors(steps: &[memfactory_core::Step]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .filter_map(|st| match st {
+            memfactory_core::Step::Edit {
+                op,
+                parse_error: Some(e),
+                ..
+            } => Some((op.clone(), e.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The bank-cache key of a dialogue: FNV-1a 64 of its JSON serialization.
@@ -520,11 +541,12 @@ impl MemoryR1 {
             let filled = built.and_then(|()| {
                 for (cx, (_, slot)) in cxs[..m].iter_mut().zip(&claims.slots) {
                     let items = cx.memory()?;
+                    let errors = build_parse_errors(&cx.episode.steps);
                     cx.note(
                         BANK_CACHE_OP,
                         format!("built {key:016x}/{}", cx.episode.path),
                     );
-                    let _ = slot.set(Ok(Arc::new(items)));
+                    let _ = slot.set(Ok(Arc::new((items, errors))));
                 }
                 Ok(())
             });
@@ -551,13 +573,17 @@ impl MemoryR1 {
                 }
             };
             let path = cx.episode.path;
-            let items = bank.map_err(|e| {
+            let built = bank.map_err(|e| {
                 Error::backend(
                     "agent memory-r1",
                     format!("the cached bank {key:016x}/{path} could not be built: {e}"),
                 )
             })?;
             cx.note(BANK_CACHE_OP, format!("reused {key:016x}/{path}"));
+            let (items, errors) = built.as_ref();
+            for (op, e) in errors {
+                cx.apply(op, vec![], Some(e.clone()))?;
+            }
             let adds = items
                 .iter()
                 .map(|item| MemoryEdit::Add { item: item.clone() })

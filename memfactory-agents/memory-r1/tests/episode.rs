@@ -780,3 +780,32 @@ fn locomo_dialogues_render_and_share_one_cached_bank() {
     run_with(a.as_ref(), &lm, None, &s2, 1, 2);
     assert_eq!(lm.batches().len(), 8);
 }
+
+#[test]
+fn a_replayed_bank_carries_its_build_parse_errors() {
+    // Format rewards must score an episode that reused a cached bank like the one that built
+    // it: the build's parse errors are recorded again on replay.
+    let lm = ScriptedLm::new(
+        vec![
+            rule(&["EXTRACT", "[D1:1]"], "Caroline|Caroline lives in Boston"),
+            rule(&["EXTRACT", "[D1:2]"], "Melanie paints, I think"),
+            rule(&["MANAGE"], "I would add this to the memory."),
+            rule(&["ANSWER"], "Answer: Boston"),
+        ],
+        "",
+    );
+    let a = agent("max_turns = 2\nbank_cache = true");
+    let (e1, _) = run_with(a.as_ref(), &lm, None, &sample("q1", "Where?"), 1, 3);
+    let (e2, _) = run_with(a.as_ref(), &lm, None, &sample("q2", "Where?"), 1, 4);
+    assert_eq!(e1[0].parse_errors(), 2);
+    assert_eq!(e2[0].parse_errors(), 2);
+    let t2 = trace(&e2[0]);
+    assert!(
+        t2.contains(
+            &"edit test-manage: [] error unknown decision \"I would add this to the memory.\""
+                .to_string()
+        ),
+        "{t2:#?}"
+    );
+    assert_eq!(e2[0].lm_calls().count(), 1, "only the answer is generated");
+}

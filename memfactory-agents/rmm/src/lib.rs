@@ -100,7 +100,25 @@ pub const ANSWER_ROLE: &str = "answer";
 pub const NO_MEMORIES: &str = "(no memories)";
 
 /// Per-path banks of one cache key, or why the build failed.
-type Built = std::result::Result<Vec<Vec<MemoryItem>>, String>;
+/// The parse errors recorded on `steps` (a bank build), as `(op, error)`.
+fn build_parse_errors(steps: &[memfactory_core::Step]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .filter_map(|st| match st {
+            memfactory_core::Step::Edit {
+                op,
+                parse_error: Some(e),
+                ..
+            } => Some((op.clone(), e.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Per path: the built bank's items and the parse errors its build recorded (`(op,
+/// error)`), re-recorded by a replaying episode so that format rewards see the same bank.
+type PathBank = (Vec<MemoryItem>, Vec<(String, String)>);
+type Built = std::result::Result<Vec<PathBank>, String>;
 
 #[derive(Default)]
 struct Slot {
@@ -302,7 +320,7 @@ impl Rmm {
             let built: Built = match &res {
                 Ok(()) => cxs
                     .iter()
-                    .map(|cx| cx.memory())
+                    .map(|cx| Ok((cx.memory()?, build_parse_errors(&cx.episode.steps))))
                     .collect::<Result<Vec<_>>>()
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -338,9 +356,14 @@ impl Rmm {
             None => return Err(Error::backend("agent rmm", "bank cache slot left empty")),
         };
         for (p, cx) in cxs.iter_mut().enumerate() {
+            if let Some((_, errors)) = banks.get(p) {
+                for (op, e) in errors {
+                    cx.apply(op, vec![], Some(e.clone()))?;
+                }
+            }
             let adds = banks
                 .get(p)
-                .map(|items| {
+                .map(|(items, _)| {
                     items
                         .iter()
                         .map(|i| MemoryEdit::Add { item: i.clone() })
