@@ -521,3 +521,34 @@ fn errors_name_what_is_wrong() {
     assert_eq!(resolved["reflect"]["kind"].as_str(), Some("summarize"));
     assert_eq!(resolved["answer"]["max_new_tokens"].as_integer(), Some(128));
 }
+
+#[test]
+fn a_replayed_bank_carries_its_build_parse_errors() {
+    // Every reflection is cut off (as SmolLM2-135M's were on LoCoMo): the bank stays empty
+    // and each of the 4 reflection calls records a parse error. An episode that replays the
+    // cached bank must report the same 4, or format rewards would score it as clean.
+    let rule = |contains: &[&str], reply: &str| Rule {
+        contains: contains.iter().map(|s| s.to_string()).collect(),
+        reply: reply.into(),
+    };
+    let lm = ScriptedLm::new(
+        vec![
+            rule(&["(JSON):"], r#"{"memories": [{"summary": "cut"#),
+            rule(&["Question:"], "I do not know."),
+        ],
+        "",
+    );
+    let agent = rmm("kind = \"rmm\"\nbank_cache = true\nonline = false");
+    let (e1, b1) = run(
+        &agent,
+        &lm,
+        &sample("q1", "What pet did Caroline adopt?"),
+        1,
+    );
+    let (e2, b2) = run(&agent, &lm, &sample("q2", "What does Melanie paint?"), 1);
+    assert!(b1[0].is_empty() && b2[0].is_empty());
+    assert_eq!(e1[0].parse_errors(), 4);
+    assert_eq!(e2[0].parse_errors(), 4);
+    let roles: Vec<&str> = e2[0].lm_calls().map(|c| c.role.as_str()).collect();
+    assert_eq!(roles, ["answer"], "the replay made no reflection call");
+}
