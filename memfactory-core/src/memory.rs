@@ -170,3 +170,33 @@ pub fn lexical(query: &HashSet<String>, text: &str) -> f32 {
     let w = words(text);
     query.iter().filter(|q| w.contains(*q)).count() as f32 / query.len() as f32
 }
+
+/// The best `query.k` of `rows` (given in insertion order) with their scores, best first,
+/// ties in insertion order: cosine of `query.embedding` with a row's embedding when both
+/// exist, else the lexical score of the row's text. The exact search every store runs after
+/// selecting the rows (the speaker filter is the store's business).
+pub fn rank<T>(
+    rows: impl IntoIterator<Item = T>,
+    query: &SearchQuery,
+    text: impl Fn(&T) -> &str,
+    embedding: impl Fn(&T) -> Option<&[f32]>,
+) -> Vec<(T, f32)> {
+    if query.k == 0 {
+        return Vec::new();
+    }
+    let qwords = words(&query.text);
+    let mut scored: Vec<(usize, f32, T)> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let s = match (&query.embedding, embedding(&r)) {
+                (Some(q), Some(e)) => cosine(q, e),
+                _ => lexical(&qwords, text(&r)),
+            };
+            (n, s, r)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(query.k);
+    scored.into_iter().map(|(_, s, r)| (r, s)).collect()
+}

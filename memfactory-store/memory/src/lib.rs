@@ -7,7 +7,7 @@
 //!
 //! Recipe: `[store] kind = "memory"` (no other keys).
 
-use memfactory_core::memory::{cosine, lexical, words};
+use memfactory_core::memory::rank;
 use memfactory_core::{
     Cfg, EditOutcome, MemoryEdit, MemoryItem, MemoryStore, Result, SearchQuery, StoreFactory,
     memory::OVERWRITE_ID,
@@ -83,27 +83,16 @@ impl MemoryStore for InMemoryStore {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<Vec<(MemoryItem, f32)>> {
-        let qwords = words(&query.text);
-        let mut scored: Vec<(usize, f32)> = self
+        let rows = self
             .items
             .iter()
-            .enumerate()
-            .filter(|(_, i)| query.speaker.is_none() || i.speaker == query.speaker)
-            .map(|(n, i)| {
-                let s = match (&query.embedding, &i.embedding) {
-                    (Some(q), Some(e)) => cosine(q, e),
-                    _ => lexical(&qwords, &i.content),
-                };
-                (n, s)
-            })
-            .collect();
-        // Best first; ties keep insertion order.
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(scored
-            .into_iter()
-            .take(query.k)
-            .map(|(n, s)| (self.items[n].clone(), s))
-            .collect())
+            .filter(|i| query.speaker.is_none() || i.speaker == query.speaker);
+        Ok(
+            rank(rows, query, |i| &i.content, |i| i.embedding.as_deref())
+                .into_iter()
+                .map(|(i, s)| (i.clone(), s))
+                .collect(),
+        )
     }
 
     fn len(&self) -> Result<usize> {

@@ -75,7 +75,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memfactory_core::memory::OVERWRITE_ID;
-use memfactory_core::memory::{cosine, lexical, words};
+use memfactory_core::memory::rank;
 use memfactory_core::{
     Cfg, EditOutcome, Error, MemoryEdit, MemoryItem, MemoryStore, Result, SearchQuery, StoreFactory,
 };
@@ -848,26 +848,16 @@ impl MemoryStore for PgvectorStore {
         if query.k == 0 {
             return Ok(Vec::new());
         }
-        let qwords = words(&query.text);
-        let mut scored: Vec<(usize, f32, Row)> = self
-            .rows(query.speaker.as_deref())?
-            .into_iter()
-            .enumerate()
-            .map(|(n, r)| {
-                let s = match (&query.embedding, &r.embedding) {
-                    (Some(q), Some(e)) => cosine(q, e),
-                    _ => lexical(&qwords, &r.content),
-                };
-                (n, s, r)
-            })
-            .collect();
-        // Best first; ties keep insertion order (rows come in `seq` order).
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(query.k);
-        scored
-            .into_iter()
-            .map(|(_, s, r)| Ok((self.item(r)?, s)))
-            .collect()
+        // Rows come in `seq` (insertion) order, which `rank` keeps for ties.
+        rank(
+            self.rows(query.speaker.as_deref())?,
+            query,
+            |r| &r.content,
+            |r| r.embedding.as_deref(),
+        )
+        .into_iter()
+        .map(|(r, s)| Ok((self.item(r)?, s)))
+        .collect()
     }
 
     fn len(&self) -> Result<usize> {
