@@ -25,6 +25,10 @@
 //!   off, `--new-tokens` at most, seeds 1..=G) generated as one batch (`max_batch = G`) and
 //!   one request at a time; best of `--reps` wall times each. Prints the prompt ids so the
 //!   PyTorch peer can use the same ones.
+//!
+//! `--device wgpu` (built with `--features memfactory-lm-burn/wgpu`) runs on a GPU;
+//! `--random DIR` builds the model of the Hugging Face directory `DIR` (config.json +
+//! tokenizer.json) with random weights instead of loading `--gguf` (same shapes, same speed).
 
 /// The allocator the `memfactory` binary uses (fresh-buffer-per-op workloads).
 #[global_allocator]
@@ -56,6 +60,8 @@ fn die(msg: impl std::fmt::Display) -> ! {
 
 struct Args {
     gguf: PathBuf,
+    random: Option<PathBuf>,
+    device: String,
     mode: String,
     batch_file: Option<PathBuf>,
     steps: usize,
@@ -68,6 +74,8 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         gguf: PathBuf::from("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        random: None,
+        device: "flex".into(),
         mode: "lora".into(),
         batch_file: None,
         steps: 5,
@@ -90,6 +98,8 @@ fn args() -> Args {
         match v[i].as_str() {
             "--gguf" => a.gguf = val.into(),
             "--mode" => a.mode = val,
+            "--random" => a.random = Some(val.into()),
+            "--device" => a.device = val,
             "--batch-file" => a.batch_file = Some(val.into()),
             "--steps" => a.steps = num(&val) as usize,
             "--lr" => a.lr = num(&val),
@@ -361,7 +371,11 @@ fn main() {
     memfactory_lm_burn::tune_allocator();
     let a = args();
     let t = Instant::now();
-    let lm = BurnLm::load(&a.gguf, "flex").unwrap_or_else(|e| die(e));
+    let lm = match &a.random {
+        Some(dir) => BurnLm::random(dir, &a.device, 1),
+        None => BurnLm::load(&a.gguf, &a.device),
+    }
+    .unwrap_or_else(|e| die(e));
     emit("load_s", t.elapsed().as_secs_f64(), json!({}));
     if a.mode == "rollout" {
         rollout(lm, &a);

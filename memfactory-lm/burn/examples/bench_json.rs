@@ -15,6 +15,12 @@
 //! time of the same prefill with one new token; best of 3. The prompts are counting
 //! sequences so greedy decoding keeps going instead of ending early; the generated count is
 //! what is divided. Threads: burn's flex backend uses every core (2 here).
+//!
+//! On a GPU (`--features wgpu`): `MF_BENCH_DEVICE=wgpu`. `MF_BENCH_RANDOM=DIR` loads the
+//! architecture and tokenizer of the Hugging Face directory `DIR` with random weights instead
+//! of the GGUF (`BurnLm::random`; off the host-kernel path every device computes in f32, so
+//! the speed is the same as with real weights) — e.g. a model's `config.json` beside the
+//! byte-level `configs/models/tiny-byte` tokenizer, when the real weights cannot travel.
 
 /// The allocator the `memfactory` binary uses (fresh-buffer-per-op workloads).
 #[global_allocator]
@@ -80,7 +86,12 @@ fn main() {
         .parse()
         .expect("new tokens");
     let b: usize = arg(3, "MF_BENCH_BATCH", "8").parse().expect("batch");
-    let mut lm = match BurnLm::load(&gguf, "flex") {
+    let device = std::env::var("MF_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
+    let loaded = match std::env::var_os("MF_BENCH_RANDOM") {
+        Some(dir) => BurnLm::random(&PathBuf::from(dir), &device, 1),
+        None => BurnLm::load(&gguf, &device),
+    };
+    let mut lm = match loaded {
         Ok(lm) => lm,
         Err(e) => {
             eprintln!("bench_json: {e}");

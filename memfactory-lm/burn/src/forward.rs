@@ -135,7 +135,8 @@ fn layer(
     x: Tensor<2>,
     dims: (usize, usize),
     rope_t: &(Tensor<4>, Tensor<4>),
-    bias: &Tensor<4>,
+    // The attention bias, and whether burn's fused attention kernel may be used.
+    (bias, fused_attention): (&Tensor<4>, bool),
     cache: (&mut Tensor<4>, &mut Tensor<4>, usize),
 ) -> Tensor<2> {
     let (b, s) = dims;
@@ -173,9 +174,12 @@ fn layer(
     *vc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], v);
     let kk = kc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
     let vv = vc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
-    let o = attention_fused(q, kk, vv, bias)
-        .swap_dims(1, 2)
-        .reshape([b * s, hh * hd]);
+    let o = if fused_attention {
+        attention_fused(q, kk, vv, bias)
+    } else {
+        attention(q, kk, vv, bias)
+    };
+    let o = o.swap_dims(1, 2).reshape([b * s, hh * hd]);
     let x = x + ly.wo.mm(o);
     let h = rms_norm(x.clone(), &ly.ffn_norm, cfg.rms_eps);
     let gu = ly.wgu.mm(h);
@@ -222,6 +226,10 @@ pub(crate) fn forward_chunk(
         }
     }
     let bias: Tensor<4> = Tensor::from_data(TensorData::new(bias, [b, 1, s, end]), device);
+    // burn's own attention kernel handles grouped K/V heads on flex only (the cubecl one
+    // needs as many K/V heads as query heads); elsewhere the tensor-op attention, which
+    // groups the query heads itself.
+    let fused_attention = *device == Device::flex() || cfg.kv_heads == cfg.heads;
     for (l, ly) in w.layers.iter().enumerate() {
         x = layer(
             cfg,
@@ -229,7 +237,7 @@ pub(crate) fn forward_chunk(
             x,
             (b, s),
             &rope_t,
-            &bias,
+            (&bias, fused_attention),
             (&mut cache.k[l], &mut cache.v[l], start),
         );
     }
