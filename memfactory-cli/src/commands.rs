@@ -63,17 +63,30 @@ pub fn check(recipe: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn eval(
-    recipe: &Path,
-    limit: Option<usize>,
-    out: Option<PathBuf>,
-    checkpoint: Option<PathBuf>,
-) -> Result<()> {
-    let asm = match &checkpoint {
-        None => Assembly::from_file(recipe)?,
-        Some(ck) => with_checkpoint(recipe, ck)?,
-    };
-    let out = out.unwrap_or_else(|| eval::default_out(&asm));
+/// The `eval` command's arguments.
+#[derive(Debug)]
+pub struct EvalArgs {
+    pub recipe: PathBuf,
+    pub limit: Option<usize>,
+    pub out: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub set: Vec<String>,
+    pub sweep: Vec<String>,
+    pub metric: Option<String>,
+}
+
+/// The recipe file with the `--set` overrides applied.
+fn read_recipe(path: &Path, set: &[String]) -> Result<core::Recipe> {
+    let text = std::fs::read_to_string(path).map_err(|e| memfactory_core::Error::io(path, e))?;
+    let mut recipe = core::Recipe::parse(&text, &path.display().to_string())?;
+    for s in set {
+        let (k, v) = memfactory_core::recipe::parse_override(s)?;
+        recipe.set(&k, v)?;
+    }
+    Ok(recipe)
+}
+
+fn samples_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -81,10 +94,24 @@ pub fn eval(
         )
         .expect("valid progress template"),
     );
+    bar
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let recipe = read_recipe(&a.recipe, &a.set)?;
+    if !a.sweep.is_empty() {
+        return sweep(a, &recipe);
+    }
+    let asm = match &a.checkpoint {
+        None => Assembly::from_recipe(&recipe)?,
+        Some(ck) => with_checkpoint(&recipe, ck)?,
+    };
+    let out = a.out.clone().unwrap_or_else(|| eval::default_out(&asm));
+    let bar = samples_bar();
     let first_metric = asm.metrics.first().map(|m| m.name().to_string());
     let mut sum = 0.0;
     let mut done = 0usize;
-    let summary = eval::run_eval(&asm, limit, &out, &mut |p| match p {
+    let summary = eval::run_eval(&asm, a.limit, &out, &mut |p| match p {
         Progress::Start { total } => bar.set_length(total as u64),
         Progress::Sample { score } => {
             done += 1;
@@ -98,7 +125,7 @@ pub fn eval(
     bar.finish_and_clear();
     println!(
         "eval of {} on {} samples ({:.1} s):",
-        recipe.display(),
+        a.recipe.display(),
         summary.n,
         summary.seconds
     );
@@ -108,7 +135,101 @@ pub fn eval(
             summary.ci95.get(k).copied().unwrap_or(0.0)
         );
     }
+    for (m, c) in &summary.reward_counters {
+        let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {m} counters: {}", parts.join(", "));
+    }
     println!("run directory: {}", out.display());
+    Ok(())
+}
+
+/// `eval --sweep`: one eval per combination, one report.
+fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
+    use memfactory::sweep::{Axis, BuildRequest, CHECKPOINT_AXIS, SweepEvent, run_sweep};
+    let mut axes = a
+        .sweep
+        .iter()
+        .map(|s| Axis::parse(s))
+        .collect::<memfactory_core::Result<Vec<_>>>()?;
+    if let Some(ck) = &a.checkpoint {
+        if axes.iter().any(|x| x.key == CHECKPOINT_AXIS) {
+            anyhow::bail!(
+                "--checkpoint and --sweep checkpoint=… both name checkpoints; use the sweep alone"
+            );
+        }
+        axes.insert(
+            0,
+            Axis {
+                key: CHECKPOINT_AXIS.into(),
+                values: vec![toml::Value::String(ck.display().to_string())],
+            },
+        );
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        let run = recipe.root.get("run").and_then(|r| r.as_table());
+        let named = |k: &str| run.and_then(|r| r.get(k)).and_then(|v| v.as_str());
+        match (named("out"), named("name")) {
+            (Some(o), _) => PathBuf::from(format!("{o}-sweep")),
+            (None, Some(n)) => PathBuf::from(format!("runs/{n}-sweep")),
+            (None, None) => {
+                let stem = a
+                    .recipe
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "run".into());
+                PathBuf::from(format!("runs/{stem}-sweep"))
+            }
+        }
+    });
+    let mut build = |req: BuildRequest<'_>| -> memfactory_core::Result<Assembly> {
+        match (req.checkpoint, req.reuse) {
+            (_, Some(reuse)) => Assembly::from_recipe_with_model(req.recipe, Some(reuse)),
+            (None, None) => Assembly::from_recipe(req.recipe),
+            (Some(ck), None) => checkpoint_assembly(req.recipe, &ck),
+        }
+    };
+    let bar = samples_bar();
+    let report = run_sweep(
+        recipe,
+        &axes,
+        a.limit,
+        a.metric.as_deref(),
+        &out,
+        &mut build,
+        &mut |e| match e {
+            SweepEvent::Combo {
+                index,
+                total,
+                settings,
+                reused,
+            } => {
+                bar.reset();
+                bar.set_message(format!("[{}/{total}] {settings}", index + 1));
+                if reused {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "[{}/{total}] {settings}: finished earlier, reused",
+                            index + 1
+                        )
+                    });
+                }
+            }
+            SweepEvent::Eval(Progress::Start { total }) => bar.set_length(total as u64),
+            SweepEvent::Eval(Progress::Sample { .. }) => bar.inc(1),
+        },
+    )?;
+    bar.finish_and_clear();
+    let md = out.join("sweep.md");
+    print!(
+        "{}",
+        std::fs::read_to_string(&md).map_err(|e| memfactory_core::Error::io(&md, e))?
+    );
+    println!(
+        "\n{} combinations; sweep directory: {} (primary metric {})",
+        report.runs.len(),
+        out.display(),
+        report.primary_metric
+    );
     Ok(())
 }
 
@@ -128,9 +249,15 @@ fn check_train(recipe: &Path) -> Result<Assembly> {
 
 /// The recipe's components with the trained weights of checkpoint `ck` in its base model.
 #[cfg(feature = "train")]
-fn with_checkpoint(recipe: &Path, ck: &Path) -> Result<Assembly> {
-    let (asm, lm) = memfactory::train::TrainJob::model_only(recipe)?;
+fn checkpoint_assembly(recipe: &core::Recipe, ck: &Path) -> memfactory_core::Result<Assembly> {
+    let (asm, lm) = memfactory::train::TrainJob::model_only_recipe(recipe)?;
     memfactory::train::apply_checkpoint(&lm, ck)?;
+    Ok(asm)
+}
+
+#[cfg(feature = "train")]
+fn with_checkpoint(recipe: &core::Recipe, ck: &Path) -> Result<Assembly> {
+    let asm = checkpoint_assembly(recipe, ck)?;
     println!("weights from checkpoint {}", ck.display());
     Ok(asm)
 }
@@ -148,8 +275,16 @@ fn check_train(_: &Path) -> Result<Assembly> {
 }
 
 #[cfg(not(feature = "train"))]
-fn with_checkpoint(_: &Path, _: &Path) -> Result<Assembly> {
+fn with_checkpoint(_: &core::Recipe, _: &Path) -> Result<Assembly> {
     Err(no_train())
+}
+
+#[cfg(not(feature = "train"))]
+fn checkpoint_assembly(_: &core::Recipe, _: &Path) -> memfactory_core::Result<Assembly> {
+    Err(memfactory_core::Error::config(
+        "checkpoint",
+        "evaluating a checkpoint needs the trainer: enable Cargo feature `train` of memfactory-cli",
+    ))
 }
 
 #[cfg(not(feature = "train"))]

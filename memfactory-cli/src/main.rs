@@ -5,8 +5,11 @@
 //! - `memfactory list` — every registered component by family;
 //! - `memfactory check RECIPE` — builds every component a recipe names and loads its data,
 //!   without running the agent;
-//! - `memfactory eval RECIPE [--limit N] [--out DIR] [--checkpoint DIR]` — runs the agent
-//!   over the eval data (with `--checkpoint`, on the weights of a training checkpoint);
+//! - `memfactory eval RECIPE [--limit N] [--out DIR] [--checkpoint DIR] [--set KEY=VALUE]…
+//!   [--sweep KEY=V1,V2,…]… [--metric NAME]` — runs the agent over the eval data (with
+//!   `--checkpoint`, on the weights of a training checkpoint; `--set` overrides recipe keys);
+//!   with `--sweep`, one eval per combination of the swept values (context lengths, models,
+//!   `checkpoint=base,DIR`) and one report with a plot;
 //! - `memfactory train RECIPE [--resume] [--out DIR]` — GRPO training of the agent's policy
 //!   with checkpoints, metrics, dev evals and plots;
 //! - `memfactory chat --model PATH "prompt"` — one chat turn with a native model;
@@ -58,6 +61,19 @@ enum Command {
         /// directory) on the recipe's base model.
         #[arg(long)]
         checkpoint: Option<std::path::PathBuf>,
+        /// Override a recipe key, e.g. `--set data.eval.docs=100` (repeatable; the value is
+        /// read as TOML, else as a plain string).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Sweep a recipe key over values, e.g. `--sweep data.eval.docs=50,100,200`
+        /// (repeatable: every combination runs, first sweep outermost). The key
+        /// `checkpoint` sweeps training checkpoints (`base` = the recipe's own weights).
+        /// Writes one run directory per combination plus sweep.md, sweep.json, sweep.svg.
+        #[arg(long, value_name = "KEY=V1,V2,...")]
+        sweep: Vec<String>,
+        /// The metric of the sweep's pivot table and plot (default: the recipe's first).
+        #[arg(long)]
+        metric: Option<String>,
     },
     /// Train the agent's policy with GRPO (recipe with [data.train] and [train]).
     Train {
@@ -115,7 +131,18 @@ fn main() -> ExitCode {
             limit,
             out,
             checkpoint,
-        } => commands::eval(&recipe, limit, out, checkpoint),
+            set,
+            sweep,
+            metric,
+        } => commands::eval(&commands::EvalArgs {
+            recipe,
+            limit,
+            out,
+            checkpoint,
+            set,
+            sweep,
+            metric,
+        }),
         Command::Train {
             recipe,
             resume,

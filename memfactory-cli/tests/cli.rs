@@ -416,3 +416,109 @@ fn concurrent_eval_writes_the_same_files_as_sequential() {
         assert_eq!(a, b, "{f} differs between sequential and concurrent eval");
     }
 }
+
+/// The scripted RULER smoke recipe, swept over context length and chunk size.
+fn smoke_recipe() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join("configs/memagent_ruler_scripted_smoke.toml")).unwrap()
+}
+
+#[test]
+fn eval_sweep_writes_one_report_with_a_pivot_and_a_plot() {
+    let dir = setup(&smoke_recipe());
+    let args = [
+        "eval",
+        "recipe.toml",
+        "--limit",
+        "4",
+        "--out",
+        "sw",
+        "--sweep",
+        "agent.chunk_tokens=200,400",
+        "--sweep",
+        "data.eval.tokens=1000,3000",
+        "--set",
+        "data.eval.seed=5",
+    ];
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    let sw = dir.path().join("sw");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sw.join("sweep.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert_eq!(json["primary_metric"], "sub-em");
+    // First axis outermost; each combination is an ordinary run directory with its setting.
+    let first = sw.join("agent.chunk_tokens=200+data.eval.tokens=1000");
+    let resolved = std::fs::read_to_string(first.join("recipe.resolved.toml")).unwrap();
+    assert!(resolved.contains("chunk_tokens = 200"), "{resolved}");
+    assert!(resolved.contains("tokens = 1000"), "{resolved}");
+    assert!(
+        resolved.contains("seed = 5"),
+        "--set applies to every run: {resolved}"
+    );
+    // The scripted agent reads chunk by chunk: longer contexts take more LM calls.
+    let calls = |d: &str| {
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sw.join(d).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        m["lm_calls"].as_u64().unwrap()
+    };
+    assert!(
+        calls("agent.chunk_tokens=200+data.eval.tokens=3000")
+            > calls("agent.chunk_tokens=200+data.eval.tokens=1000")
+    );
+    assert!(
+        calls("agent.chunk_tokens=200+data.eval.tokens=3000")
+            > calls("agent.chunk_tokens=400+data.eval.tokens=3000")
+    );
+    for r in runs {
+        assert_eq!(r["n"], 4);
+        assert!(r["metrics"]["sub-em"].as_f64().is_some(), "{r}");
+        assert!(r["ci95"]["sub-em"].as_f64().is_some(), "{r}");
+    }
+    let md = std::fs::read_to_string(sw.join("sweep.md")).unwrap();
+    assert!(md.contains("## sub-em by data.eval.tokens"), "{md}");
+    assert!(md.contains("| agent.chunk_tokens=200 |"), "{md}");
+    assert!(md.contains("avg@1"), "{md}");
+    let svg = std::fs::read_to_string(sw.join("sweep.svg")).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("agent.chunk_tokens=400"),
+        "plot"
+    );
+
+    // Running it again reuses every finished combination.
+    let o = run(dir.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches("finished earlier, reused").count(),
+        4,
+        "{}",
+        text(&o)
+    );
+    // A changed setting is a different recipe: not reused.
+    let mut changed = args.to_vec();
+    changed[args.len() - 1] = "data.eval.seed=6";
+    let o = run(dir.path(), &changed);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).matches("reused").count(), 0, "{}", text(&o));
+}
+
+#[test]
+fn bad_sweeps_and_overrides_exit_2_naming_the_argument() {
+    let dir = setup(&smoke_recipe());
+    for (args, needle) in [
+        (vec!["--sweep", "data.eval.tokens"], "KEY=V1,V2"),
+        (vec!["--sweep", "data.eval.tokens=1000,1000"], "twice"),
+        (vec!["--set", "agent.kind.x=3"], "agent.kind"),
+        (vec!["--set", "noequals"], "KEY=VALUE"),
+        (vec!["--sweep", "data.eval.tokens=abc"], "data.eval"),
+    ] {
+        let mut a = vec!["eval", "recipe.toml", "--limit", "1", "--out", "o"];
+        a.extend(args.iter().copied());
+        let o = run(dir.path(), &a);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{a:?}: {}", text(&o));
+    }
+}

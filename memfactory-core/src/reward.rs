@@ -1,5 +1,8 @@
 //! Rewards (also used as evaluation metrics).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use crate::{Episode, Result, Sample};
 
 /// A registered reward (`kind = "sub-em"`, …). Scores one finished episode.
@@ -8,6 +11,21 @@ pub trait Reward: Send + Sync {
     fn name(&self) -> &str;
     /// Score in \[0, 1\] for most rewards; `None` when it does not apply to this sample.
     fn score(&self, sample: &Sample, episode: &Episode) -> Result<Option<f32>>;
+
+    /// Called by an eval before the first score with the run directory: a reward that keeps
+    /// files (the LLM judge's verdict cache) puts them there unless its recipe names a place.
+    /// Default: nothing.
+    fn attach_run_dir(&self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
+
+    /// Event counts worth reporting beside the scores (the judge: verdicts asked, taken from
+    /// the cache, unparsable); written into the eval's `metrics.json` under
+    /// `reward_counters.<name>`. Default: none.
+    fn counters(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// The answer a metric scores: the last `\boxed{}` of the episode's answer, or — when

@@ -6,7 +6,9 @@
 //! - `trajectories.jsonl` — one line per episode: every LM call with prompt token ids,
 //!   generated token ids and their log-probs, every memory edit, the answer;
 //! - `scores.jsonl` — one line per sample: each metric averaged over its paths;
-//! - `metrics.json` — `{"metrics": {name: mean}, "ci95": {name: half-width}, "n": N, ...}`;
+//! - `metrics.json` — `{"metrics": {name: mean}, "ci95": {name: half-width}, "n": N, ...}`,
+//!   with `reward_counters` (e.g. the judge's verdicts asked, cache hits, unparsable outputs);
+//! - files a metric keeps, e.g. the LLM judge's verdict cache `judge-cache.jsonl`;
 //! - `report.md` — a readable summary with a few examples.
 
 use std::collections::BTreeMap;
@@ -89,6 +91,10 @@ pub struct EvalSummary {
     pub seconds: f64,
     /// The model.
     pub model: String,
+    /// Each metric's event counts ([`memfactory_core::Reward::counters`]), for the metrics
+    /// that keep any.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reward_counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Progress events for a UI.
@@ -343,6 +349,9 @@ pub fn run_eval_on(
     std::fs::create_dir_all(out).map_err(write_err(out))?;
     let resolved_path = out.join("recipe.resolved.toml");
     std::fs::write(&resolved_path, asm.resolved_toml()).map_err(write_err(&resolved_path))?;
+    for m in &asm.metrics {
+        m.attach_run_dir(out)?;
+    }
     progress(Progress::Start {
         total: samples.len(),
     });
@@ -467,6 +476,12 @@ pub fn run_eval_on(
         generated_tokens: generated,
         seconds: start.elapsed().as_secs_f64(),
         model: asm.model.describe(),
+        reward_counters: asm
+            .metrics
+            .iter()
+            .map(|m| (m.name().to_string(), m.counters()))
+            .filter(|(_, c)| !c.is_empty())
+            .collect(),
     };
     let metrics_path = out.join("metrics.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -508,6 +523,10 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
             (v - c).max(0.0),
             v + c
         ));
+    }
+    for (metric, counters) in &s.reward_counters {
+        let parts: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        r.push_str(&format!("\n`{metric}` counters: {}\n", parts.join(", ")));
     }
     if !s.by_category.is_empty() {
         let names: Vec<&String> = s.metrics.keys().collect();

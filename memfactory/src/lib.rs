@@ -57,6 +57,7 @@ pub mod batching;
 pub mod compare;
 pub mod eval;
 pub mod plot;
+pub mod sweep;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -155,7 +155,12 @@ impl TrainJob {
     /// evaluating a checkpoint with [`apply_checkpoint`]); `[train]` is not required.
     pub fn model_only(path: &Path) -> Result<(Assembly, Arc<BurnLm>)> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        burn_assembly(&Recipe::parse(&text, &path.display().to_string())?)
+        Self::model_only_recipe(&Recipe::parse(&text, &path.display().to_string())?)
+    }
+
+    /// [`TrainJob::model_only`] for a parsed (possibly overridden) recipe.
+    pub fn model_only_recipe(recipe: &Recipe) -> Result<(Assembly, Arc<BurnLm>)> {
+        burn_assembly(recipe)
     }
 
     /// Assembles a training run: the burn engine, the recipe's components, the rollout
@@ -492,6 +497,10 @@ pub fn run_train(
         progress(TrainEvent::Note(n));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
+    // Rewards that keep files (the judge's verdict cache) keep them in the run directory.
+    for c in &reward.components {
+        c.reward.attach_run_dir(out)?;
+    }
     let ck_root = out.join("checkpoints");
     let existing = checkpoint::latest(&ck_root)?;
     let resolved_path = out.join("recipe.resolved.toml");

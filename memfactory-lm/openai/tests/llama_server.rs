@@ -7,138 +7,15 @@
 //! `models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf` under the workspace root;
 //! each test is skipped with a printed reason when either is missing.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use memfactory_core::lm::ChatMessage;
 use memfactory_core::{Cfg, Finish, GenRequest, LanguageModel, Prompt, SamplingParams};
 use memfactory_lm_openai::OpenAiLm;
+use memfactory_testkit::llama_server::{Server, inputs, serial};
 
-/// One server at a time: the machine may have two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A running `llama-server`, killed (and reaped) on drop.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        // Keep the log of a failed test for inspection.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
-}
-
-fn inputs() -> Option<(PathBuf, PathBuf)> {
-    let Some(bin) = std::env::var_os("MEMFACTORY_LLAMA_SERVER").map(PathBuf::from) else {
-        println!(
-            "skipped: MEMFACTORY_LLAMA_SERVER is not set (build llama-server with \
-             benches/scripts/build_llama_server.sh and export its path)"
-        );
-        return None;
-    };
-    if !bin.is_file() {
-        println!(
-            "skipped: MEMFACTORY_LLAMA_SERVER={} is not a file",
-            bin.display()
-        );
-        return None;
-    }
-    let model = std::env::var_os("MEMFACTORY_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if !model.is_file() {
-        println!(
-            "skipped: no SmolLM2 GGUF at {} (set MEMFACTORY_SMOLLM2_GGUF)",
-            model.display()
-        );
-        return None;
-    }
-    Some((bin, model))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(bin: &Path, model: &Path) -> Server {
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("memfactory-llama-server-{port}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = Command::new(bin)
-        .arg("-m")
-        .arg(model)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["-c", "2048", "-t", "2", "--parallel", "2"])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let mut server = Server {
-        child: Some(child),
-        port,
-        log,
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = agent.get(format!("{}/health", server.url())).call()
-            && r.status() == 200
-        {
-            return server;
-        }
-        if let Some(c) = server.child.as_mut()
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            panic!("llama-server exited with {status}:\n{}", server.log_text());
-        }
-        if t.elapsed() > Duration::from_secs(180) {
-            server.kill();
-            panic!(
-                "llama-server not healthy after 180 s:\n{}",
-                server.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn start(bin: &std::path::Path, model: &std::path::Path) -> Server {
+    memfactory_testkit::llama_server::start(bin, model, 2048, 2)
 }
 
 fn lm_for(server: &Server, extra: &str) -> OpenAiLm {
@@ -164,7 +41,7 @@ fn chat(q: &str, max: usize) -> GenRequest {
 
 #[test]
 fn chat_and_completion_with_token_ids_and_logprobs() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let Some((bin, model)) = inputs() else { return };
     let server = start(&bin, &model);
     let lm = lm_for(
@@ -273,7 +150,7 @@ fn chat_and_completion_with_token_ids_and_logprobs() {
 
 #[test]
 fn killing_the_server_mid_batch_reports_failed_requests_and_keeps_finished_ones() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let Some((bin, model)) = inputs() else { return };
     let mut server = start(&bin, &model);
     let lm = lm_for(

@@ -41,7 +41,11 @@
 //! when `cache` names a file, in a JSONL file: loaded when the judge is built (when it
 //! exists), appended and flushed after every new verdict, so re-running an evaluation does
 //! not pay twice. A line that is not a cache record is an error naming the file and line
-//! (delete the line, or the file, to recover).
+//! (delete the line, or the file, to recover). Without `cache`, an eval puts the file in its
+//! run directory (`judge-cache.jsonl`, or `<name>-cache.jsonl` for a renamed judge) through
+//! [`Reward::attach_run_dir`], so re-running an eval into the same directory reuses it; the
+//! counters (verdicts asked, cache hits, unparsable outputs) go into the eval's
+//! `metrics.json` through [`Reward::counters`].
 //!
 //! One line of the file:
 //!
@@ -60,7 +64,7 @@
 //! | `max_new_tokens` | `16` | cap of the judge's output (greedy) |
 //! | `require_boxed` | `true` | judge the last `\boxed{}` only; `false`: the whole answer when there is no box |
 //! | `name` | `"judge"` | the metric's name in reports (to report two judges side by side) |
-//! | `cache` | none (memory only) | JSONL verdict cache file, relative to the working directory (read at build, appended; created with its folder on the first new verdict) |
+//! | `cache` | `<run dir>/<name>-cache.jsonl` in an eval (memory only elsewhere) | JSONL verdict cache file, relative to the working directory (read at build, appended; created with its folder on the first new verdict) |
 //!
 //! ```toml
 //! [[eval.metrics]]
@@ -75,7 +79,7 @@
 //! model = { kind = "burn", path = "models/SmolLM2-360M-Instruct" }
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -230,7 +234,9 @@ pub struct Judge {
     /// Hex FNV-1a of the template text: the `template` part of cache keys.
     template_hash: String,
     slots: Mutex<HashMap<CacheKey, Slot>>,
-    cache_path: Option<PathBuf>,
+    /// The cache file: named by the recipe (`explicit_cache`), or the run directory's.
+    cache_path: Mutex<Option<PathBuf>>,
+    explicit_cache: bool,
     cache_file: Mutex<Option<File>>,
     lm_calls: AtomicU64,
     requests: AtomicU64,
@@ -245,7 +251,7 @@ impl std::fmt::Debug for Judge {
             .field("judge", &self.judge_id)
             .field("template", &self.template.name())
             .field("require_boxed", &self.require_boxed)
-            .field("cache", &self.cache_path)
+            .field("cache", &*lock(&self.cache_path))
             .finish_non_exhaustive()
     }
 }
@@ -269,7 +275,8 @@ impl Judge {
             name: "judge".into(),
             judge_id: String::new(),
             slots: Mutex::new(HashMap::new()),
-            cache_path: None,
+            cache_path: Mutex::new(None),
+            explicit_cache: false,
             cache_file: Mutex::new(None),
             lm_calls: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -325,17 +332,23 @@ impl Judge {
     pub fn with_cache_file(mut self, path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         self.load(&path)?;
-        self.cache_path = Some(path);
+        *lock(&self.cache_path) = Some(path);
+        self.explicit_cache = true;
         Ok(self)
     }
 
-    fn load(&mut self, path: &Path) -> Result<()> {
+    /// The cache file in use, if any.
+    pub fn cache_file(&self) -> Option<PathBuf> {
+        lock(&self.cache_path).clone()
+    }
+
+    fn load(&self, path: &Path) -> Result<()> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(path, e)),
         };
-        let slots = self.slots.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut slots = lock(&self.slots);
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|e| Error::data_read(path, e))?;
             if line.trim().is_empty() {
@@ -486,9 +499,10 @@ impl Judge {
     }
 
     fn append(&self, key: &CacheKey, verdict: &Verdict) -> Result<()> {
-        let Some(path) = &self.cache_path else {
+        let Some(path) = lock(&self.cache_path).clone() else {
             return Ok(());
         };
+        let path = path.as_path();
         let record = Record::new(key, verdict);
         let mut line = serde_json::to_string(&record)
             .map_err(|e| Error::backend("judge", format!("cannot encode a cache record: {e}")))?;
@@ -529,6 +543,43 @@ impl Reward for Judge {
         };
         self.judge(&sample.question, &sample.answers, &prediction)
             .map(Some)
+    }
+
+    /// Without a `cache` in the recipe, keeps the verdicts in `dir/<name>-cache.jsonl`
+    /// (`judge-cache.jsonl` for the default name), loading what an earlier run left there.
+    fn attach_run_dir(&self, dir: &Path) -> Result<()> {
+        if self.explicit_cache {
+            return Ok(());
+        }
+        let file: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{file}-cache.jsonl"));
+        self.load(&path)?;
+        let mut current = lock(&self.cache_path);
+        if current.as_deref() != Some(path.as_path()) {
+            *lock(&self.cache_file) = None;
+            *current = Some(path);
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let s = self.stats();
+        BTreeMap::from([
+            ("lm_calls".to_string(), s.lm_calls),
+            ("verdicts_asked".to_string(), s.requests),
+            ("cache_hits".to_string(), s.cache_hits),
+            ("unparsable".to_string(), s.unparsable),
+        ])
     }
 }
 

@@ -630,3 +630,40 @@ fn four_threads_one_call_per_distinct_key() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
 }
+
+#[test]
+fn without_a_cache_key_the_eval_run_directory_holds_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sample(&["Paris"]);
+    {
+        let j = judge_from("").unwrap();
+        assert_eq!(j.cache_file(), None, "no file before an eval attaches one");
+        j.attach_run_dir(dir.path()).unwrap();
+        assert_eq!(j.cache_file(), Some(dir.path().join("judge-cache.jsonl")));
+        assert_eq!(score(&j, &s, &boxed("Paris")), Some(1.0));
+        assert_eq!(score(&j, &s, &boxed("nonsense")), Some(0.0)); // "hmm": unparsable
+        let c = j.counters();
+        assert_eq!(c["verdicts_asked"], 2);
+        assert_eq!(c["cache_hits"], 0);
+        assert_eq!(c["unparsable"], 1);
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("judge-cache.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    // Re-running the eval into the same directory pays nothing.
+    let j = judge_from("name = \"judge\"").unwrap();
+    j.attach_run_dir(dir.path()).unwrap();
+    assert_eq!(score(&j, &s, &boxed("Paris")), Some(1.0));
+    assert_eq!(j.counters()["verdicts_asked"], 0);
+    assert_eq!(j.counters()["cache_hits"], 1);
+
+    // A recipe's own `cache` wins over the run directory.
+    let other = dir.path().join("mine.jsonl");
+    let j = judge_from(&format!("cache = {:?}", other.to_str().unwrap())).unwrap();
+    j.attach_run_dir(dir.path()).unwrap();
+    assert_eq!(j.cache_file(), Some(other));
+}
