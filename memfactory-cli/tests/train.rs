@@ -173,6 +173,33 @@ fn train_writes_the_run_directory_and_resumes_exactly() {
     assert!(o.status.success(), "{}", text(&o));
     let base = std::fs::read_to_string(tmp.path().join("ev0/trajectories.jsonl")).unwrap();
     assert_ne!(trained, base, "the checkpoint's weights were not used");
+
+    // Base and trained in one sweep report: each combination equals its own eval.
+    let o = bin()
+        .arg("eval")
+        .arg(&ev_recipe)
+        .arg("--out")
+        .arg(tmp.path().join("sw"))
+        .arg("--sweep")
+        .arg(format!("checkpoint=base,{}", ck.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sw/sweep.json")).unwrap())
+            .unwrap();
+    let dirs: Vec<&str> = sweep["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dir"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs.len(), 2);
+    let traj = |d: &str| std::fs::read_to_string(Path::new(d).join("trajectories.jsonl")).unwrap();
+    assert_eq!(traj(dirs[0]), base, "base combination");
+    assert_eq!(traj(dirs[1]), trained, "checkpoint combination");
+    let md = std::fs::read_to_string(tmp.path().join("sw/sweep.md")).unwrap();
+    assert!(md.contains("| base |"), "{md}");
 }
 
 #[test]
