@@ -63,15 +63,33 @@ pub fn check(recipe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The `eval` command's arguments.
-#[derive(Debug)]
+/// Arguments of `memfactory eval`.
+#[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    pub recipe: PathBuf,
+    /// The recipe (TOML).
+    pub recipe: std::path::PathBuf,
+    /// Evaluate only the first N samples.
+    #[arg(long)]
     pub limit: Option<usize>,
-    pub out: Option<PathBuf>,
-    pub checkpoint: Option<PathBuf>,
+    /// Run directory (default: the recipe's `run.out`, else runs/<name>).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Evaluate the weights of this training checkpoint (a `checkpoints/step-N`
+    /// directory) on the recipe's base model.
+    #[arg(long)]
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Override a recipe key, e.g. `--set data.eval.docs=100` (repeatable; the value is
+    /// read as TOML, else as a plain string).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Sweep a recipe key over values, e.g. `--sweep data.eval.docs=50,100,200`
+    /// (repeatable: every combination runs, first sweep outermost). The key
+    /// `checkpoint` sweeps training checkpoints (`base` = the recipe's own weights).
+    /// Writes one run directory per combination plus sweep.md, sweep.json, sweep.svg.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
     pub sweep: Vec<String>,
+    /// The metric of the sweep's pivot table and plot (default: the recipe's first).
+    #[arg(long)]
     pub metric: Option<String>,
 }
 

@@ -48,33 +48,7 @@ enum Command {
         recipe: std::path::PathBuf,
     },
     /// Evaluate the recipe's agent on its eval data; writes metrics, report, trajectories.
-    Eval {
-        /// The recipe (TOML).
-        recipe: std::path::PathBuf,
-        /// Evaluate only the first N samples.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Run directory (default: the recipe's `run.out`, else runs/<name>).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        /// Evaluate the weights of this training checkpoint (a `checkpoints/step-N`
-        /// directory) on the recipe's base model.
-        #[arg(long)]
-        checkpoint: Option<std::path::PathBuf>,
-        /// Override a recipe key, e.g. `--set data.eval.docs=100` (repeatable; the value is
-        /// read as TOML, else as a plain string).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Sweep a recipe key over values, e.g. `--sweep data.eval.docs=50,100,200`
-        /// (repeatable: every combination runs, first sweep outermost). The key
-        /// `checkpoint` sweeps training checkpoints (`base` = the recipe's own weights).
-        /// Writes one run directory per combination plus sweep.md, sweep.json, sweep.svg.
-        #[arg(long, value_name = "KEY=V1,V2,...")]
-        sweep: Vec<String>,
-        /// The metric of the sweep's pivot table and plot (default: the recipe's first).
-        #[arg(long)]
-        metric: Option<String>,
-    },
+    Eval(commands::EvalArgs),
     /// Train the agent's policy with GRPO (recipe with [data.train] and [train]).
     Train {
         /// The recipe (TOML).
@@ -126,23 +100,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List => commands::list(),
         Command::Check { recipe } => commands::check(&recipe),
-        Command::Eval {
-            recipe,
-            limit,
-            out,
-            checkpoint,
-            set,
-            sweep,
-            metric,
-        } => commands::eval(&commands::EvalArgs {
-            recipe,
-            limit,
-            out,
-            checkpoint,
-            set,
-            sweep,
-            metric,
-        }),
+        Command::Eval(args) => commands::eval(&args),
         Command::Train {
             recipe,
             resume,

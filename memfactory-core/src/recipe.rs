@@ -88,17 +88,21 @@ impl Recipe {
 /// `0.5`, `true`, `"text"`, `[1, 2]`) and, when it is not one, taken as a plain string
 /// (`models/a.gguf`). An argument without `=` or with an empty key is an error.
 pub fn parse_override(arg: &str) -> Result<(String, toml::Value)> {
-    let (key, value) = arg.split_once('=').ok_or_else(|| {
-        Error::config(
-            arg,
-            "expected an override KEY=VALUE, e.g. data.eval.docs=100",
-        )
-    })?;
+    let (key, value) = split_assignment(arg, "an override KEY=VALUE, e.g. data.eval.docs=100")?;
+    Ok((key.to_string(), parse_value(value)))
+}
+
+/// Splits a command-line `KEY=…` at its first `=`, the key trimmed and non-empty; the error
+/// names `arg` and says it `expected` (e.g. "a sweep KEY=V1,V2,…").
+pub fn split_assignment<'a>(arg: &'a str, expected: &str) -> Result<(&'a str, &'a str)> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| Error::config(arg, format!("expected {expected}")))?;
     let key = key.trim();
     if key.is_empty() {
         return Err(Error::config(arg, "the key before `=` is empty"));
     }
-    Ok((key.to_string(), parse_value(value)))
+    Ok((key, value))
 }
 
 /// A command-line value: TOML when it parses as one, else the plain string.

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memfactory_core::recipe::parse_value;
+use memfactory_core::recipe::{parse_value, split_assignment};
 use memfactory_core::{Error, LanguageModel, Recipe, Result};
 use serde::Serialize;
 
@@ -46,16 +46,8 @@ pub struct Axis {
 impl Axis {
     /// Parses `KEY=V1,V2,…` (each value TOML when it parses as one, else a plain string).
     pub fn parse(arg: &str) -> Result<Axis> {
-        let (key, values) = arg.split_once('=').ok_or_else(|| {
-            Error::config(
-                arg,
-                "expected a sweep KEY=V1,V2,…, e.g. data.eval.docs=50,100,200",
-            )
-        })?;
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(Error::config(arg, "the key before `=` is empty"));
-        }
+        let (key, values) =
+            split_assignment(arg, "a sweep KEY=V1,V2,…, e.g. data.eval.docs=50,100,200")?;
         let values: Vec<toml::Value> = values.split(',').map(parse_value).collect();
         if values.iter().any(|v| label(v).is_empty()) {
             return Err(Error::config(
