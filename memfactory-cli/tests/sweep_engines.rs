@@ -1,6 +1,6 @@
-//! `memfactory eval --sweep` end to end with real engines: the committed RULER sweep recipes
-//! against a real `llama-server` on 127.0.0.1 (started here) and on the native engine, each
-//! judged by an LLM judge on the same backend. Skipped with a printed reason when the
+//! `memfactory eval --sweep` end to end with real engines: the committed RULER and
+//! RULER-HotpotQA sweep recipes against a real `llama-server` on 127.0.0.1 (started here) and
+//! on the native engine, each judged by an LLM judge on the same backend. Skipped with a printed reason when the
 //! server binary or the SmolLM2 GGUF is missing; `.ci/run` provides both.
 
 use std::path::Path;
@@ -18,15 +18,38 @@ fn gguf() -> Option<std::path::PathBuf> {
     }
 }
 
-/// Runs `eval RECIPE --sweep data.eval.tokens=600,1200` on two questions from the workspace
-/// root into `out`, and checks the report, the plot, and the judge's cache and counters.
-fn sweep_and_check(recipe: &Path, out: &Path) {
+/// The RULER sweep of the tests: two questions at 600 and 1,200 tokens.
+const RULER: &[&str] = &[
+    "--limit",
+    "2",
+    "--set",
+    "data.eval.samples=2",
+    "--sweep",
+    "data.eval.tokens=600,1200",
+];
+
+/// The RULER-HotpotQA sweep of the tests: two questions among 2 and 10 documents.
+const HOTPOTQA: &[&str] = &["--limit", "2", "--sweep", "data.eval.docs=2,10"];
+
+/// Whether the HotpotQA file the RULER-HotpotQA recipes read is present.
+fn hotpotqa() -> bool {
+    let p = workspace_root().join("../shared/data/hotpotqa/hotpot_dev_distractor_0-1999.json");
+    if !p.is_file() {
+        println!("skipped: no HotpotQA file at {}", p.display());
+    }
+    p.is_file()
+}
+
+/// Runs `eval RECIPE ARGS…` (a two-point sweep on two questions) from the workspace root
+/// into `out`, and checks the report, the plot, and the judge's cache and counters.
+fn sweep_and_check(recipe: &Path, out: &Path, args: &[&str]) {
+    let axis = args[args.len() - 1].split('=').next().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_memfactory"))
         .current_dir(workspace_root())
         .arg("eval")
         .arg(recipe)
-        .args(["--limit", "2", "--set", "data.eval.samples=2"])
-        .args(["--sweep", "data.eval.tokens=600,1200", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(out)
         .output()
         .expect("run memfactory");
@@ -68,7 +91,7 @@ fn sweep_and_check(recipe: &Path, out: &Path) {
     };
     assert!(calls(1) > calls(0), "{} vs {}", calls(1), calls(0));
     let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
-    assert!(md.contains("by data.eval.tokens"), "{md}");
+    assert!(md.contains(&format!("by {axis}")), "{md}");
     assert!(
         std::fs::read_to_string(out.join("sweep.svg"))
             .unwrap()
@@ -76,24 +99,35 @@ fn sweep_and_check(recipe: &Path, out: &Path) {
     );
 }
 
+/// The committed llama-server recipe `name`, pointed at `server`, written into `dir`.
+fn served_recipe(name: &str, server: &str, dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(workspace_root().join("configs/sweep").join(name)).unwrap();
+    assert!(text.contains("http://127.0.0.1:8080"));
+    let recipe = dir.join(name);
+    std::fs::write(&recipe, text.replace("http://127.0.0.1:8080", server)).unwrap();
+    recipe
+}
+
 #[test]
-fn ruler_sweep_against_a_real_llama_server_judged_by_it() {
+fn ruler_and_hotpotqa_sweeps_against_a_real_llama_server_judged_by_it() {
     let _serial = serial();
     let Some((bin, model)) = inputs() else { return };
     let server = start(&bin, &model, 8192, 4);
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(
-        workspace_root().join("configs/sweep/memagent_ruler_llama_server.toml"),
-    )
-    .unwrap();
-    assert!(text.contains("http://127.0.0.1:8080"));
-    let recipe = dir.path().join("recipe.toml");
-    std::fs::write(
-        &recipe,
-        text.replace("http://127.0.0.1:8080", &server.url()),
-    )
-    .unwrap();
-    sweep_and_check(&recipe, &dir.path().join("out"));
+    let recipe = served_recipe(
+        "memagent_ruler_llama_server.toml",
+        &server.url(),
+        dir.path(),
+    );
+    sweep_and_check(&recipe, &dir.path().join("ruler"), RULER);
+    if hotpotqa() {
+        let recipe = served_recipe(
+            "memagent_hotpotqa_llama_server.toml",
+            &server.url(),
+            dir.path(),
+        );
+        sweep_and_check(&recipe, &dir.path().join("hotpotqa"), HOTPOTQA);
+    }
     drop(server);
 }
 
@@ -106,6 +140,14 @@ fn ruler_sweep_on_the_native_engine_judged_by_it() {
     let dir = tempfile::tempdir().unwrap();
     sweep_and_check(
         &workspace_root().join("configs/sweep/memagent_ruler_native.toml"),
-        &dir.path().join("out"),
+        &dir.path().join("ruler"),
+        RULER,
     );
+    if hotpotqa() {
+        sweep_and_check(
+            &workspace_root().join("configs/sweep/memagent_hotpotqa_native.toml"),
+            &dir.path().join("hotpotqa"),
+            HOTPOTQA,
+        );
+    }
 }
