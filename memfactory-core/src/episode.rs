@@ -79,18 +79,20 @@ impl Episode {
 
     /// Number of parse errors recorded on edit steps.
     pub fn parse_errors(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s,
-                    Step::Edit {
-                        parse_error: Some(_),
-                        ..
-                    }
-                )
-            })
-            .count()
+        self.edit_parse_errors().count()
+    }
+
+    /// The parse errors recorded on edit steps, in order, as `(op, error)` (what a cached
+    /// memory bank carries from its build into every episode that replays it).
+    pub fn edit_parse_errors(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Edit {
+                op,
+                parse_error: Some(e),
+                ..
+            } => Some((op.as_str(), e.as_str())),
+            _ => None,
+        })
     }
 }
 

@@ -233,21 +233,6 @@ pub fn fact_text(fact: &MemoryItem) -> String {
     }
 }
 
-/// The parse errors recorded on `steps` (a bank build), as `(op, error)`.
-fn build_parse_errors(steps: &[memfactory_core::Step]) -> Vec<(String, String)> {
-    steps
-        .iter()
-        .filter_map(|st| match st {
-            memfactory_core::Step::Edit {
-                op,
-                parse_error: Some(e),
-                ..
-            } => Some((op.clone(), e.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The bank-cache key of a dialogue: FNV-1a 64 of its JSON serialization.
 pub fn dialogue_key(dialogue: &Dialogue) -> u64 {
     let json = serde_json::to_vec(dialogue).unwrap_or_default();
@@ -541,7 +526,11 @@ impl MemoryR1 {
             let filled = built.and_then(|()| {
                 for (cx, (_, slot)) in cxs[..m].iter_mut().zip(&claims.slots) {
                     let items = cx.memory()?;
-                    let errors = build_parse_errors(&cx.episode.steps);
+                    let errors = cx
+                        .episode
+                        .edit_parse_errors()
+                        .map(|(op, e)| (op.to_string(), e.to_string()))
+                        .collect::<Vec<_>>();
                     cx.note(
                         BANK_CACHE_OP,
                         format!("built {key:016x}/{}", cx.episode.path),

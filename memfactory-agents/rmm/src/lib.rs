@@ -100,21 +100,6 @@ pub const ANSWER_ROLE: &str = "answer";
 pub const NO_MEMORIES: &str = "(no memories)";
 
 /// Per-path banks of one cache key, or why the build failed.
-/// The parse errors recorded on `steps` (a bank build), as `(op, error)`.
-fn build_parse_errors(steps: &[memfactory_core::Step]) -> Vec<(String, String)> {
-    steps
-        .iter()
-        .filter_map(|st| match st {
-            memfactory_core::Step::Edit {
-                op,
-                parse_error: Some(e),
-                ..
-            } => Some((op.clone(), e.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Per path: the built bank's items and the parse errors its build recorded (`(op,
 /// error)`), re-recorded by a replaying episode so that format rewards see the same bank.
 type PathBank = (Vec<MemoryItem>, Vec<(String, String)>);
@@ -320,7 +305,15 @@ impl Rmm {
             let built: Built = match &res {
                 Ok(()) => cxs
                     .iter()
-                    .map(|cx| Ok((cx.memory()?, build_parse_errors(&cx.episode.steps))))
+                    .map(|cx| {
+                        Ok((
+                            cx.memory()?,
+                            cx.episode
+                                .edit_parse_errors()
+                                .map(|(op, e)| (op.to_string(), e.to_string()))
+                                .collect::<Vec<_>>(),
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
