@@ -28,8 +28,9 @@ const RULER: &[&str] = &[
     "data.eval.tokens=600,1200",
 ];
 
-/// The RULER-HotpotQA sweep of the tests: two questions among 2 and 10 documents.
-const HOTPOTQA: &[&str] = &["--limit", "2", "--sweep", "data.eval.docs=2,10"];
+/// The RULER-HotpotQA sweep of the tests: two questions among 10 documents (a question's
+/// own ten paragraphs, no distractor) and 20.
+const HOTPOTQA: &[&str] = &["--limit", "2", "--sweep", "data.eval.docs=10,20"];
 
 /// Whether the HotpotQA file the RULER-HotpotQA recipes read is present.
 fn hotpotqa() -> bool {

@@ -55,9 +55,22 @@ impl Drop for Server {
     }
 }
 
-/// The workspace root (this crate sits directly under it).
+/// The workspace root: the nearest directory holding a `Cargo.toml` with a `[workspace]`
+/// table, searched upwards from the crate under test (`cargo test` sets `CARGO_MANIFEST_DIR`
+/// when it runs a test) and else from this crate's directory at build time. The run-time value
+/// comes first because a build cache shared between two checkouts can hold a testkit compiled
+/// in the other one.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|d| {
+            std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// The server binary and the SmolLM2 GGUF, or `None` after printing why the test skips.
