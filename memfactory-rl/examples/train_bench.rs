@@ -26,6 +26,9 @@
 //!   one request at a time; best of `--reps` wall times each. Prints the prompt ids so the
 //!   PyTorch peer can use the same ones.
 //!
+//! `--kernels composed` builds the training forward from burn's tensor ops instead of the
+//! fused CPU kernels (`memfactory_lm_burn::fused`, the default on `flex`), for A/B runs.
+//!
 //! `--device wgpu` (built with `--features memfactory-lm-burn/wgpu`) runs on a GPU;
 //! `--random DIR` builds the model of the Hugging Face directory `DIR` (config.json +
 //! tokenizer.json) with random weights instead of loading `--gguf` (same shapes, same speed).
@@ -69,6 +72,7 @@ struct Args {
     group: usize,
     new_tokens: usize,
     reps: usize,
+    fused: bool,
 }
 
 fn args() -> Args {
@@ -83,6 +87,7 @@ fn args() -> Args {
         group: 8,
         new_tokens: 64,
         reps: 2,
+        fused: true,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -100,6 +105,13 @@ fn args() -> Args {
             "--mode" => a.mode = val,
             "--random" => a.random = Some(val.into()),
             "--device" => a.device = val,
+            "--kernels" => {
+                a.fused = match val.as_str() {
+                    "fused" => true,
+                    "composed" => false,
+                    _ => die(format!("--kernels {val}: expected fused or composed")),
+                }
+            }
             "--batch-file" => a.batch_file = Some(val.into()),
             "--steps" => a.steps = num(&val) as usize,
             "--lr" => a.lr = num(&val),
@@ -176,7 +188,10 @@ fn train(lm: &BurnLm, a: &Args) {
         ..OptimConfig::default()
     });
     let t = Instant::now();
-    let tm = TrainModel::new(lm, lora.as_ref()).unwrap_or_else(|e| die(e));
+    let mut tm = TrainModel::new(lm, lora.as_ref()).unwrap_or_else(|e| die(e));
+    if tm.decoder.fused != a.fused {
+        tm.set_fused(a.fused).unwrap_or_else(|e| die(e));
+    }
     let TrainModel {
         mut decoder,
         device,

@@ -149,7 +149,7 @@ impl HostMat {
 }
 
 /// Whether the AVX2 + FMA build of the kernels can run on this CPU.
-fn simd_available() -> bool {
+pub(crate) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

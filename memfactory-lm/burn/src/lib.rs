@@ -44,6 +44,7 @@
 
 pub mod engine;
 mod forward;
+pub mod fused;
 pub mod gguf;
 mod kernels;
 pub mod model;

@@ -17,6 +17,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::engine::BurnLm;
 use crate::forward::{attention, rms_norm, rope, rope_tables};
+use crate::fused;
 use crate::model::{Fused, FusedLayer, ModelConfig, Split, split_parts};
 
 /// Projection names LoRA may adapt (HF names).
@@ -139,6 +140,10 @@ pub struct Decoder {
     /// Hyper-parameters.
     #[module(skip)]
     pub cfg: ModelConfig,
+    /// Whether the forward uses the fused CPU kernels of [`crate::fused`] (on `flex`) instead
+    /// of composed tensor ops (any backend).
+    #[module(skip)]
+    pub fused: bool,
 }
 
 /// Log-probs of action tokens, `[batch, max_action_len]`, with a 0/1 mask of real tokens.
@@ -270,6 +275,7 @@ impl TrainModel {
                 Some(p2(w.lm_head.full()))
             },
             cfg,
+            fused: lm.device == Device::flex(),
         };
         Ok(TrainModel { decoder, device })
     }
@@ -285,17 +291,74 @@ impl TrainModel {
         self.decoder
             .action_logprobs(batch, temperature, &self.device)
     }
+
+    /// Turns the fused CPU kernels on or off (they are on by default on `flex`, and can only
+    /// run there): off, the forward is built from burn's composed tensor ops, as on other
+    /// backends. For comparisons; both compute the same function.
+    pub fn set_fused(&mut self, on: bool) -> Result<()> {
+        if on && self.device != Device::flex().autodiff() {
+            return Err(Error::Invalid(
+                "the fused training kernels run on the flex backend only".into(),
+            ));
+        }
+        self.decoder.fused = on;
+        Ok(())
+    }
 }
 
 impl Decoder {
-    fn hidden(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<3> {
-        let cfg = &self.cfg;
+    /// The final hidden states `[b·s, d]` (before the final norm) of right-padded `ids`.
+    fn hidden(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let b = ids.len();
         let s = ids[0].len();
-        let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let flat: Vec<i64> = ids.iter().flatten().map(|&t| t as i64).collect();
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [b * s]), device);
-        let mut x = self.embed.val().select(0, idx);
+        let x = self.embed.val().select(0, idx);
+        if self.fused {
+            self.hidden_fused(x, b)
+        } else {
+            self.hidden_composed(x, b, s, device)
+        }
+    }
+
+    /// [`Decoder::hidden`] through the fused CPU kernels: every tensor stays `[b·s, ·]`.
+    fn hidden_fused(&self, mut x: Tensor<2>, b: usize) -> Tensor<2> {
+        let cfg = &self.cfg;
+        let n = x.dims()[0];
+        let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let dims = fused::AttnDims {
+            batch: b,
+            heads: hh,
+            kv_heads: kv,
+            theta: cfg.rope_theta,
+        };
+        let head_norm = |t: Tensor<2>, w: &Param<Tensor<1>>, heads: usize| {
+            fused::rms_norm(t.reshape([n * heads, hd]), w.val(), cfg.rms_eps)
+                .reshape([n, heads * hd])
+        };
+        for blk in &self.blocks {
+            let h = fused::rms_norm(x.clone(), blk.attn_norm.val(), cfg.rms_eps);
+            let mut q = blk.q_proj.forward(h.clone());
+            let mut k = blk.k_proj.forward(h.clone());
+            let v = blk.v_proj.forward(h);
+            if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+                q = head_norm(q, qn, hh);
+                k = head_norm(k, kn, kv);
+            }
+            let o = fused::causal_attention(q, k, v, dims);
+            x = x + blk.o_proj.forward(o);
+            let h = fused::rms_norm(x.clone(), blk.ffn_norm.val(), cfg.rms_eps);
+            let g = blk.gate_proj.forward(h.clone());
+            let u = blk.up_proj.forward(h);
+            x = x + blk.down_proj.forward(fused::swiglu(g, u));
+        }
+        x
+    }
+
+    /// [`Decoder::hidden`] from burn's tensor ops (any backend).
+    fn hidden_composed(&self, mut x: Tensor<2>, b: usize, s: usize, device: &Device) -> Tensor<2> {
+        let cfg = &self.cfg;
+        let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let pos: Vec<Vec<usize>> = vec![(0..s).collect(); b];
         let (cos, sin) = rope_tables(&pos, hd, cfg.rope_theta, device);
         // −∞, not the inference path's finite NEG: every query sees at least itself, so no
@@ -341,7 +404,7 @@ impl Decoder {
             let u = blk.up_proj.forward(h);
             x = x + blk.down_proj.forward(silu(g) * u);
         }
-        x.reshape([b, s, cfg.hidden])
+        x
     }
 
     /// See [`TrainModel::action_logprobs`]; `device` is the device of this module.
@@ -381,8 +444,7 @@ impl Decoder {
         }
         // Only the action positions go through the LM head: logits are [b·amax, vocab]
         // instead of [b·s, vocab] (a 900-token prompt would otherwise need GBs).
-        let d = self.cfg.hidden;
-        let h = self.hidden(&ids, device).reshape([b * s, d]);
+        let h = self.hidden(&ids, device);
         let mut rows_at = vec![0i64; b * amax];
         let mut tgt = vec![0i64; b * amax];
         for (i, (p, a)) in batch.iter().enumerate() {
@@ -395,7 +457,11 @@ impl Decoder {
         }
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(rows_at, [b * amax]), device);
         let h = h.select(0, idx);
-        let h = rms_norm(h, &self.norm.val(), self.cfg.rms_eps);
+        let h = if self.fused {
+            fused::rms_norm(h, self.norm.val(), self.cfg.rms_eps)
+        } else {
+            rms_norm(h, &self.norm.val(), self.cfg.rms_eps)
+        };
         let head = match &self.lm_head {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
@@ -404,10 +470,15 @@ impl Decoder {
         if temperature > 0.0 && temperature != 1.0 {
             logits = logits.div_scalar(temperature);
         }
-        let lp = log_softmax(logits, 1);
-        let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(tgt, [b * amax, 1]), device);
         let mask: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, amax]), device);
-        let lp = lp.gather(1, t).reshape([b, amax]) * mask.clone();
+        let lp = if self.fused {
+            let tgt = tgt.iter().map(|&t| t as u32).collect();
+            fused::target_logprobs(logits, tgt).reshape([b, amax])
+        } else {
+            let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(tgt, [b * amax, 1]), device);
+            log_softmax(logits, 1).gather(1, t).reshape([b, amax])
+        };
+        let lp = lp * mask.clone();
         Ok(ActionLogprobs { logprobs: lp, mask })
     }
 

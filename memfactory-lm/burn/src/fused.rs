@@ -1,0 +1,913 @@
+//! Fused training kernels for the CPU (`flex`) backend, each with its own backward pass.
+//!
+//! The training forward ([`crate::train`]) written with burn's tensor ops decomposes RMSNorm,
+//! SwiGLU, RoPE + causal softmax attention and the log-softmax at the action tokens into a
+//! dozen element-wise ops each, every one of them allocating an output, materialising strided
+//! copies (`swap_dims`, `cat`) and saving its inputs for the backward pass, with libm's
+//! scalar `exp`. Here each of them is one op with a hand-written forward and backward on
+//! contiguous `f32` rows, parallel over rows (or over batch × KV-head for attention) with
+//! rayon, with a vectorised `exp`. They are registered as a burn backend extension
+//! ([`TrainKernels`]): a [`Flex`] implementation (no gradient) and an [`Autodiff`]`<Flex>`
+//! one that records a custom backward step. Other backends (wgpu, cuda) keep the composed
+//! ops: the training forward only calls these on `flex`.
+//!
+//! Layouts (all row-major, `n` = batch × sequence):
+//! - [`rms_norm`]: `x` `[n, d]`, `w` `[d]`.
+//! - [`swiglu`]: `silu(g) · u`, both `[n, f]`.
+//! - [`causal_attention`]: `q` `[n, H·hd]`, `k`/`v` `[n, K·hd]` straight from the projections
+//!   (no head transpose); RoPE (rotate-half, positions `0..s` in every row) is applied inside;
+//!   output `[n, H·hd]`, ready for `o_proj`. GQA: query head `h` reads KV head `h / (H/K)`.
+//! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
+//!
+//! Results agree with the composed ops to float rounding (tests in `tests/fused.rs` compare
+//! values and gradients); every reduction has a fixed order, so two runs give the same bits.
+//! Row sums (mean square, softmax normalisers, the log-sum-exp over the vocabulary) accumulate
+//! in `f64`: an `f32` running sum over 49,152 vocabulary terms drops every term below half an
+//! ulp of the total, which biased SmolLM2's log-probs by +1e-4; with `f64` the training
+//! log-probs agree with the generator's to 6e-6 (the composed ops: 2e-5).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The fused training ops (see the module docs).
+#[backend_extension(Flex, Autodiff)]
+pub trait TrainKernels: Backend {
+    /// RMSNorm of each row of `x` `[n, d]`, times `w` `[d]`.
+    fn fused_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self>;
+    /// `silu(g) · u`.
+    fn fused_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// RoPE + causal GQA softmax attention on projection-layout `q`, `k`, `v`.
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        dims: AttnDims,
+    ) -> FloatTensor<Self>;
+    /// `log_softmax(logits)[row, targets[row]]` for every row.
+    fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self>;
+}
+
+/// The shape parameters of [`causal_attention`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnDims {
+    /// Rows of the batch (the sequence length is `n / batch`).
+    pub batch: usize,
+    /// Query heads `H`.
+    pub heads: usize,
+    /// Key/value heads `K` (`H` a multiple of `K`).
+    pub kv_heads: usize,
+    /// RoPE base.
+    pub theta: f32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-level entry points (any device whose backend is Flex or Autodiff<Flex>).
+// ---------------------------------------------------------------------------------------------
+
+/// See [`TrainKernels::fused_rms_norm`].
+pub fn rms_norm(x: Tensor<2>, w: Tensor<1>, eps: f32) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_rms_norm(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        eps,
+    ))
+}
+
+/// See [`TrainKernels::fused_swiglu`].
+pub fn swiglu(g: Tensor<2>, u: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_swiglu(
+        g.into_dispatch(),
+        u.into_dispatch(),
+    ))
+}
+
+/// See [`TrainKernels::fused_causal_attention`].
+pub fn causal_attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, dims: AttnDims) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_causal_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        dims,
+    ))
+}
+
+/// See [`TrainKernels::fused_target_logprobs`].
+pub fn target_logprobs(logits: Tensor<2>, targets: Vec<u32>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_target_logprobs(
+        logits.into_dispatch(),
+        targets,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flex (no autodiff): forward only.
+// ---------------------------------------------------------------------------------------------
+
+impl TrainKernels for Flex {
+    fn fused_rms_norm(x: FlexTensor, w: FlexTensor, eps: f32) -> FlexTensor {
+        rms_forward(&contiguous(x), &contiguous(w), eps).0
+    }
+
+    fn fused_swiglu(g: FlexTensor, u: FlexTensor) -> FlexTensor {
+        swiglu_forward(&contiguous(g), &contiguous(u))
+    }
+
+    fn fused_causal_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        dims: AttnDims,
+    ) -> FlexTensor {
+        attn_forward(&contiguous(q), &contiguous(k), &contiguous(v), dims).out
+    }
+
+    fn fused_target_logprobs(logits: FlexTensor, targets: Vec<u32>) -> FlexTensor {
+        logprobs_forward(&contiguous(logits), &targets).0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff<Flex>: forward + recorded backward step.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct RmsBackward;
+
+impl Backward<Flex, 2> for RmsBackward {
+    /// `x`, `w`, per-row 1/rms, eps-free.
+    type State = (FlexTensor, FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, rstd) = ops.state;
+        let (dx, dw) = rms_backward(&x, &w, &rstd, &dy, node_w.is_some());
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, dw);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl Backward<Flex, 2> for SwigluBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_g, node_u] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (g, u) = ops.state;
+        let (dg, du) = swiglu_backward(&g, &u, &dy);
+        if let Some(node) = node_g {
+            grads.register::<Flex>(node.id, dg);
+        }
+        if let Some(node) = node_u {
+            grads.register::<Flex>(node.id, du);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttnBackward;
+
+impl Backward<Flex, 3> for AttnBackward {
+    type State = AttnSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let dout = contiguous(grads.consume::<Flex>(&ops.node));
+        let (dq, dk, dv) = attn_backward(&ops.state, &dout);
+        for (node, g) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LogprobsBackward;
+
+impl Backward<Flex, 1> for LogprobsBackward {
+    /// Logits, per-row log-sum-exp, targets.
+    type State = (FlexTensor, Vec<f32>, Vec<u32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dlp = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node {
+            let (logits, lse, targets) = &ops.state;
+            grads.register::<Flex>(node.id, logprobs_backward(logits, lse, targets, &dlp));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
+    fn fused_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        match RmsBackward
+            .prepare::<C>([x.node(), w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xs, ws) = (
+                    contiguous(x.into_primitive()),
+                    contiguous(w.into_primitive()),
+                );
+                let (y, rstd) = rms_forward(&xs, &ws, eps);
+                prep.finish((xs, ws, rstd), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (xs, ws) = (
+                    contiguous(x.into_primitive()),
+                    contiguous(w.into_primitive()),
+                );
+                prep.finish(rms_forward(&xs, &ws, eps).0)
+            }
+        }
+    }
+
+    fn fused_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SwigluBackward
+            .prepare::<C>([g.node(), u.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (gs, us) = (
+                    contiguous(g.into_primitive()),
+                    contiguous(u.into_primitive()),
+                );
+                let y = swiglu_forward(&gs, &us);
+                prep.finish((gs, us), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (gs, us) = (
+                    contiguous(g.into_primitive()),
+                    contiguous(u.into_primitive()),
+                );
+                prep.finish(swiglu_forward(&gs, &us))
+            }
+        }
+    }
+
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        dims: AttnDims,
+    ) -> FloatTensor<Self> {
+        match AttnBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = attn_forward(
+                    &contiguous(q.into_primitive()),
+                    &contiguous(k.into_primitive()),
+                    &contiguous(v.into_primitive()),
+                    dims,
+                );
+                let out = saved.out.clone();
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let saved = attn_forward(
+                    &contiguous(q.into_primitive()),
+                    &contiguous(k.into_primitive()),
+                    &contiguous(v.into_primitive()),
+                    dims,
+                );
+                prep.finish(saved.out)
+            }
+        }
+    }
+
+    fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self> {
+        match LogprobsBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let l = contiguous(logits.into_primitive());
+                let (lp, lse) = logprobs_forward(&l, &targets);
+                prep.finish((l, lse, targets), lp)
+            }
+            OpsKind::UnTracked(prep) => {
+                let l = contiguous(logits.into_primitive());
+                prep.finish(logprobs_forward(&l, &targets).0)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels on contiguous f32 storage.
+// ---------------------------------------------------------------------------------------------
+
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused kernels take contiguous f32 tensors")
+}
+
+fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    t.layout().shape().dims::<D>()
+}
+
+fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// Rows per rayon task for row-wise kernels.
+const ROWS_PER_TASK: usize = 16;
+
+fn rms_forward(x: &FlexTensor, w: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32>) {
+    let [n, d] = dims::<2>(x);
+    let (xs, ws) = (f32s(x), f32s(w));
+    assert_eq!(ws.len(), d, "rms_norm: weight length");
+    let mut y = vec![0f32; n * d];
+    let mut rstd = vec![0f32; n];
+    y.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(xs.par_chunks(d * ROWS_PER_TASK))
+        .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|((yb, xb), rb)| {
+            for ((yr, xr), r) in yb.chunks_mut(d).zip(xb.chunks(d)).zip(rb.iter_mut()) {
+                let ms = (xr.iter().map(|&v| f64::from(v * v)).sum::<f64>() / d as f64) as f32;
+                *r = 1.0 / (ms + eps).sqrt();
+                for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(ws) {
+                    *o = v * *r * g;
+                }
+            }
+        });
+    (tensor(y, [n, d]), rstd)
+}
+
+fn rms_backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    rstd: &[f32],
+    dy: &FlexTensor,
+    want_dw: bool,
+) -> (FlexTensor, Option<FlexTensor>) {
+    let [n, d] = dims::<2>(x);
+    let (xs, ws, dys) = (f32s(x), f32s(w), f32s(dy));
+    let mut dx = vec![0f32; n * d];
+    // One partial dw per task, summed in task order afterwards (deterministic).
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(xs.par_chunks(d * ROWS_PER_TASK))
+        .zip(dys.par_chunks(d * ROWS_PER_TASK))
+        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .map(|(((dxb, xb), dyb), rb)| {
+            let mut dw = if want_dw { vec![0f32; d] } else { Vec::new() };
+            for (((dxr, xr), dyr), &r) in dxb
+                .chunks_mut(d)
+                .zip(xb.chunks(d))
+                .zip(dyb.chunks(d))
+                .zip(rb)
+            {
+                // c = (1/d) Σ dy·w·x·r ; dx = r·(dy·w − x·r·c)
+                let c = dyr
+                    .iter()
+                    .zip(ws)
+                    .zip(xr)
+                    .map(|((a, b), v)| f64::from(a * b * v))
+                    .sum::<f64>() as f32
+                    * r
+                    / d as f32;
+                for (((o, &g), &wv), &v) in dxr.iter_mut().zip(dyr).zip(ws).zip(xr) {
+                    *o = r * (g * wv - v * r * c);
+                }
+                if want_dw {
+                    for ((acc, &g), &v) in dw.iter_mut().zip(dyr).zip(xr) {
+                        *acc += g * v * r;
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let dw = want_dw.then(|| {
+        let mut dw = vec![0f32; d];
+        for p in &partials {
+            for (a, b) in dw.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        tensor(dw, [d])
+    });
+    (tensor(dx, [n, d]), dw)
+}
+
+/// Elements per rayon task for element-wise kernels.
+const ELEMS_PER_TASK: usize = 8192;
+
+fn swiglu_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
+    let shape = dims::<2>(g);
+    assert_eq!(shape, dims::<2>(u), "swiglu: shapes differ");
+    let (gs, us) = (f32s(g), f32s(u));
+    let mut y = vec![0f32; gs.len()];
+    y.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(gs.par_chunks(ELEMS_PER_TASK))
+        .zip(us.par_chunks(ELEMS_PER_TASK))
+        .for_each(|((yb, gb), ub)| {
+            // y = g·σ(g)·u with σ(g) = 1 / (1 + e^−g)
+            for (o, &v) in yb.iter_mut().zip(gb) {
+                *o = -v;
+            }
+            exp_in_place(yb);
+            for ((o, &v), &w) in yb.iter_mut().zip(gb).zip(ub) {
+                *o = v / (1.0 + *o) * w;
+            }
+        });
+    tensor(y, shape)
+}
+
+fn swiglu_backward(g: &FlexTensor, u: &FlexTensor, dy: &FlexTensor) -> (FlexTensor, FlexTensor) {
+    let shape = dims::<2>(g);
+    let (gs, us, dys) = (f32s(g), f32s(u), f32s(dy));
+    let mut dg = vec![0f32; gs.len()];
+    let mut du = vec![0f32; gs.len()];
+    dg.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(du.par_chunks_mut(ELEMS_PER_TASK))
+        .zip(gs.par_chunks(ELEMS_PER_TASK))
+        .zip(us.par_chunks(ELEMS_PER_TASK))
+        .zip(dys.par_chunks(ELEMS_PER_TASK))
+        .for_each(|((((dgb, dub), gb), ub), dyb)| {
+            for (o, &v) in dgb.iter_mut().zip(gb) {
+                *o = -v;
+            }
+            exp_in_place(dgb);
+            for ((((o, ou), &v), &w), &d) in dgb.iter_mut().zip(dub).zip(gb).zip(ub).zip(dyb) {
+                let s = 1.0 / (1.0 + *o);
+                // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
+                *o = d * w * s * (1.0 + v * (1.0 - s));
+                *ou = d * v * s;
+            }
+        });
+    (tensor(dg, shape), tensor(du, shape))
+}
+
+fn logprobs_forward(logits: &FlexTensor, targets: &[u32]) -> (FlexTensor, Vec<f32>) {
+    let [n, v] = dims::<2>(logits);
+    assert_eq!(targets.len(), n, "target_logprobs: one target per row");
+    let ls = f32s(logits);
+    let rows: Vec<(f32, f32)> = ls
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .map_init(
+            || vec![0f32; v],
+            |buf, (row, &t)| {
+                let lse = log_sum_exp(row, buf);
+                (row[t as usize] - lse, lse)
+            },
+        )
+        .collect();
+    let (lp, lse): (Vec<f32>, Vec<f32>) = rows.into_iter().unzip();
+    (tensor(lp, [n]), lse)
+}
+
+fn log_sum_exp(row: &[f32], buf: &mut [f32]) -> f32 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for (o, &x) in buf.iter_mut().zip(row) {
+        *o = x - m;
+    }
+    exp_in_place(buf);
+    m + (buf.iter().map(|&v| f64::from(v)).sum::<f64>().ln() as f32)
+}
+
+fn logprobs_backward(
+    logits: &FlexTensor,
+    lse: &[f32],
+    targets: &[u32],
+    dlp: &FlexTensor,
+) -> FlexTensor {
+    let [n, v] = dims::<2>(logits);
+    let (ls, d) = (f32s(logits), f32s(dlp));
+    let mut out = vec![0f32; n * v];
+    out.par_chunks_mut(v)
+        .zip(ls.par_chunks(v))
+        .enumerate()
+        .for_each(|(r, (o, row))| {
+            // d lp / d logit_c = δ(c, t) − softmax_c
+            for (a, &x) in o.iter_mut().zip(row) {
+                *a = x - lse[r];
+            }
+            exp_in_place(o);
+            for a in o.iter_mut() {
+                *a *= -d[r];
+            }
+            o[targets[r] as usize] += d[r];
+        });
+    tensor(out, [n, v])
+}
+
+/// What the attention backward needs: rotated q/k in head layout, v, the output in head
+/// layout and the per-row log-sum-exp of the scaled scores.
+#[derive(Debug, Clone)]
+struct AttnSaved {
+    dims: AttnDims,
+    s: usize,
+    hd: usize,
+    /// `[b, H, s, hd]`, RoPE applied.
+    q: Vec<f32>,
+    /// `[b, K, s, hd]`, RoPE applied.
+    k: Vec<f32>,
+    /// `[n, K·hd]` (projection layout).
+    v: FlexTensor,
+    /// `[b, H, s, hd]`.
+    o: Vec<f32>,
+    /// `[b, H, s]`.
+    lse: Vec<f32>,
+    /// The output, `[n, H·hd]`.
+    out: FlexTensor,
+}
+
+/// `cos`, `sin` `[s, hd/2]` of RoPE, computed as the composed path's `rope_tables`.
+fn rope_tables(s: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = hd / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(s * half);
+    let mut sin = Vec::with_capacity(s * half);
+    for p in 0..s {
+        for &w in &inv {
+            let f = p as f32 * w;
+            cos.push(f.cos());
+            sin.push(f.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// Copies `s` rows of `hd` values (row stride `stride`) into `dst` `[s, hd]`, rotated.
+fn rotate_rows(src: &[f32], stride: usize, dst: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = hd / 2;
+    for (p, d) in dst.chunks_mut(hd).enumerate() {
+        let x = &src[p * stride..p * stride + hd];
+        let (c, sn) = (
+            &cos[p * half..(p + 1) * half],
+            &sin[p * half..(p + 1) * half],
+        );
+        let (d1, d2) = d.split_at_mut(half);
+        for i in 0..half {
+            d1[i] = x[i] * c[i] - x[i + half] * sn[i];
+            d2[i] = x[i + half] * c[i] + x[i] * sn[i];
+        }
+    }
+}
+
+/// The transpose of [`rotate_rows`]'s rotation, in place on `[s, hd]`.
+fn unrotate_rows(buf: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = hd / 2;
+    for (p, d) in buf.chunks_mut(hd).enumerate() {
+        let (c, sn) = (
+            &cos[p * half..(p + 1) * half],
+            &sin[p * half..(p + 1) * half],
+        );
+        let (d1, d2) = d.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (d1[i], d2[i]);
+            d1[i] = a * c[i] + b * sn[i];
+            d2[i] = b * c[i] - a * sn[i];
+        }
+    }
+}
+
+/// A strided matrix view: element `(r, c)` at `data[off + r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn rows(data: &'a [f32], off: usize, rs: usize) -> Self {
+        View {
+            data,
+            off,
+            rs,
+            cs: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        View {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// `dst[m, n] (row stride dst_rs) = (accumulate ? dst : 0) + a[m, k] · b[k, n]`, single-threaded.
+fn matmul(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: View,
+    b: View,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |v: &View, r: usize, c: usize| v.off + (r - 1) * v.rs + (c - 1) * v.cs;
+    assert!(k > 0 && last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len());
+    assert!((m - 1) * dst_rs + n - 1 < dst.len());
+    #[allow(unsafe_code)]
+    // SAFETY: the asserts above keep every element the call reads (`a`: m×k, `b`: k×n at
+    // their offsets and strides) and writes (`dst`: m×n, row stride `dst_rs`) inside the
+    // slices; `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) -> AttnSaved {
+    let AttnDims {
+        batch: b,
+        heads: hh,
+        kv_heads: kv,
+        theta,
+    } = dims;
+    let [n, qw] = self::dims::<2>(q);
+    assert!(b > 0 && n.is_multiple_of(b) && kv > 0 && hh.is_multiple_of(kv));
+    let (s, hd, g) = (n / b, qw / hh, hh / kv);
+    assert_eq!(self::dims::<2>(k), [n, kv * hd], "attention: k shape");
+    assert_eq!(self::dims::<2>(v), [n, kv * hd], "attention: v shape");
+    let (qs, ks, vs) = (f32s(q), f32s(k), f32s(v));
+    let (cos, sin) = rope_tables(s, hd, theta);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut qr = vec![0f32; b * hh * s * hd];
+    let mut kr = vec![0f32; b * kv * s * hd];
+    let mut oh = vec![0f32; b * hh * s * hd];
+    let mut lse = vec![0f32; b * hh * s];
+    qr.par_chunks_mut(g * s * hd)
+        .zip(kr.par_chunks_mut(s * hd))
+        .zip(oh.par_chunks_mut(g * s * hd))
+        .zip(lse.par_chunks_mut(g * s))
+        .enumerate()
+        .for_each(|(task, (((qt, kt), ot), lt))| {
+            let (i, j) = (task / kv, task % kv);
+            let row0 = i * s;
+            rotate_rows(&ks[row0 * kv * hd + j * hd..], kv * hd, kt, hd, &cos, &sin);
+            let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
+            let mut p = vec![0f32; s * s];
+            for hg in 0..g {
+                let h = j * g + hg;
+                let qh = &mut qt[hg * s * hd..(hg + 1) * s * hd];
+                rotate_rows(&qs[row0 * hh * hd + h * hd..], hh * hd, qh, hd, &cos, &sin);
+                // scores = q kᵀ
+                let kt_view = View::rows(kt, 0, hd).t();
+                matmul(&mut p, s, View::rows(qh, 0, hd), kt_view, (s, s, hd), false);
+                for (r, row) in p.chunks_mut(s).enumerate() {
+                    let live = &mut row[..=r];
+                    let mut m = f32::NEG_INFINITY;
+                    for x in live.iter_mut() {
+                        *x *= scale;
+                        m = m.max(*x);
+                    }
+                    for x in live.iter_mut() {
+                        *x -= m;
+                    }
+                    exp_in_place(live);
+                    let sum = live.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+                    let inv = 1.0 / sum;
+                    for x in live.iter_mut() {
+                        *x *= inv;
+                    }
+                    row[r + 1..].fill(0.0);
+                    lt[hg * s + r] = m + sum.ln();
+                }
+                let oslot = &mut ot[hg * s * hd..(hg + 1) * s * hd];
+                matmul(oslot, hd, View::rows(&p, 0, s), vj, (s, hd, s), false);
+            }
+        });
+    // Head layout → projection layout.
+    let mut out = vec![0f32; n * hh * hd];
+    out.par_chunks_mut(hh * hd)
+        .enumerate()
+        .for_each(|(row, o)| {
+            let (i, p) = (row / s, row % s);
+            for h in 0..hh {
+                let src = ((i * hh + h) * s + p) * hd;
+                o[h * hd..(h + 1) * hd].copy_from_slice(&oh[src..src + hd]);
+            }
+        });
+    AttnSaved {
+        dims,
+        s,
+        hd,
+        q: qr,
+        k: kr,
+        v: v.clone(),
+        o: oh,
+        lse,
+        out: tensor(out, [n, hh * hd]),
+    }
+}
+
+fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let AttnDims {
+        batch: b,
+        heads: hh,
+        kv_heads: kv,
+        theta,
+    } = st.dims;
+    let (s, hd, g) = (st.s, st.hd, hh / kv);
+    let n = b * s;
+    let (dos, vs) = (f32s(dout), f32s(&st.v));
+    let (cos, sin) = rope_tables(s, hd, theta);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dq = vec![0f32; b * hh * s * hd];
+    let mut dk = vec![0f32; b * kv * s * hd];
+    let mut dv = vec![0f32; b * kv * s * hd];
+    dq.par_chunks_mut(g * s * hd)
+        .zip(dk.par_chunks_mut(s * hd))
+        .zip(dv.par_chunks_mut(s * hd))
+        .enumerate()
+        .for_each(|(task, ((dqt, dkt), dvt))| {
+            let (i, j) = (task / kv, task % kv);
+            let row0 = i * s;
+            let kt = &st.k[task * s * hd..(task + 1) * s * hd];
+            let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
+            let mut p = vec![0f32; s * s];
+            let mut dp = vec![0f32; s * s];
+            for hg in 0..g {
+                let h = j * g + hg;
+                let hq = (i * hh + h) * s * hd;
+                let qh = &st.q[hq..hq + s * hd];
+                let oh = &st.o[hq..hq + s * hd];
+                let lse = &st.lse[(i * hh + h) * s..(i * hh + h + 1) * s];
+                let doh = View::rows(dos, row0 * hh * hd + h * hd, hh * hd);
+                // P = exp(scale·q kᵀ − lse), causal
+                matmul(
+                    &mut p,
+                    s,
+                    View::rows(qh, 0, hd),
+                    View::rows(kt, 0, hd).t(),
+                    (s, s, hd),
+                    false,
+                );
+                for (r, row) in p.chunks_mut(s).enumerate() {
+                    let live = &mut row[..=r];
+                    for x in live.iter_mut() {
+                        *x = *x * scale - lse[r];
+                    }
+                    exp_in_place(live);
+                    row[r + 1..].fill(0.0);
+                }
+                // dV += Pᵀ dO
+                matmul(dvt, hd, View::rows(&p, 0, s).t(), doh, (s, hd, s), hg > 0);
+                // dP = dO Vᵀ
+                matmul(&mut dp, s, doh, vj.t(), (s, s, hd), false);
+                // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
+                for r in 0..s {
+                    let dor = &dos[(row0 + r) * hh * hd + h * hd..][..hd];
+                    let or = &oh[r * hd..(r + 1) * hd];
+                    let dsum = dor
+                        .iter()
+                        .zip(or)
+                        .map(|(&a, &b)| f64::from(a * b))
+                        .sum::<f64>() as f32;
+                    let (prow, dprow) = (&p[r * s..r * s + r + 1], &mut dp[r * s..(r + 1) * s]);
+                    for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
+                        *d = pv * (*d - dsum) * scale;
+                    }
+                    dprow[r + 1..].fill(0.0);
+                }
+                // dQ = dS K ; dK += dSᵀ Q
+                let dqh = &mut dqt[hg * s * hd..(hg + 1) * s * hd];
+                matmul(
+                    dqh,
+                    hd,
+                    View::rows(&dp, 0, s),
+                    View::rows(kt, 0, hd),
+                    (s, hd, s),
+                    false,
+                );
+                unrotate_rows(dqh, hd, &cos, &sin);
+                matmul(
+                    dkt,
+                    hd,
+                    View::rows(&dp, 0, s).t(),
+                    View::rows(qh, 0, hd),
+                    (s, hd, s),
+                    hg > 0,
+                );
+            }
+            unrotate_rows(dkt, hd, &cos, &sin);
+        });
+    let to_rows = |heads: usize, src: &[f32]| -> FlexTensor {
+        let mut out = vec![0f32; n * heads * hd];
+        out.par_chunks_mut(heads * hd)
+            .enumerate()
+            .for_each(|(row, o)| {
+                let (i, p) = (row / s, row % s);
+                for h in 0..heads {
+                    let at = ((i * heads + h) * s + p) * hd;
+                    o[h * hd..(h + 1) * hd].copy_from_slice(&src[at..at + hd]);
+                }
+            });
+        tensor(out, [n, heads * hd])
+    };
+    (to_rows(hh, &dq), to_rows(kv, &dk), to_rows(kv, &dv))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vectorised exp.
+// ---------------------------------------------------------------------------------------------
+
+/// `e^x` for every element, in place: Cephes' range reduction and degree-6 polynomial
+/// (≤ 2 ulp on the clamped range), branch-free so the loop vectorises; AVX2 + FMA when the
+/// CPU has them. Inputs below −87.3 give ≈ 1e-38 instead of 0 (also for −∞), above 88.7 a
+/// large finite value.
+pub fn exp_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::simd_available() {
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2 and FMA are present (checked above), the only requirement of the
+        // `target_feature` function; it touches `xs` through safe slice code.
+        unsafe {
+            exp_avx2(xs)
+        };
+        return;
+    }
+    exp_portable(xs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_avx2(xs: &mut [f32]) {
+    exp_portable(xs)
+}
+
+#[inline(always)]
+fn exp_portable(xs: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding it rounds to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    for x in xs.iter_mut() {
+        let v = x.clamp(-87.336_55, 88.722_83);
+        let t = v * LOG2E + MAGIC;
+        let nf = t - MAGIC;
+        let r = v - nf * LN2_HI - nf * LN2_LO;
+        let r2 = r * r;
+        let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+            * r
+            + 1.666_666_5e-1)
+            * r
+            + 0.5;
+        let p = p * r2 + r + 1.0;
+        let n = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+        let scale = f32::from_bits(((n + 127) << 23) as u32);
+        *x = p * scale;
+    }
+}
