@@ -17,6 +17,8 @@
 //! - [`causal_attention`]: `q` `[n, H·hd]`, `k`/`v` `[n, K·hd]` straight from the projections
 //!   (no head transpose); RoPE (rotate-half, positions `0..s` in every row) is applied inside;
 //!   output `[n, H·hd]`, ready for `o_proj`. GQA: query head `h` reads KV head `h / (H/K)`.
+//!   Query rows go in blocks of 32 that only meet the keys up to their last row, so the masked
+//!   upper triangle is never multiplied (forward or backward).
 //! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
 //!
 //! Results agree with the composed ops to float rounding (tests in `tests/fused.rs` compare
@@ -668,6 +670,14 @@ fn matmul(
     }
 }
 
+/// Query-row blocks `[r0, r1)` of a causal sequence of length `s`.
+fn causal_blocks(s: usize) -> impl Iterator<Item = (usize, usize)> {
+    /// Rows per block: small enough to skip most of the masked triangle (at 288 tokens the
+    /// products cover 56 % of the full square), large enough for the GEMM micro-kernel.
+    const BLOCK: usize = 32;
+    (0..s.div_ceil(BLOCK)).map(move |b| (b * BLOCK, ((b + 1) * BLOCK).min(s)))
+}
+
 fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) -> AttnSaved {
     let AttnDims {
         batch: b,
@@ -702,30 +712,50 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
                 let h = j * g + hg;
                 let qh = &mut qt[hg * s * hd..(hg + 1) * s * hd];
                 rotate_rows(&qs[row0 * hh * hd + h * hd..], hh * hd, qh, hd, &cos, &sin);
-                // scores = q kᵀ
-                let kt_view = View::rows(kt, 0, hd).t();
-                matmul(&mut p, s, View::rows(qh, 0, hd), kt_view, (s, s, hd), false);
-                for (r, row) in p.chunks_mut(s).enumerate() {
-                    let live = &mut row[..=r];
-                    let mut m = f32::NEG_INFINITY;
-                    for x in live.iter_mut() {
-                        *x *= scale;
-                        m = m.max(*x);
+                // Query rows in blocks: block [r0, r1) only needs keys 0..r1 (causal), so the
+                // masked upper triangle is never multiplied.
+                for (r0, r1) in causal_blocks(s) {
+                    let (bm, kn) = (r1 - r0, r1);
+                    // scores = q kᵀ for rows r0..r1, keys 0..r1 (into p's rows r0..r1)
+                    let kt_view = View::rows(kt, 0, hd).t();
+                    matmul(
+                        &mut p[r0 * s..],
+                        s,
+                        View::rows(qh, r0 * hd, hd),
+                        kt_view,
+                        (bm, kn, hd),
+                        false,
+                    );
+                    for r in r0..r1 {
+                        let row = &mut p[r * s..r * s + kn];
+                        let live = &mut row[..=r];
+                        let mut m = f32::NEG_INFINITY;
+                        for x in live.iter_mut() {
+                            *x *= scale;
+                            m = m.max(*x);
+                        }
+                        for x in live.iter_mut() {
+                            *x -= m;
+                        }
+                        exp_in_place(live);
+                        let sum = live.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+                        let inv = 1.0 / sum;
+                        for x in live.iter_mut() {
+                            *x *= inv;
+                        }
+                        row[r + 1..].fill(0.0);
+                        lt[hg * s + r] = m + sum.ln();
                     }
-                    for x in live.iter_mut() {
-                        *x -= m;
-                    }
-                    exp_in_place(live);
-                    let sum = live.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
-                    let inv = 1.0 / sum;
-                    for x in live.iter_mut() {
-                        *x *= inv;
-                    }
-                    row[r + 1..].fill(0.0);
-                    lt[hg * s + r] = m + sum.ln();
+                    let oslot = &mut ot[(hg * s + r0) * hd..(hg * s + r1) * hd];
+                    matmul(
+                        oslot,
+                        hd,
+                        View::rows(&p, r0 * s, s),
+                        vj,
+                        (bm, hd, kn),
+                        false,
+                    );
                 }
-                let oslot = &mut ot[hg * s * hd..(hg + 1) * s * hd];
-                matmul(oslot, hd, View::rows(&p, 0, s), vj, (s, hd, s), false);
             }
         });
     // Head layout → projection layout.
@@ -784,62 +814,63 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
                 let qh = &st.q[hq..hq + s * hd];
                 let oh = &st.o[hq..hq + s * hd];
                 let lse = &st.lse[(i * hh + h) * s..(i * hh + h + 1) * s];
-                let doh = View::rows(dos, row0 * hh * hd + h * hd, hh * hd);
-                // P = exp(scale·q kᵀ − lse), causal
-                matmul(
-                    &mut p,
-                    s,
-                    View::rows(qh, 0, hd),
-                    View::rows(kt, 0, hd).t(),
-                    (s, s, hd),
-                    false,
-                );
-                for (r, row) in p.chunks_mut(s).enumerate() {
-                    let live = &mut row[..=r];
-                    for x in live.iter_mut() {
-                        *x = *x * scale - lse[r];
-                    }
-                    exp_in_place(live);
-                    row[r + 1..].fill(0.0);
-                }
-                // dV += Pᵀ dO
-                matmul(dvt, hd, View::rows(&p, 0, s).t(), doh, (s, hd, s), hg > 0);
-                // dP = dO Vᵀ
-                matmul(&mut dp, s, doh, vj.t(), (s, s, hd), false);
-                // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
-                for r in 0..s {
-                    let dor = &dos[(row0 + r) * hh * hd + h * hd..][..hd];
-                    let or = &oh[r * hd..(r + 1) * hd];
-                    let dsum = dor
-                        .iter()
-                        .zip(or)
-                        .map(|(&a, &b)| f64::from(a * b))
-                        .sum::<f64>() as f32;
-                    let (prow, dprow) = (&p[r * s..r * s + r + 1], &mut dp[r * s..(r + 1) * s]);
-                    for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
-                        *d = pv * (*d - dsum) * scale;
-                    }
-                    dprow[r + 1..].fill(0.0);
-                }
-                // dQ = dS K ; dK += dSᵀ Q
                 let dqh = &mut dqt[hg * s * hd..(hg + 1) * s * hd];
-                matmul(
-                    dqh,
-                    hd,
-                    View::rows(&dp, 0, s),
-                    View::rows(kt, 0, hd),
-                    (s, hd, s),
-                    false,
-                );
+                for (r0, r1) in causal_blocks(s) {
+                    let (bm, kn) = (r1 - r0, r1);
+                    let q_blk = View::rows(qh, r0 * hd, hd);
+                    let do_blk = View::rows(dos, (row0 + r0) * hh * hd + h * hd, hh * hd);
+                    // P = exp(scale·q kᵀ − lse) for rows r0..r1, keys 0..r1
+                    matmul(
+                        &mut p[r0 * s..],
+                        s,
+                        q_blk,
+                        View::rows(kt, 0, hd).t(),
+                        (bm, kn, hd),
+                        false,
+                    );
+                    for r in r0..r1 {
+                        let row = &mut p[r * s..r * s + kn];
+                        let live = &mut row[..=r];
+                        for x in live.iter_mut() {
+                            *x = *x * scale - lse[r];
+                        }
+                        exp_in_place(live);
+                        row[r + 1..].fill(0.0);
+                    }
+                    // dV[0..r1] += Pᵀ dO  (dV starts at zero)
+                    let p_blk = View::rows(&p, r0 * s, s);
+                    matmul(dvt, hd, p_blk.t(), do_blk, (kn, hd, bm), true);
+                    // dP = dO Vᵀ
+                    matmul(&mut dp[r0 * s..], s, do_blk, vj.t(), (bm, kn, hd), false);
+                    // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
+                    for r in r0..r1 {
+                        let dor = &dos[(row0 + r) * hh * hd + h * hd..][..hd];
+                        let or = &oh[r * hd..(r + 1) * hd];
+                        let dsum = dor
+                            .iter()
+                            .zip(or)
+                            .map(|(&a, &b)| f64::from(a * b))
+                            .sum::<f64>() as f32;
+                        let prow = &p[r * s..r * s + r + 1];
+                        let dprow = &mut dp[r * s..r * s + kn];
+                        for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
+                            *d = pv * (*d - dsum) * scale;
+                        }
+                        dprow[r + 1..].fill(0.0);
+                    }
+                    // dQ = dS K ; dK[0..r1] += dSᵀ Q
+                    let ds_blk = View::rows(&dp, r0 * s, s);
+                    matmul(
+                        &mut dqh[r0 * hd..r1 * hd],
+                        hd,
+                        ds_blk,
+                        View::rows(kt, 0, hd),
+                        (bm, hd, kn),
+                        false,
+                    );
+                    matmul(dkt, hd, ds_blk.t(), q_blk, (kn, hd, bm), true);
+                }
                 unrotate_rows(dqh, hd, &cos, &sin);
-                matmul(
-                    dkt,
-                    hd,
-                    View::rows(&dp, 0, s).t(),
-                    View::rows(qh, 0, hd),
-                    (s, hd, s),
-                    hg > 0,
-                );
             }
             unrotate_rows(dkt, hd, &cos, &sin);
         });
