@@ -216,51 +216,38 @@ impl Backward<Flex, 1> for LogprobsBackward {
 }
 
 impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
+    // Each op: take the inputs' graph nodes, run the forward kernel once, and record the
+    // backward step with what it needs only when some input is tracked.
+
     fn fused_rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        match RmsBackward
+        let prep = RmsBackward
             .prepare::<C>([x.node(), w.node()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (xs, ws) = (
-                    contiguous(x.into_primitive()),
-                    contiguous(w.into_primitive()),
-                );
-                let (y, rstd) = rms_forward(&xs, &ws, eps);
-                prep.finish((xs, ws, rstd), y)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (xs, ws) = (
-                    contiguous(x.into_primitive()),
-                    contiguous(w.into_primitive()),
-                );
-                prep.finish(rms_forward(&xs, &ws, eps).0)
-            }
+            .stateful();
+        let (xs, ws) = (
+            contiguous(x.into_primitive()),
+            contiguous(w.into_primitive()),
+        );
+        let (y, rstd) = rms_forward(&xs, &ws, eps);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((xs, ws, rstd), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
     fn fused_swiglu(g: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SwigluBackward
+        let prep = SwigluBackward
             .prepare::<C>([g.node(), u.node()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (gs, us) = (
-                    contiguous(g.into_primitive()),
-                    contiguous(u.into_primitive()),
-                );
-                let y = swiglu_forward(&gs, &us);
-                prep.finish((gs, us), y)
-            }
-            OpsKind::UnTracked(prep) => {
-                let (gs, us) = (
-                    contiguous(g.into_primitive()),
-                    contiguous(u.into_primitive()),
-                );
-                prep.finish(swiglu_forward(&gs, &us))
-            }
+            .stateful();
+        let (gs, us) = (
+            contiguous(g.into_primitive()),
+            contiguous(u.into_primitive()),
+        );
+        let y = swiglu_forward(&gs, &us);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((gs, us), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
@@ -270,48 +257,35 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         v: FloatTensor<Self>,
         dims: AttnDims,
     ) -> FloatTensor<Self> {
-        match AttnBackward
+        let prep = AttnBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
             .compute_bound()
-            .stateful()
-        {
+            .stateful();
+        let saved = attn_forward(
+            &contiguous(q.into_primitive()),
+            &contiguous(k.into_primitive()),
+            &contiguous(v.into_primitive()),
+            dims,
+        );
+        match prep {
             OpsKind::Tracked(prep) => {
-                let saved = attn_forward(
-                    &contiguous(q.into_primitive()),
-                    &contiguous(k.into_primitive()),
-                    &contiguous(v.into_primitive()),
-                    dims,
-                );
                 let out = saved.out.clone();
                 prep.finish(saved, out)
             }
-            OpsKind::UnTracked(prep) => {
-                let saved = attn_forward(
-                    &contiguous(q.into_primitive()),
-                    &contiguous(k.into_primitive()),
-                    &contiguous(v.into_primitive()),
-                    dims,
-                );
-                prep.finish(saved.out)
-            }
+            OpsKind::UnTracked(prep) => prep.finish(saved.out),
         }
     }
 
     fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self> {
-        match LogprobsBackward
+        let prep = LogprobsBackward
             .prepare::<C>([logits.node()])
             .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let l = contiguous(logits.into_primitive());
-                let (lp, lse) = logprobs_forward(&l, &targets);
-                prep.finish((l, lse, targets), lp)
-            }
-            OpsKind::UnTracked(prep) => {
-                let l = contiguous(logits.into_primitive());
-                prep.finish(logprobs_forward(&l, &targets).0)
-            }
+            .stateful();
+        let l = contiguous(logits.into_primitive());
+        let (lp, lse) = logprobs_forward(&l, &targets);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((l, lse, targets), lp),
+            OpsKind::UnTracked(prep) => prep.finish(lp),
         }
     }
 }
