@@ -644,6 +644,22 @@ fn matmul(
     }
 }
 
+/// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.
+fn heads_to_rows(src: &[f32], heads: usize, s: usize, hd: usize) -> FlexTensor {
+    let n = src.len() / (heads * hd);
+    let mut out = vec![0f32; n * heads * hd];
+    out.par_chunks_mut(heads * hd)
+        .enumerate()
+        .for_each(|(row, o)| {
+            let (i, p) = (row / s, row % s);
+            for h in 0..heads {
+                let at = ((i * heads + h) * s + p) * hd;
+                o[h * hd..(h + 1) * hd].copy_from_slice(&src[at..at + hd]);
+            }
+        });
+    tensor(out, [n, heads * hd])
+}
+
 /// Query-row blocks `[r0, r1)` of a causal sequence of length `s`.
 fn causal_blocks(s: usize) -> impl Iterator<Item = (usize, usize)> {
     /// Rows per block: small enough to skip most of the masked triangle (at 288 tokens the
@@ -732,17 +748,7 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
                 }
             }
         });
-    // Head layout → projection layout.
-    let mut out = vec![0f32; n * hh * hd];
-    out.par_chunks_mut(hh * hd)
-        .enumerate()
-        .for_each(|(row, o)| {
-            let (i, p) = (row / s, row % s);
-            for h in 0..hh {
-                let src = ((i * hh + h) * s + p) * hd;
-                o[h * hd..(h + 1) * hd].copy_from_slice(&oh[src..src + hd]);
-            }
-        });
+    let out = heads_to_rows(&oh, hh, s, hd);
     AttnSaved {
         dims,
         s,
@@ -752,7 +758,7 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
         v: v.clone(),
         o: oh,
         lse,
-        out: tensor(out, [n, hh * hd]),
+        out,
     }
 }
 
@@ -764,7 +770,6 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
         theta,
     } = st.dims;
     let (s, hd, g) = (st.s, st.hd, hh / kv);
-    let n = b * s;
     let (dos, vs) = (f32s(dout), f32s(&st.v));
     let (cos, sin) = rope_tables(s, hd, theta);
     let scale = 1.0 / (hd as f32).sqrt();
@@ -848,20 +853,11 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
             }
             unrotate_rows(dkt, hd, &cos, &sin);
         });
-    let to_rows = |heads: usize, src: &[f32]| -> FlexTensor {
-        let mut out = vec![0f32; n * heads * hd];
-        out.par_chunks_mut(heads * hd)
-            .enumerate()
-            .for_each(|(row, o)| {
-                let (i, p) = (row / s, row % s);
-                for h in 0..heads {
-                    let at = ((i * heads + h) * s + p) * hd;
-                    o[h * hd..(h + 1) * hd].copy_from_slice(&src[at..at + hd]);
-                }
-            });
-        tensor(out, [n, heads * hd])
-    };
-    (to_rows(hh, &dq), to_rows(kv, &dk), to_rows(kv, &dv))
+    (
+        heads_to_rows(&dq, hh, s, hd),
+        heads_to_rows(&dk, kv, s, hd),
+        heads_to_rows(&dv, kv, s, hd),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
