@@ -15,6 +15,14 @@ pub(crate) fn rms_norm<const D: usize>(x: Tensor<D>, w: &Tensor<1>, eps: f32) ->
     x * w.clone().unsqueeze::<D>()
 }
 
+/// RoPE's rotation frequencies `θ^(−2i/head_dim)`, `i < head_dim / 2` (position `p` turns pair
+/// `i` by `p · freq[i]`); shared by the inference tables and the fused training attention.
+pub(crate) fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+        .collect()
+}
+
 /// RoPE tables for positions `pos` (`[b][s]`): `cos` = `[cos, cos]` and `sin` = `[−sin, sin]`,
 /// each `[b, 1, s, head_dim]`.
 pub(crate) fn rope_tables(
@@ -25,10 +33,7 @@ pub(crate) fn rope_tables(
 ) -> (Tensor<4>, Tensor<4>) {
     let b = pos.len();
     let s = pos.first().map_or(0, Vec::len);
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
+    let inv = rope_inv_freq(head_dim, theta);
     let mut cos = Vec::with_capacity(b * s * head_dim);
     let mut sin = Vec::with_capacity(b * s * head_dim);
     for row in pos {

@@ -523,9 +523,7 @@ struct AttnSaved {
 /// `cos`, `sin` `[s, hd/2]` of RoPE, computed as the composed path's `rope_tables`.
 fn rope_tables(s: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
     let half = hd / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32))
-        .collect();
+    let inv = crate::forward::rope_inv_freq(hd, theta);
     let mut cos = Vec::with_capacity(s * half);
     let mut sin = Vec::with_capacity(s * half);
     for p in 0..s {
