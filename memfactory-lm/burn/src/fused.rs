@@ -20,6 +20,10 @@
 //!   Query rows go in blocks of 32 that only meet the keys up to their last row, so the masked
 //!   upper triangle is never multiplied (forward or backward).
 //! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
+//! - [`linear`]: `x` `[n, in]` · `w` `[in, out]` (strided views taken as they are: the frozen
+//!   q/k/v columns of a packed QKV weight, the transposed tied embedding). The same `gemm` as
+//!   burn's matmul, but its output buffer is neither zero-filled nor copied again to re-align
+//!   it, and the weight gradient keeps the orientation of the weight's storage.
 //!
 //! Results agree with the composed ops to float rounding (tests in `tests/fused.rs` compare
 //! values and gradients); every reduction has a fixed order, so two runs give the same bits.
@@ -54,6 +58,8 @@ pub trait TrainKernels: Backend {
     ) -> FloatTensor<Self>;
     /// `log_softmax(logits)[row, targets[row]]` for every row.
     fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self>;
+    /// `x · w` for `x` `[n, in]` and `w` `[in, out]` (either may be a strided view).
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The shape parameters of [`causal_attention`].
@@ -108,6 +114,14 @@ pub fn target_logprobs(logits: Tensor<2>, targets: Vec<u32>) -> Tensor<1> {
     ))
 }
 
+/// See [`TrainKernels::fused_linear`].
+pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_linear(
+        x.into_dispatch(),
+        w.into_dispatch(),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flex (no autodiff): forward only.
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +146,10 @@ impl TrainKernels for Flex {
 
     fn fused_target_logprobs(logits: FlexTensor, targets: Vec<u32>) -> FlexTensor {
         logprobs_forward(&contiguous(logits), &targets).0
+    }
+
+    fn fused_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        linear_forward(&x, &w)
     }
 }
 
@@ -215,6 +233,26 @@ impl Backward<Flex, 1> for LogprobsBackward {
     }
 }
 
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 2> for LinearBackward {
+    /// `x`, `w`.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, linear_dx(&dy, &w));
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, linear_dw(&x, &dy, &w));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     // Each op: take the inputs' graph nodes, run the forward kernel once, and record the
     // backward step with what it needs only when some input is tracked.
@@ -286,6 +324,19 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         match prep {
             OpsKind::Tracked(prep) => prep.finish((l, lse, targets), lp),
             OpsKind::UnTracked(prep) => prep.finish(lp),
+        }
+    }
+
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = LinearBackward
+            .prepare::<C>([x.node(), w.node()])
+            .compute_bound()
+            .stateful();
+        let (xs, ws) = (x.into_primitive(), w.into_primitive());
+        let y = linear_forward(&xs, &ws);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((xs, ws), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
@@ -640,6 +691,111 @@ fn matmul(
             gemm::Parallelism::None,
         )
     }
+}
+
+/// A 2-D tensor as a strided [`View`] of its storage (no copy); `None` for negative strides.
+fn view2(t: &FlexTensor) -> Option<View<'_>> {
+    let l = t.layout();
+    match l.strides() {
+        &[rs, cs] if rs >= 0 && cs >= 0 => Some(View {
+            data: t.storage::<f32>(),
+            off: l.start_offset(),
+            rs: rs as usize,
+            cs: cs as usize,
+        }),
+        _ => None,
+    }
+}
+
+/// `a[m, k] · b[k, n]` into a fresh row-major `[m, n]` buffer, on all of rayon's threads.
+///
+/// The buffer is never zero-filled: the product (not accumulated into `dst`) writes every
+/// element. burn's own matmul allocates its output zeroed and then copies it once more to
+/// re-align it (`Bytes::from_bytes_vec`), two extra passes over every activation and gradient
+/// that measured 6 % of a full fine-tuning step.
+fn product(a: View, b: View, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    let last = |v: &View, r: usize, c: usize| v.off + (r - 1) * v.rs + (c - 1) * v.cs;
+    assert!(last(&a, m, k) < a.data.len() && last(&b, k, n) < b.data.len());
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    #[allow(unsafe_code)]
+    // SAFETY: the assert keeps every element read (`a`: m×k, `b`: k×n at their offsets and
+    // strides) inside the input slices; `out` has capacity for the m×n row-major result,
+    // which gemm writes in full without reading it (`read_dst` false, k > 0), so every
+    // element is initialised before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// Views of `x` and `w`, made contiguous first if a stride is negative.
+fn with_views<R>(x: &FlexTensor, w: &FlexTensor, f: impl FnOnce(View, View) -> R) -> R {
+    match (view2(x), view2(w)) {
+        (Some(xv), Some(wv)) => f(xv, wv),
+        _ => {
+            let (x, w) = (x.to_contiguous(), w.to_contiguous());
+            f(
+                View::rows(f32s(&x), 0, dims::<2>(&x)[1]),
+                View::rows(f32s(&w), 0, dims::<2>(&w)[1]),
+            )
+        }
+    }
+}
+
+fn linear_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ([n, inp], [_, out]) = (dims::<2>(x), dims::<2>(w));
+    let y = with_views(x, w, |xv, wv| product(xv, wv, (n, out, inp)));
+    tensor(y, [n, out])
+}
+
+/// `dx = dy · wᵀ`.
+fn linear_dx(dy: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ([n, out], [inp, _]) = (dims::<2>(dy), dims::<2>(w));
+    let dx = with_views(dy, w, |dyv, wv| product(dyv, wv.t(), (n, inp, out)));
+    tensor(dx, [n, inp])
+}
+
+/// `dw = xᵀ · dy`, stored in the orientation of `w`'s storage: a weight held transposed (an
+/// LM head tied to the embedding, `[d, V]` over `[V, d]` storage) gets its gradient as
+/// `dyᵀ · x` in `[V, d]` storage under the same transposed layout, so that it adds to the
+/// embedding's other gradient without a strided pass.
+fn linear_dw(x: &FlexTensor, dy: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let ([n, inp], [_, out]) = (dims::<2>(x), dims::<2>(dy));
+    let col_major = matches!(w.layout().strides(), &[1, cs] if cs != 1);
+    with_views(x, dy, |xv, dyv| {
+        if col_major {
+            let g = product(dyv.t(), xv, (out, inp, n));
+            let t = tensor(g, [out, inp]);
+            let layout = t.layout().transpose(0, 1);
+            t.with_layout(layout)
+        } else {
+            tensor(product(xv.t(), dyv, (inp, out, n)), [inp, out])
+        }
+    })
 }
 
 /// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.

@@ -73,9 +73,18 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// Applies the map to `x` `[n, in]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut y = x.clone().matmul(self.weight.val());
+        self.apply(x, Tensor::matmul)
+    }
+
+    /// [`LoraLinear::forward`] with the products done by [`fused::linear`] (`flex` only).
+    pub fn forward_fused(&self, x: Tensor<2>) -> Tensor<2> {
+        self.apply(x, fused::linear)
+    }
+
+    fn apply(&self, x: Tensor<2>, mm: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+        let mut y = mm(x.clone(), self.weight.val());
         if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
-            y = y + x.matmul(a.val()).matmul(b.val()).mul_scalar(self.scale);
+            y = y + mm(mm(x, a.val()), b.val()).mul_scalar(self.scale);
         }
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
@@ -338,19 +347,19 @@ impl Decoder {
         };
         for blk in &self.blocks {
             let h = fused::rms_norm(x.clone(), blk.attn_norm.val(), cfg.rms_eps);
-            let mut q = blk.q_proj.forward(h.clone());
-            let mut k = blk.k_proj.forward(h.clone());
-            let v = blk.v_proj.forward(h);
+            let mut q = blk.q_proj.forward_fused(h.clone());
+            let mut k = blk.k_proj.forward_fused(h.clone());
+            let v = blk.v_proj.forward_fused(h);
             if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
                 q = head_norm(q, qn, hh);
                 k = head_norm(k, kn, kv);
             }
             let o = fused::causal_attention(q, k, v, dims);
-            x = x + blk.o_proj.forward(o);
+            x = x + blk.o_proj.forward_fused(o);
             let h = fused::rms_norm(x.clone(), blk.ffn_norm.val(), cfg.rms_eps);
-            let g = blk.gate_proj.forward(h.clone());
-            let u = blk.up_proj.forward(h);
-            x = x + blk.down_proj.forward(fused::swiglu(g, u));
+            let g = blk.gate_proj.forward_fused(h.clone());
+            let u = blk.up_proj.forward_fused(h);
+            x = x + blk.down_proj.forward_fused(fused::swiglu(g, u));
         }
         x
     }
@@ -466,7 +475,11 @@ impl Decoder {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
         };
-        let mut logits = h.matmul(head);
+        let mut logits = if self.fused {
+            fused::linear(h, head)
+        } else {
+            h.matmul(head)
+        };
         if temperature > 0.0 && temperature != 1.0 {
             logits = logits.div_scalar(temperature);
         }
