@@ -20,6 +20,9 @@
 //!   Query rows go in blocks of 32 that only meet the keys up to their last row, so the masked
 //!   upper triangle is never multiplied (forward or backward).
 //! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
+//! - [`gather_rows`]: rows of a table `[V, d]` by id (the embedding lookup, the action
+//!   positions' hidden states); its backward allocates the table's gradient once (burn's
+//!   `select` backward zero-fills it and copies it again: 113 MB for SmolLM2's embedding).
 //! - [`linear`]: `x` `[n, in]` · `w` `[in, out]` (strided views taken as they are: the frozen
 //!   q/k/v columns of a packed QKV weight, the transposed tied embedding). The same `gemm` as
 //!   burn's matmul, but its output buffer is neither zero-filled nor copied again to re-align
@@ -60,6 +63,9 @@ pub trait TrainKernels: Backend {
     fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self>;
     /// `x · w` for `x` `[n, in]` and `w` `[in, out]` (either may be a strided view).
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Rows `ids` of `table` `[V, d]` → `[ids.len(), d]` (an embedding lookup, or picking the
+    /// action positions' hidden states).
+    fn fused_gather_rows(table: FloatTensor<Self>, ids: Vec<u32>) -> FloatTensor<Self>;
 }
 
 /// The shape parameters of [`causal_attention`].
@@ -122,6 +128,14 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     ))
 }
 
+/// See [`TrainKernels::fused_gather_rows`].
+pub fn gather_rows(table: Tensor<2>, ids: Vec<u32>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_gather_rows(
+        table.into_dispatch(),
+        ids,
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flex (no autodiff): forward only.
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +164,10 @@ impl TrainKernels for Flex {
 
     fn fused_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
         linear_forward(&x, &w)
+    }
+
+    fn fused_gather_rows(table: FlexTensor, ids: Vec<u32>) -> FlexTensor {
+        gather_rows_forward(&contiguous(table), &ids)
     }
 }
 
@@ -253,6 +271,23 @@ impl Backward<Flex, 2> for LinearBackward {
     }
 }
 
+#[derive(Debug)]
+struct GatherRowsBackward;
+
+impl Backward<Flex, 1> for GatherRowsBackward {
+    /// Table shape `[V, d]`, ids.
+    type State = ([usize; 2], Vec<u32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node {
+            let (shape, ids) = &ops.state;
+            grads.register::<Flex>(node.id, gather_rows_backward(*shape, ids, &dy));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     // Each op: take the inputs' graph nodes, run the forward kernel once, and record the
     // backward step with what it needs only when some input is tracked.
@@ -336,6 +371,19 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         let y = linear_forward(&xs, &ws);
         match prep {
             OpsKind::Tracked(prep) => prep.finish((xs, ws), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_gather_rows(table: FloatTensor<Self>, ids: Vec<u32>) -> FloatTensor<Self> {
+        let prep = GatherRowsBackward
+            .prepare::<C>([table.node()])
+            .compute_bound()
+            .stateful();
+        let t = contiguous(table.into_primitive());
+        let y = gather_rows_forward(&t, &ids);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((dims::<2>(&t), ids), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -796,6 +844,32 @@ fn linear_dw(x: &FlexTensor, dy: &FlexTensor, w: &FlexTensor) -> FlexTensor {
             tensor(product(xv.t(), dyv, (inp, out, n)), [inp, out])
         }
     })
+}
+
+fn gather_rows_forward(table: &FlexTensor, ids: &[u32]) -> FlexTensor {
+    let [v, d] = dims::<2>(table);
+    let t = f32s(table);
+    assert!(ids.iter().all(|&i| (i as usize) < v), "row id out of range");
+    let mut out = vec![0f32; ids.len() * d];
+    out.par_chunks_mut(d)
+        .zip(ids.par_iter())
+        .for_each(|(o, &i)| o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d]));
+    tensor(out, [ids.len(), d])
+}
+
+/// The table's gradient: zeros except the looked-up rows, which sum their rows of `dy` in
+/// order (deterministic). One zeroed allocation (fresh pages from the OS for a large table),
+/// where burn's `select` backward zero-fills and then copies its buffer.
+fn gather_rows_backward([v, d]: [usize; 2], ids: &[u32], dy: &FlexTensor) -> FlexTensor {
+    let dy = f32s(dy);
+    let mut g = vec![0f32; v * d];
+    for (row, &i) in dy.chunks(d).zip(ids) {
+        let dst = &mut g[i as usize * d..(i as usize + 1) * d];
+        for (a, b) in dst.iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    tensor(g, [v, d])
 }
 
 /// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.

@@ -320,14 +320,14 @@ impl Decoder {
     fn hidden(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let b = ids.len();
         let s = ids[0].len();
+        if self.fused {
+            let x = fused::gather_rows(self.embed.val(), ids.concat());
+            return self.hidden_fused(x, b);
+        }
         let flat: Vec<i64> = ids.iter().flatten().map(|&t| t as i64).collect();
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [b * s]), device);
         let x = self.embed.val().select(0, idx);
-        if self.fused {
-            self.hidden_fused(x, b)
-        } else {
-            self.hidden_composed(x, b, s, device)
-        }
+        self.hidden_composed(x, b, s, device)
     }
 
     /// [`Decoder::hidden`] through the fused CPU kernels: every tensor stays `[b·s, ·]`.
@@ -464,12 +464,17 @@ impl Decoder {
                 tgt[i * amax + j] = a[jj] as i64;
             }
         }
-        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(rows_at, [b * amax]), device);
-        let h = h.select(0, idx);
         let h = if self.fused {
-            fused::rms_norm(h, self.norm.val(), self.cfg.rms_eps)
+            let rows = rows_at.iter().map(|&r| r as u32).collect();
+            fused::rms_norm(
+                fused::gather_rows(h, rows),
+                self.norm.val(),
+                self.cfg.rms_eps,
+            )
         } else {
-            rms_norm(h, &self.norm.val(), self.cfg.rms_eps)
+            let idx: Tensor<1, Int> =
+                Tensor::from_data(TensorData::new(rows_at, [b * amax]), device);
+            rms_norm(h.select(0, idx), &self.norm.val(), self.cfg.rms_eps)
         };
         let head = match &self.lm_head {
             Some(w) => w.val(),
