@@ -591,7 +591,7 @@ fn bank_cache_is_shared_by_concurrent_workers() {
     assert_eq!(lm.batches().len(), 11);
     assert!(banks.iter().all(|b| *b == banks[0]));
     // At most one wait per (waiting episode, path).
-    assert!(lm.waits.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+    assert!(lm.waits() <= 4);
 }
 
 #[test]
@@ -606,7 +606,7 @@ fn public_fields_describe_the_agent() {
 /// Blocks its first `generate` until another thread has entered `wait_outside`, so that the
 /// second episode deterministically finds the bank being built.
 struct GateLm {
-    inner: CountingLm,
+    inner: CountingLm<'static>,
     started: std::sync::mpsc::SyncSender<()>,
     first: std::sync::atomic::AtomicBool,
 }
@@ -631,7 +631,7 @@ impl LanguageModel for GateLm {
         if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.started.send(()).unwrap();
             let t0 = std::time::Instant::now();
-            while self.inner.waits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            while self.inner.waits() == 0 {
                 assert!(
                     t0.elapsed().as_secs() < 10,
                     "the second episode never waited"
@@ -663,7 +663,7 @@ fn an_episode_waits_for_a_bank_being_built_outside_the_lm() {
         let h2 = s.spawn(move || run_with(a2, lm2, None, &sample("q2", "Who?"), 1, 2));
         (h1.join().unwrap(), h2.join().unwrap())
     });
-    assert_eq!(lm.inner.waits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(lm.inner.waits(), 1);
     assert_eq!(lm.inner.batches().len(), 10);
     assert_eq!(first.1, second.1);
     assert!(trace(&second.0[0])[0].starts_with("note bank-cache: reused"));

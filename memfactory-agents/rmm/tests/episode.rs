@@ -3,16 +3,16 @@
 //! citations and online learning, the bank cache, and config errors.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use memfactory_agent_rmm::{Rmm, parse_answer, render_session};
 use memfactory_core::{
-    Cfg, Dialogue, Embedder, Episode, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryItem,
-    Paradigm, Prompt, Result, Sample, Session, Step, StoreFactory, Turn, registry,
+    Cfg, Dialogue, Embedder, Episode, EpisodeCx, LanguageModel, MemoryItem, Paradigm, Prompt,
+    Result, Sample, Session, Step, StoreFactory, Turn, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize as _;
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::CountingLm;
 
 struct Bow;
 const VOCAB: [&str; 9] = [
@@ -42,75 +42,43 @@ fn bow(t: &str) -> Vec<f32> {
     Bow.embed(&[t]).unwrap().remove(0)
 }
 
-/// The scripted LM, recording batch sizes.
-struct Counting {
-    inner: ScriptedLm,
-    batches: Mutex<Vec<usize>>,
-}
-impl LanguageModel for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-}
-impl Counting {
-    fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-
 const MERGED: &str = "Caroline wanted a pet and adopted a dog named Max.";
 
-fn lm(answer: &str) -> Counting {
+fn lm(answer: &str) -> CountingLm<'static> {
     let rule = |contains: &[&str], reply: &str| Rule {
         contains: contains.iter().map(|s| s.to_string()).collect(),
         reply: reply.into(),
     };
-    Counting {
-        inner: ScriptedLm::new(
-            vec![
-                rule(
-                    &["Memories about Caroline (JSON):", "I want a pet"],
-                    r#"{"memories": [{"summary": "Caroline wants a pet.", "turns": ["D1:1"]}]}"#,
-                ),
-                rule(
-                    &["Memories about Melanie (JSON):", "I paint sunsets"],
-                    r#"{"memories": [{"summary": "Melanie paints sunsets.", "turns": ["D1:2"]}]}"#,
-                ),
-                rule(
-                    &["Memories about Caroline (JSON):", "adopted a dog"],
-                    r#"```json
+    CountingLm::new(ScriptedLm::new(
+        vec![
+            rule(
+                &["Memories about Caroline (JSON):", "I want a pet"],
+                r#"{"memories": [{"summary": "Caroline wants a pet.", "turns": ["D1:1"]}]}"#,
+            ),
+            rule(
+                &["Memories about Melanie (JSON):", "I paint sunsets"],
+                r#"{"memories": [{"summary": "Melanie paints sunsets.", "turns": ["D1:2"]}]}"#,
+            ),
+            rule(
+                &["Memories about Caroline (JSON):", "adopted a dog"],
+                r#"```json
 {"memories": [{"summary": "Caroline adopted a dog named Max.", "turns": ["D2:1"]}]}
 ```"#,
-                ),
-                rule(&["Memories about Melanie (JSON):"], r#"{"memories": []}"#),
-                rule(
-                    &[
-                        "Decision (JSON):",
-                        "New memory: Caroline adopted a dog named Max.",
-                    ],
-                    &format!(r#"{{"action": "MERGE", "index": 0, "summary": "{MERGED}"}}"#),
-                ),
-                rule(&["Ranking:"], "[1] > [0]"),
-                rule(&["Question: What pet did Caroline adopt?"], answer),
-                rule(&["Question: What does Melanie paint?"], "Sunsets [1]"),
-            ],
-            "",
-        ),
-        batches: Mutex::new(Vec::new()),
-    }
+            ),
+            rule(&["Memories about Melanie (JSON):"], r#"{"memories": []}"#),
+            rule(
+                &[
+                    "Decision (JSON):",
+                    "New memory: Caroline adopted a dog named Max.",
+                ],
+                &format!(r#"{{"action": "MERGE", "index": 0, "summary": "{MERGED}"}}"#),
+            ),
+            rule(&["Ranking:"], "[1] > [0]"),
+            rule(&["Question: What pet did Caroline adopt?"], answer),
+            rule(&["Question: What does Melanie paint?"], "Sunsets [1]"),
+        ],
+        "",
+    ))
 }
 
 fn turn(id: &str, speaker: &str, text: &str) -> Turn {
@@ -329,7 +297,7 @@ fn citations_are_parsed_and_train_the_reranker() {
     assert_eq!(agent3.rerank.updates(), 0);
 }
 
-fn lm_with_answer(a: &str) -> Counting {
+fn lm_with_answer(a: &str) -> CountingLm<'static> {
     lm(a)
 }
 

@@ -2,52 +2,13 @@
 //! one lockstep call for several episodes, recorded role and parse errors, the answer-only
 //! ablation, an own model, config errors naming keys.
 
-use std::sync::Mutex;
-
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryItem, MemoryOp, OpInput, OpOutput,
-    Prompt, Result, Step, registry,
+    Cfg, EpisodeCx, MemoryItem, MemoryOp, OpInput, OpOutput, Prompt, Step, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_distill::{ROLE, Reply, parse_reply, render_memories};
 use memfactory_store_memory::InMemoryStore;
-
-/// Counts `generate` calls (and the batch size of each) of the wrapped model.
-struct Counting<'a> {
-    inner: &'a dyn LanguageModel,
-    batches: Mutex<Vec<usize>>,
-}
-
-impl<'a> Counting<'a> {
-    fn new(inner: &'a dyn LanguageModel) -> Self {
-        Counting {
-            inner,
-            batches: Mutex::new(Vec::new()),
-        }
-    }
-    fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-
-impl LanguageModel for Counting<'_> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-}
+use memfactory_testkit::CountingLm;
 
 fn rule(contains: &[&str], reply: &str) -> Rule {
     Rule {
@@ -216,7 +177,7 @@ fn one_lockstep_call_answers_every_episode() {
         ],
         "I don't know.",
     );
-    let lm = Counting::new(&scripted);
+    let lm = CountingLm::over(&scripted);
     let op = op("kind = \"distill\"");
     let mut cxs: Vec<EpisodeCx<'_>> = (0..3)
         .map(|p| {
@@ -313,7 +274,7 @@ fn one_lockstep_call_answers_every_episode() {
 #[test]
 fn answer_only_ablation_and_own_model() {
     let episode_lm = ScriptedLm::new(Vec::new(), "Answer: from the policy");
-    let counting = Counting::new(&episode_lm);
+    let counting = CountingLm::over(&episode_lm);
     let op = op(r#"
 kind = "distill"
 distill = false

@@ -3,52 +3,14 @@
 //! config errors naming keys.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryItem, MemoryOp, OpInput, OpOutput,
-    Prompt, Result, Step, registry,
+    Cfg, EpisodeCx, LanguageModel, MemoryItem, MemoryOp, OpInput, OpOutput, Prompt, Step, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_extract::{Fact, ROLE, parse_facts};
 use memfactory_store_memory::InMemoryStore;
-
-/// Counts `generate` calls (and the batch size of each) of the wrapped model.
-struct Counting<'a> {
-    inner: &'a dyn LanguageModel,
-    batches: Mutex<Vec<usize>>,
-}
-
-impl<'a> Counting<'a> {
-    fn new(inner: &'a dyn LanguageModel) -> Self {
-        Counting {
-            inner,
-            batches: Mutex::new(Vec::new()),
-        }
-    }
-    fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-
-impl LanguageModel for Counting<'_> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-}
+use memfactory_testkit::CountingLm;
 
 fn rule(contains: &[&str], reply: &str) -> Rule {
     Rule {
@@ -215,7 +177,7 @@ fn one_lockstep_call_for_all_episodes_recorded_per_episode() {
         ],
         "I cannot find facts.",
     );
-    let lm = Counting::new(&scripted);
+    let lm = CountingLm::over(&scripted);
     let op = op("kind = \"extract\"");
     let mut cxs: Vec<EpisodeCx<'_>> = (0..3).map(|p| cx(&lm, p)).collect();
     let turns = [
@@ -281,7 +243,7 @@ fn one_lockstep_call_for_all_episodes_recorded_per_episode() {
 #[test]
 fn own_model_answers_and_is_recorded_on_the_episode() {
     let episode_lm = ScriptedLm::new(Vec::new(), "{\"facts\": [{\"fact\": \"from the policy\"}]}");
-    let counting = Counting::new(&episode_lm);
+    let counting = CountingLm::over(&episode_lm);
     let op = op(r#"
 kind = "extract"
 max_new_tokens = 100

@@ -1,15 +1,14 @@
 //! The rerank op in episodes: learned selection (deterministic and Gumbel), online updates,
 //! adapter files, the LLM listwise method in lockstep, and config errors.
 
-use std::sync::Mutex;
-
 use memfactory_core::{
-    Cfg, Embedder, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryItem, MemoryOp, OpInput,
-    Prompt, Result, Step, StoreFactory, registry,
+    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryItem, MemoryOp, OpInput, Result, Step,
+    StoreFactory, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_rerank::{Feedback, Reranker, parse_ranking, render_memory_list};
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::CountingLm;
 
 /// Bag-of-words counts over a fixed vocabulary (deterministic test embedder).
 struct Bow;
@@ -32,41 +31,6 @@ impl Embedder for Bow {
                     .collect()
             })
             .collect())
-    }
-}
-
-/// Records the size of every generate batch.
-struct Counting {
-    inner: ScriptedLm,
-    batches: Mutex<Vec<usize>>,
-}
-impl Counting {
-    fn new(inner: ScriptedLm) -> Self {
-        Counting {
-            inner,
-            batches: Mutex::new(Vec::new()),
-        }
-    }
-    fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-impl LanguageModel for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
     }
 }
 
@@ -409,7 +373,7 @@ fn llm_method_ranks_in_one_lockstep_call() {
         contains: vec![format!("Question: {q}"), "Ranking:".into()],
         reply: reply.into(),
     };
-    let lm = Counting::new(ScriptedLm::new(
+    let lm = CountingLm::new(ScriptedLm::new(
         vec![rule("first", "[2] > [0]"), rule("third", "no idea")],
         "",
     ));

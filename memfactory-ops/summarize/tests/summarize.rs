@@ -3,11 +3,10 @@
 //! (speaker, threshold, lexical fallback); config errors.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
 
 use memfactory_core::{
-    Cfg, Embedder, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem,
-    MemoryOp, OpInput, Prompt, Result, Step, StoreFactory, registry,
+    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryEdit, MemoryItem, MemoryOp, OpInput, Prompt,
+    Result, Step, StoreFactory, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize::{
@@ -15,6 +14,7 @@ use memfactory_op_summarize::{
     parse_turn_line,
 };
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::CountingLm;
 
 struct Bow;
 const VOCAB: [&str; 8] = [
@@ -44,42 +44,17 @@ fn bow(t: &str) -> Vec<f32> {
     Bow.embed(&[t]).unwrap().remove(0)
 }
 
-struct Counting {
-    inner: ScriptedLm,
-    batches: Mutex<Vec<usize>>,
-}
-impl LanguageModel for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-}
-fn counting(rules: Vec<(Vec<&str>, &str)>) -> Counting {
-    Counting {
-        inner: ScriptedLm::new(
-            rules
-                .into_iter()
-                .map(|(c, r)| Rule {
-                    contains: c.into_iter().map(String::from).collect(),
-                    reply: r.into(),
-                })
-                .collect(),
-            "{\"memories\": []}",
-        ),
-        batches: Mutex::new(Vec::new()),
-    }
+fn counting(rules: Vec<(Vec<&str>, &str)>) -> CountingLm<'static> {
+    CountingLm::new(ScriptedLm::new(
+        rules
+            .into_iter()
+            .map(|(c, r)| Rule {
+                contains: c.into_iter().map(String::from).collect(),
+                reply: r.into(),
+            })
+            .collect(),
+        "{\"memories\": []}",
+    ))
 }
 
 fn op(src: &str) -> Box<dyn MemoryOp> {
@@ -294,11 +269,7 @@ fn new_memories_are_added_with_fresh_ids_in_one_lockstep_call() {
         },
     ];
     let out = op.run_batch(&mut cxs, &inputs).unwrap();
-    assert_eq!(
-        *lm.batches.lock().unwrap(),
-        [2],
-        "one reflect call, no merge call"
-    );
+    assert_eq!(lm.batches(), [2], "one reflect call, no merge call");
     let add = |id: &str, text: &str, turns: &str| MemoryEdit::Add {
         item: MemoryItem {
             id: id.into(),
@@ -396,7 +367,7 @@ fn merges_are_decided_in_ragged_lockstep_rounds() {
     ];
     let out = op.run_batch(&mut cxs, &inputs).unwrap();
     // reflect (2 episodes), merge round 0 (2 episodes), merge round 1 (episode 0 only).
-    assert_eq!(*lm.batches.lock().unwrap(), [2, 2, 1]);
+    assert_eq!(lm.batches(), [2, 2, 1]);
     let merged = "Caroline wanted a pet and adopted a dog named Max.";
     assert_eq!(out[0].edits.len(), 2);
     assert_eq!(
@@ -518,7 +489,7 @@ fn threshold_and_lexical_similarity_without_embedder() {
     let mut cx = cxs(&lm2, None, 1);
     seed(&mut cx[0]);
     let out = never.run(&mut cx[0], input).unwrap();
-    assert_eq!(*lm2.batches.lock().unwrap(), [1]);
+    assert_eq!(lm2.batches(), [1]);
     assert!(matches!(&out.edits[0], MemoryEdit::Add { item } if item.id == "r3"));
     // A malformed reflection: no memories, the error recorded, no merge call.
     let lm3 = counting(vec![reflect_rule("started to paint", "{'memories': []}")]);

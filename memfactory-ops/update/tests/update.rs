@@ -2,52 +2,14 @@
 //! one lockstep call for several episodes with their own stores, recorded roles, edits and
 //! parse errors, an own model, config errors naming keys.
 
-use std::sync::Mutex;
-
 use memfactory_core::{
-    Cfg, EditOutcome, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryEdit, MemoryItem,
-    MemoryOp, MemoryStore, OpInput, OpOutput, Prompt, Result, Step, registry,
+    Cfg, EditOutcome, EpisodeCx, MemoryEdit, MemoryItem, MemoryOp, MemoryStore, OpInput, OpOutput,
+    Prompt, Step, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_update::{Decision, ROLE, fresh_id, parse_decision};
 use memfactory_store_memory::InMemoryStore;
-
-/// Counts `generate` calls (and the batch size of each) of the wrapped model.
-struct Counting<'a> {
-    inner: &'a dyn LanguageModel,
-    batches: Mutex<Vec<usize>>,
-}
-
-impl<'a> Counting<'a> {
-    fn new(inner: &'a dyn LanguageModel) -> Self {
-        Counting {
-            inner,
-            batches: Mutex::new(Vec::new()),
-        }
-    }
-    fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-
-impl LanguageModel for Counting<'_> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-}
+use memfactory_testkit::CountingLm;
 
 fn rule(contains: &[&str], reply: &str) -> Rule {
     Rule {
@@ -263,7 +225,7 @@ fn one_lockstep_call_edits_each_store_and_records_errors() {
         ],
         r#"{"op": "NOOP"}"#,
     );
-    let lm = Counting::new(&scripted);
+    let lm = CountingLm::over(&scripted);
     let op = op("kind = \"update\"");
     // Each path has its own bank.
     let banks = [
@@ -409,7 +371,7 @@ fn one_lockstep_call_edits_each_store_and_records_errors() {
 #[test]
 fn own_model_and_options() {
     let episode_lm = ScriptedLm::new(Vec::new(), r#"{"op": "ADD", "content": "policy"}"#);
-    let counting = Counting::new(&episode_lm);
+    let counting = CountingLm::over(&episode_lm);
     let op = op(r#"
 kind = "update"
 empty_memory = "NOTHING YET"

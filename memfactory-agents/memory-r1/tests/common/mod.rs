@@ -14,15 +14,11 @@
 
 #![allow(dead_code)]
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use memfactory_core::{
-    Cfg, ChatMessage, Embedder, EpisodeCx, GenRequest, Generation, LanguageModel, MemoryEdit,
-    MemoryItem, MemoryOp, OpInput, OpOutput, Prompt, Result, SamplingParams, SearchQuery,
-    episode::generate_lockstep,
+    Cfg, ChatMessage, Embedder, EpisodeCx, GenRequest, MemoryEdit, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Prompt, Result, SamplingParams, SearchQuery, episode::generate_lockstep,
 };
-use memfactory_lm_scripted::{Rule, ScriptedLm};
+use memfactory_lm_scripted::Rule;
 
 pub fn rule(contains: &[&str], reply: &str) -> Rule {
     Rule {
@@ -359,48 +355,7 @@ pub fn recipe(extra: &str) -> String {
 
 // ---------------------------------------------------------------- counting LM
 
-/// Wraps the scripted LM and records the size of every `generate` batch.
-pub struct CountingLm {
-    pub inner: ScriptedLm,
-    pub batches: Mutex<Vec<usize>>,
-    pub waits: AtomicUsize,
-}
-
-impl CountingLm {
-    pub fn new(inner: ScriptedLm) -> Self {
-        CountingLm {
-            inner,
-            batches: Mutex::new(Vec::new()),
-            waits: AtomicUsize::new(0),
-        }
-    }
-    pub fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
-    }
-}
-
-impl LanguageModel for CountingLm {
-    fn describe(&self) -> String {
-        "counting".into()
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids)
-    }
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        self.inner.prompt_ids(prompt)
-    }
-    fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
-        self.batches.lock().unwrap().push(requests.len());
-        self.inner.generate(requests)
-    }
-    fn wait_outside(&self, wait: &mut dyn FnMut()) {
-        self.waits.fetch_add(1, Ordering::SeqCst);
-        wait()
-    }
-}
+pub use memfactory_testkit::CountingLm;
 
 // ---------------------------------------------------------------- embedder
 
