@@ -855,10 +855,10 @@ fn is_col_major(w: &FlexTensor) -> bool {
     matches!(w.layout().strides(), &[1, cs] if cs != 1)
 }
 
-/// `dw = xᵀ · dy`, stored in the orientation of `w`'s storage ([`is_col_major`]): a weight held transposed (an
-/// LM head tied to the embedding, `[d, V]` over `[V, d]` storage) gets its gradient as
-/// `dyᵀ · x` in `[V, d]` storage under the same transposed layout, so that it adds to the
-/// embedding's other gradient without a strided pass.
+/// `dw = xᵀ · dy`, stored in the orientation of `w`'s storage ([`is_col_major`]): a weight
+/// held transposed (an LM head tied to the embedding, `[d, V]` over `[V, d]` storage) gets its
+/// gradient as `dyᵀ · x` in `[V, d]` storage under the same transposed layout, so that it adds
+/// to the embedding's other gradient without a strided pass.
 fn linear_dw(x: &FlexTensor, dy: &FlexTensor, col_major: bool) -> FlexTensor {
     let ([n, inp], [_, out]) = (dims::<2>(x), dims::<2>(dy));
     with_views(x, dy, |xv, dyv| {
