@@ -9,12 +9,24 @@
 //! burn's built-in clipping acts per parameter; GRPO (like `torch.nn.utils.clip_grad_norm_`)
 //! clips the *global* norm over all parameters: a [`ModuleVisitor`] sums squared gradients,
 //! then every gradient is scaled by `min(1, max_norm / (norm + 1e-6))`.
+//!
+//! The update itself is [`FusedAdamW`]: burn's AdamW formula and state (the optimizer record
+//! has burn's `AdamWState` layout), computed by [`memfactory_lm_burn::fused::adamw`], one pass
+//! over parameter, gradient and both moments on `flex` (burn's AdamW makes a dozen passes,
+//! each with a fresh output). The clipping factor and the `1 / micro-batches` average are
+//! folded into that pass as a gradient scale instead of rewriting every gradient first.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{
+    AdamWState, AdaptiveMomentumState, GradientsAccumulator, GradientsParams, LearningRate,
+    ModuleOptimizer, Optimizer,
+};
+use burn::tensor::{Device, Tensor};
+use memfactory_lm_burn::fused::{self, AdamWStep};
 use serde::{Deserialize, Serialize};
 
 /// Shape of the learning rate after warmup.
@@ -96,8 +108,7 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let s: f32 = g.square().sum().into_scalar();
-            self.sum += s as f64;
+            self.sum += fused::sum_squares(g);
         }
     }
 }
@@ -132,11 +143,17 @@ pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f
 /// `min(1, max_norm / (norm + 1e-6))`); returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f32) -> f32 {
     let norm = global_grad_norm(module, grads);
-    let coef = max_norm / (norm + 1e-6);
+    let coef = clip_factor(norm, Some(max_norm));
     if coef < 1.0 {
         scale_grads(module, grads, coef);
     }
     norm
+}
+
+/// The factor gradients of global norm `norm` are scaled by: `min(1, max_norm / (norm +
+/// 1e-6))`, or 1 without clipping.
+pub fn clip_factor(norm: f32, max_norm: Option<f32>) -> f32 {
+    max_norm.map_or(1.0, |m| (m / (norm + 1e-6)).min(1.0))
 }
 
 /// What one optimizer update did.
@@ -150,11 +167,64 @@ pub struct UpdateInfo {
     pub applied: bool,
 }
 
+/// burn's AdamW (same formula, same per-parameter state) computed by
+/// [`memfactory_lm_burn::fused::adamw`], with a gradient scale shared with its [`Optim`].
+#[derive(Clone)]
+pub struct FusedAdamW {
+    betas: [f32; 2],
+    eps: f32,
+    weight_decay: f32,
+    /// `f32` bits of the factor every gradient is multiplied by in the next step.
+    grad_scale: Arc<AtomicU32>,
+}
+
+impl FusedAdamW {
+    fn new(cfg: &OptimConfig) -> Self {
+        FusedAdamW {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            grad_scale: Arc::new(AtomicU32::new(1f32.to_bits())),
+        }
+    }
+}
+
+impl Optimizer for FusedAdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let scale = f32::from_bits(self.grad_scale.load(Ordering::Relaxed));
+        let (time, moments) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                Some((s.momentum.moment_1, s.momentum.moment_2)),
+            ),
+            None => (1, None),
+        };
+        let h = AdamWStep::new(lr, self.betas, self.eps, self.weight_decay, time, scale);
+        let (p, m, v) = fused::adamw(tensor, grad, moments, h);
+        let state = AdamWState::new(AdaptiveMomentumState::new(time, m, v));
+        (p, Some(state))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}
+
 /// AdamW + schedule + clipping + accumulation for module `M`.
 pub struct Optim<M: Module> {
     /// Settings.
     pub cfg: OptimConfig,
     inner: ModuleOptimizer,
+    grad_scale: Arc<AtomicU32>,
     accum: GradientsAccumulator<M>,
     pending: usize,
     /// Optimizer updates done.
@@ -165,15 +235,12 @@ pub struct Optim<M: Module> {
 impl<M: Module> Optim<M> {
     /// A fresh optimizer.
     pub fn new(cfg: OptimConfig) -> Self {
-        let inner = AdamWConfig::new()
-            .with_beta_1(cfg.betas[0])
-            .with_beta_2(cfg.betas[1])
-            .with_epsilon(cfg.eps)
-            .with_weight_decay(cfg.weight_decay)
-            .init();
+        let adamw = FusedAdamW::new(&cfg);
+        let grad_scale = adamw.grad_scale.clone();
         Optim {
             cfg,
-            inner,
+            inner: ModuleOptimizer::from(adamw),
+            grad_scale,
             accum: GradientsAccumulator::new(),
             pending: 0,
             updates: 0,
@@ -216,15 +283,13 @@ impl<M: Module> Optim<M> {
         if self.pending == 0 {
             return (module, None);
         }
-        let mut grads = self.accum.grads();
-        if self.pending > 1 {
-            scale_grads(&module, &mut grads, 1.0 / self.pending as f32);
-        }
+        let grads = self.accum.grads();
+        // The average over micro-batches and the clipping factor are applied inside the
+        // AdamW pass (one multiplication per gradient element, no rewritten gradients).
+        let average = 1.0 / self.pending as f32;
         self.pending = 0;
-        let grad_norm = match self.cfg.max_grad_norm {
-            Some(m) => clip_global_norm(&module, &mut grads, m),
-            None => global_grad_norm(&module, &grads),
-        };
+        let grad_norm = global_grad_norm(&module, &grads) * average;
+        let clip = clip_factor(grad_norm, self.cfg.max_grad_norm);
         let lr = self.cfg.lr_at(schedule_step);
         if !grad_norm.is_finite() {
             return (
@@ -236,6 +301,8 @@ impl<M: Module> Optim<M> {
                 }),
             );
         }
+        self.grad_scale
+            .store((average * clip).to_bits(), Ordering::Relaxed);
         let module = self.inner.step(lr, module, grads);
         self.updates += 1;
         (
@@ -255,7 +322,8 @@ impl<M: Module> Optim<M> {
 
     /// Restores the AdamW state saved by [`Optim::record`] and the update count.
     pub fn load_record(&mut self, record: burn::optim::OptimizerRecord, updates: usize) {
-        let inner = std::mem::replace(&mut self.inner, AdamWConfig::new().init());
+        let blank = ModuleOptimizer::from(FusedAdamW::new(&self.cfg));
+        let inner = std::mem::replace(&mut self.inner, blank);
         self.inner = inner.load_record(record);
         self.updates = updates;
         self.pending = 0;
@@ -367,5 +435,70 @@ mod tests {
         assert_eq!(opt.updates, 1);
         let (_, none) = opt.update(m, 1);
         assert!(none.is_none());
+    }
+
+    /// `b` after two AdamW steps (lr 0.1, wd 0.01, betas 0.9/0.999, eps 1e-8) in `f64`: the
+    /// first with effective gradient `g1`, the second with `g2(b after the first)`.
+    fn two_steps_ref(b0: f64, g1: f64, g2: impl Fn(f64) -> f64) -> f64 {
+        let (lr, wd, b1c, b2c, eps) = (0.1, 0.01, 0.9f64, 0.999f64, 1e-8);
+        let (m1, v1) = ((1.0 - b1c) * g1, (1.0 - b2c) * g1 * g1);
+        let step = |b: f64, m: f64, v: f64, t: i32| {
+            b * (1.0 - lr * wd)
+                - lr * (m / (1.0 - b1c.powi(t))) / ((v / (1.0 - b2c.powi(t))).sqrt() + eps)
+        };
+        let b1 = step(b0, m1, v1, 1);
+        let g = g2(b1);
+        let (m2, v2) = (b1c * m1 + (1.0 - b1c) * g, b2c * v1 + (1.0 - b2c) * g * g);
+        step(b1, m2, v2, 2)
+    }
+
+    #[test]
+    fn averaging_and_clipping_scale_the_gradient_inside_the_update() {
+        let dev = Device::flex().autodiff();
+        let cfg = |max_grad_norm, grad_accum| OptimConfig {
+            lr: 0.1,
+            max_grad_norm,
+            grad_accum,
+            ..Default::default()
+        };
+        // Averaging: two micro-batches with k = 1, 3 give the effective gradient 2·b (grad b =
+        // k·b), then one with k = 1 gives 1·b. (Adam is blind to one scale on every gradient;
+        // a sum instead of the mean at the first step only changes the second step.)
+        let mut opt = Optim::<Two>::new(cfg(None, 2));
+        let m = two(&dev);
+        for k in [1.0, 3.0] {
+            opt.accumulate(&m, grads_of(&m, k));
+        }
+        let (m, _) = opt.update(m, 0);
+        opt.cfg.grad_accum = 1;
+        opt.accumulate(&m, grads_of(&m, 1.0));
+        let (m, _) = opt.update(m, 1);
+        let b: f32 = m.b.val().into_scalar();
+        let want = two_steps_ref(3.0, 6.0, |b1| b1);
+        assert!((b as f64 - want).abs() < 1e-5, "averaged: {b} vs {want}");
+        let summed = two_steps_ref(3.0, 12.0, |b1| b1);
+        assert!(
+            (want - summed).abs() > 1e-3,
+            "the test must tell the two apart"
+        );
+
+        // Clipping: k = 2 gives a = [2, 2], b = [6] (norm √44) → scaled to norm 1; then k = 0.01
+        // (norm below 1, unchanged).
+        let mut opt = Optim::<Two>::new(cfg(Some(1.0), 1));
+        let m = two(&dev);
+        opt.accumulate(&m, grads_of(&m, 2.0));
+        let (m, info) = opt.update(m, 0);
+        assert!((info.unwrap().grad_norm - 44f32.sqrt()).abs() < 1e-4);
+        opt.accumulate(&m, grads_of(&m, 0.01));
+        let (m, _) = opt.update(m, 1);
+        let b: f32 = m.b.val().into_scalar();
+        let c = 1.0 / (44f64.sqrt() + 1e-6);
+        let want = two_steps_ref(3.0, 6.0 * c, |b1| 0.01 * b1);
+        assert!((b as f64 - want).abs() < 1e-5, "clipped: {b} vs {want}");
+        let unclipped = two_steps_ref(3.0, 6.0, |b1| 0.01 * b1);
+        assert!(
+            (want - unclipped).abs() > 1e-3,
+            "the test must tell the two apart"
+        );
     }
 }

@@ -41,7 +41,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -66,6 +66,64 @@ pub trait TrainKernels: Backend {
     /// Rows `ids` of `table` `[V, d]` → `[ids.len(), d]` (an embedding lookup, or picking the
     /// action positions' hidden states).
     fn fused_gather_rows(table: FloatTensor<Self>, ids: Vec<u32>) -> FloatTensor<Self>;
+    /// One AdamW update of parameter `p` from its gradient `g` and moments `m`, `v` (any rank,
+    /// one shape): the new `(p, m, v)`, written over the inputs' storage where it is not shared.
+    fn fused_adamw(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `Σ x²` over every element of `x` (any rank), as a one-element tensor.
+    fn fused_sum_squares(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The scalars of one [`adamw`] update, element-wise (burn's and PyTorch's AdamW):
+/// `g ← g·grad_scale`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `p ← p·decay − lr · (m/bias_1) / (√(v/bias_2) + eps)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// β₁.
+    pub beta_1: f32,
+    /// β₂.
+    pub beta_2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `1 − lr · weight_decay` (decoupled weight decay).
+    pub decay: f32,
+    /// `1 − β₁ᵗ` at (1-based) step `t`.
+    pub bias_1: f32,
+    /// `1 − β₂ᵗ`.
+    pub bias_2: f32,
+    /// Multiplier on the gradient (global-norm clipping, averaging accumulated micro-batches).
+    pub grad_scale: f32,
+}
+
+impl AdamWStep {
+    /// The scalars at (1-based) step `t`, rounded to `f32` the way burn's AdamW rounds them.
+    pub fn new(
+        lr: f64,
+        [beta_1, beta_2]: [f32; 2],
+        eps: f32,
+        weight_decay: f32,
+        t: usize,
+        grad_scale: f32,
+    ) -> Self {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        AdamWStep {
+            lr: lr as f32,
+            beta_1,
+            beta_2,
+            eps,
+            decay: (1.0 - lr * weight_decay as f64) as f32,
+            bias_1: 1.0 - beta_1.powi(t),
+            bias_2: 1.0 - beta_2.powi(t),
+            grad_scale,
+        }
+    }
 }
 
 /// The shape parameters of [`causal_attention`].
@@ -136,6 +194,83 @@ pub fn gather_rows(table: Tensor<2>, ids: Vec<u32>) -> Tensor<2> {
     ))
 }
 
+/// One AdamW update (see [`AdamWStep`]); `m`, `v` `None` at the first step (zero moments).
+/// On `flex` one fused pass over the four tensors ([`TrainKernels::fused_adamw`]), elsewhere
+/// [`adamw_composed`].
+pub fn adamw<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    step: AdamWStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    if p.device() != burn::tensor::Device::flex() {
+        return adamw_composed(p, g, moments, step);
+    }
+    // Two zero tensors, not one shared: each is then written in place.
+    let (m, v) = moments.unwrap_or_else(|| {
+        let zeros = || Tensor::<D>::zeros(p.shape(), &p.device());
+        (zeros(), zeros())
+    });
+    let (p, m, v) = <Dispatch as TrainKernels>::fused_adamw(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
+
+/// [`adamw`] written with burn's tensor ops in burn's AdamW order (any backend).
+pub fn adamw_composed<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    h: AdamWStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let g = if h.grad_scale == 1.0 {
+        g
+    } else {
+        g.mul_scalar(h.grad_scale)
+    };
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            m.mul_scalar(h.beta_1)
+                .add(g.clone().mul_scalar(1.0 - h.beta_1)),
+            v.mul_scalar(h.beta_2)
+                .add(g.square().mul_scalar(1.0 - h.beta_2)),
+        ),
+        None => (
+            g.clone().mul_scalar(1.0 - h.beta_1),
+            g.square().mul_scalar(1.0 - h.beta_2),
+        ),
+    };
+    let delta = m
+        .clone()
+        .div_scalar(h.bias_1)
+        .div(v.clone().div_scalar(h.bias_2).sqrt().add_scalar(h.eps));
+    let p = p.mul_scalar(h.decay) - delta.mul_scalar(h.lr);
+    (p, m, v)
+}
+
+/// `Σ x²` over every element of `x`, accumulated in `f64` (on `flex` one pass, elsewhere
+/// `square().sum()`).
+pub fn sum_squares<const D: usize>(x: Tensor<D>) -> f64 {
+    let s: Tensor<1> = if x.device() == burn::tensor::Device::flex() {
+        Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_sum_squares(
+            x.into_dispatch(),
+        ))
+    } else {
+        x.square().sum()
+    };
+    let v: f32 = s.into_scalar();
+    v as f64
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flex (no autodiff): forward only.
 // ---------------------------------------------------------------------------------------------
@@ -168,6 +303,21 @@ impl TrainKernels for Flex {
 
     fn fused_gather_rows(table: FlexTensor, ids: Vec<u32>) -> FlexTensor {
         gather_rows_forward(&contiguous(table), &ids)
+    }
+
+    fn fused_adamw(
+        p: FlexTensor,
+        g: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        step: AdamWStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        adamw_kernel(p, &contiguous(g), m, v, step)
+    }
+
+    fn fused_sum_squares(x: FlexTensor) -> FlexTensor {
+        let s = sum_squares_kernel(f32s(&contiguous(x)));
+        tensor(vec![s as f32], [1])
     }
 }
 
@@ -393,6 +543,33 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => prep.finish((dims::<2>(&t), ids), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    // The optimizer ops run on the parameters' inner values: no graph.
+
+    fn fused_adamw(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, m, v) = Flex::fused_adamw(
+            p.into_primitive(),
+            g.into_primitive(),
+            m.into_primitive(),
+            v.into_primitive(),
+            step,
+        );
+        (
+            Self::from_inner(p),
+            Self::from_inner(m),
+            Self::from_inner(v),
+        )
+    }
+
+    fn fused_sum_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(Flex::fused_sum_squares(x.into_primitive()))
     }
 }
 
@@ -897,6 +1074,88 @@ fn gather_rows_backward([v, d]: [usize; 2], ids: &[u32], dy: &FlexTensor) -> Fle
         }
     }
     tensor(g, [v, d])
+}
+
+/// Elements per rayon task for the optimizer's passes over whole parameters.
+const OPTIM_ELEMS_PER_TASK: usize = 1 << 15;
+
+/// `t` as a contiguous tensor that owns its storage alone (so it can be written in place):
+/// itself when it already is, else a copy.
+fn exclusive(t: FlexTensor) -> FlexTensor {
+    let whole = t
+        .as_slice::<f32>()
+        .is_some_and(|s| s.len() == t.storage::<f32>().len());
+    if whole && t.is_unique() {
+        t
+    } else {
+        let data = match t.as_slice::<f32>() {
+            Some(s) => s.to_vec(),
+            None => f32s(&t.to_contiguous()).to_vec(),
+        };
+        FlexTensor::from_data(TensorData::new(data, t.layout().shape().clone()))
+    }
+}
+
+/// AdamW on one parameter in a single pass over `p`, `g`, `m`, `v` (burn's AdamW does a dozen
+/// element-wise tensor ops, each a full pass with its own output), in burn's operation order.
+fn adamw_kernel(
+    p: FlexTensor,
+    g: &FlexTensor,
+    m: FlexTensor,
+    v: FlexTensor,
+    h: AdamWStep,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (mut p, mut m, mut v) = (exclusive(p), exclusive(m), exclusive(v));
+    let gs = f32s(g);
+    let n = gs.len();
+    let ps = p.try_storage_mut::<f32>().expect("exclusive");
+    let ms = m.try_storage_mut::<f32>().expect("exclusive");
+    let vs = v.try_storage_mut::<f32>().expect("exclusive");
+    assert!(
+        ps.len() == n && ms.len() == n && vs.len() == n,
+        "adamw: parameter, gradient and moments differ in size"
+    );
+    let (f1, f2) = (1.0 - h.beta_1, 1.0 - h.beta_2);
+    ps.par_chunks_mut(OPTIM_ELEMS_PER_TASK)
+        .zip(ms.par_chunks_mut(OPTIM_ELEMS_PER_TASK))
+        .zip(vs.par_chunks_mut(OPTIM_ELEMS_PER_TASK))
+        .zip(gs.par_chunks(OPTIM_ELEMS_PER_TASK))
+        .for_each(|(((p, m), v), g)| {
+            for i in 0..g.len() {
+                let gi = g[i] * h.grad_scale;
+                let mi = m[i] * h.beta_1 + gi * f1;
+                let vi = v[i] * h.beta_2 + gi * gi * f2;
+                m[i] = mi;
+                v[i] = vi;
+                let delta = (mi / h.bias_1) / ((vi / h.bias_2).sqrt() + h.eps);
+                p[i] = p[i] * h.decay - delta * h.lr;
+            }
+        });
+    (p, m, v)
+}
+
+/// `Σ x²` with a fixed summation order (per-task `f64` partials added in task order).
+fn sum_squares_kernel(xs: &[f32]) -> f64 {
+    let parts: Vec<f64> = xs
+        .par_chunks(OPTIM_ELEMS_PER_TASK)
+        .map(|c| {
+            // Eight lanes of f64 partial sums keep the loop vectorisable.
+            let mut acc = [0f64; 8];
+            let mut it = c.chunks_exact(8);
+            for w in &mut it {
+                for (a, &x) in acc.iter_mut().zip(w) {
+                    *a += (x as f64) * (x as f64);
+                }
+            }
+            let tail: f64 = it
+                .remainder()
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum();
+            acc.iter().sum::<f64>() + tail
+        })
+        .collect();
+    parts.iter().sum()
 }
 
 /// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.

@@ -240,3 +240,90 @@ fn fused_kernels_toggle_on_flex() {
     tm.set_fused(true).unwrap();
     assert!(tm.decoder.fused);
 }
+
+/// Deterministic pseudo-random values in `[-scale, scale)`.
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn t2(data: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
+    Tensor::from_data(
+        burn::tensor::TensorData::new(data, shape),
+        &burn::tensor::Device::flex(),
+    )
+}
+
+fn vec_of(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec().unwrap()
+}
+
+#[test]
+fn fused_adamw_matches_composed_ops() {
+    use memfactory_lm_burn::fused::{AdamWStep, adamw, adamw_composed};
+    // One small shape and one that spans several rayon tasks with a ragged tail.
+    for (shape, t) in [([7usize, 13usize], 1usize), ([301, 419], 4)] {
+        let n = shape[0] * shape[1];
+        let p = values(n, 1, 1.0);
+        let g = values(n, 2, 0.1);
+        let m = values(n, 3, 0.01);
+        let v: Vec<f32> = values(n, 4, 1e-3).iter().map(|x| x.abs()).collect();
+        let h = AdamWStep::new(3e-3, [0.9, 0.999], 1e-8, 0.01, t, 0.37);
+        let moments = || Some((t2(m.clone(), shape), t2(v.clone(), shape)));
+        for first in [false, true] {
+            let mo = if first { None } else { moments() };
+            let (pf, mf, vf) = adamw(t2(p.clone(), shape), t2(g.clone(), shape), mo, h);
+            let mo = if first { None } else { moments() };
+            let (pc, mc, vc) = adamw_composed(t2(p.clone(), shape), t2(g.clone(), shape), mo, h);
+            for (what, a, b) in [("p", pf, pc), ("m", mf, mc), ("v", vf, vc)] {
+                let e = rel_err(&vec_of(a), &vec_of(b));
+                assert!(e < 1e-6, "{shape:?} first={first} {what}: rel err {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_adamw_leaves_shared_and_strided_inputs_alone() {
+    use memfactory_lm_burn::fused::{AdamWStep, adamw, adamw_composed};
+    let shape = [64, 48];
+    let n = 64 * 48;
+    let p = t2(values(n, 5, 1.0), shape);
+    let m = t2(values(n, 6, 0.01), shape);
+    let v = t2(values(n, 7, 1e-3).iter().map(|x| x.abs()).collect(), shape);
+    // The gradient as a transposed view: the kernel must read it in logical order.
+    let g = t2(values(n, 8, 0.1), [48, 64]).transpose();
+    let h = AdamWStep::new(1e-2, [0.9, 0.95], 1e-6, 0.1, 2, 1.0);
+    let before = [vec_of(p.clone()), vec_of(m.clone()), vec_of(v.clone())];
+    // `p`, `m`, `v` are shared with the clones kept here, so they must not be written over.
+    let (pf, mf, vf) = adamw(p.clone(), g.clone(), Some((m.clone(), v.clone())), h);
+    let after = [vec_of(p.clone()), vec_of(m.clone()), vec_of(v.clone())];
+    assert_eq!(before, after, "a shared input was written over");
+    let (pc, mc, vc) = adamw_composed(p, g, Some((m, v)), h);
+    for (a, b) in [(pf, pc), (mf, mc), (vf, vc)] {
+        let e = rel_err(&vec_of(a), &vec_of(b));
+        assert!(e < 1e-6, "rel err {e}");
+    }
+}
+
+#[test]
+fn fused_sum_squares_matches_composed() {
+    let x = values(301 * 419, 9, 2.0);
+    let want: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let got = memfactory_lm_burn::fused::sum_squares(t2(x, [301, 419]));
+    assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
+    let strided = t2(values(12, 10, 1.0), [3, 4]).transpose();
+    let want: f64 = vec_of(strided.clone())
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    let got = memfactory_lm_burn::fused::sum_squares(strided);
+    assert!(((got - want) / want).abs() < 1e-6, "{got} vs {want}");
+}
