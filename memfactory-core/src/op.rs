@@ -93,3 +93,33 @@ pub fn op_generate(
         None => generate_lockstep(cxs, role, requests),
     }
 }
+
+/// [`op_generate`] for the episodes whose request is `Some` (a ragged round: some episodes
+/// have nothing to ask). They are swapped to the front of `cxs`, so one contiguous slice makes
+/// one batched call, and swapped back afterwards, even when the call fails. All `None`: no
+/// call.
+pub fn op_generate_subset(
+    own: Option<&dyn LanguageModel>,
+    cxs: &mut [EpisodeCx<'_>],
+    role: &str,
+    requests: Vec<Option<GenRequest>>,
+) -> Result<Vec<Option<Generation>>> {
+    let n = requests.len();
+    let idx: Vec<usize> = (0..n).filter(|&i| requests[i].is_some()).collect();
+    if idx.is_empty() {
+        return Ok(vec![None; n]);
+    }
+    let reqs: Vec<GenRequest> = requests.into_iter().flatten().collect();
+    for (t, &i) in idx.iter().enumerate() {
+        cxs.swap(t, i);
+    }
+    let res = op_generate(own, &mut cxs[..idx.len()], role, reqs);
+    for (t, &i) in idx.iter().enumerate().rev() {
+        cxs.swap(t, i);
+    }
+    let mut out = vec![None; n];
+    for (g, &i) in res?.into_iter().zip(&idx) {
+        out[i] = Some(g);
+    }
+    Ok(out)
+}

@@ -77,10 +77,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, Generation, LanguageModel, MemoryItem,
-    MemoryOp, OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
-    config::sampling_from_cfg, op::model_from_cfg, op::op_generate, prompt::template_from_cfg,
-    seed,
+    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, LanguageModel, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Prompt, PromptTemplate, Result, SamplingParams, config::sampling_from_cfg,
+    op::model_from_cfg, op::op_generate_subset, prompt::template_from_cfg, seed,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -508,7 +507,7 @@ impl Reranker {
                 })
             })
             .collect();
-        let gens = generate_subset(cfg.model.as_deref(), cxs, ROLE, requests)?;
+        let gens = op_generate_subset(cfg.model.as_deref(), cxs, ROLE, requests)?;
         Ok(inputs
             .iter()
             .zip(gens)
@@ -818,35 +817,6 @@ fn integers(text: &str, bracketed: bool) -> Vec<u64> {
         }
     }
     out
-}
-
-/// One lockstep call for the episodes whose request is `Some`: they are swapped to the
-/// front of `cxs` (so one contiguous slice makes one batched call), and swapped back
-/// afterwards, even when the call fails. `None` requests make no call.
-fn generate_subset(
-    own: Option<&dyn LanguageModel>,
-    cxs: &mut [EpisodeCx<'_>],
-    role: &str,
-    requests: Vec<Option<GenRequest>>,
-) -> Result<Vec<Option<Generation>>> {
-    let n = requests.len();
-    let idx: Vec<usize> = (0..n).filter(|&i| requests[i].is_some()).collect();
-    if idx.is_empty() {
-        return Ok(vec![None; n]);
-    }
-    let reqs: Vec<GenRequest> = requests.into_iter().flatten().collect();
-    for (t, &i) in idx.iter().enumerate() {
-        cxs.swap(t, i);
-    }
-    let res = op_generate(own, &mut cxs[..idx.len()], role, reqs);
-    for (t, &i) in idx.iter().enumerate().rev() {
-        cxs.swap(t, i);
-    }
-    let mut out = vec![None; n];
-    for (g, &i) in res?.into_iter().zip(&idx) {
-        out[i] = Some(g);
-    }
-    Ok(out)
 }
 
 impl MemoryOp for Reranker {

@@ -70,11 +70,11 @@ pub mod parse;
 use std::collections::HashSet;
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, Generation, LanguageModel, MemoryEdit,
-    MemoryItem, MemoryOp, OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
+    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, LanguageModel, MemoryEdit, MemoryItem,
+    MemoryOp, OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
     config::sampling_from_cfg,
     memory::{cosine, lexical, words},
-    op::{model_from_cfg, op_generate},
+    op::{model_from_cfg, op_generate, op_generate_subset},
     prompt::template_from_cfg,
 };
 
@@ -369,7 +369,7 @@ impl MemoryOp for Summarize {
                     }
                 }
             }
-            let gens = generate_subset(self.model.as_deref(), cxs, MERGE_ROLE, requests)?;
+            let gens = op_generate_subset(self.model.as_deref(), cxs, MERGE_ROLE, requests)?;
             for (e, (slot, g)) in current.into_iter().zip(gens).enumerate() {
                 let (Some((p, cands)), Some(g)) = (slot, g) else {
                     continue;
@@ -413,35 +413,6 @@ impl MemoryOp for Summarize {
             })
             .collect())
     }
-}
-
-/// One lockstep call for the episodes whose request is `Some`: they are swapped to the
-/// front of `cxs` (one contiguous slice makes one batched call) and swapped back
-/// afterwards, even when the call fails. `None` requests make no call.
-fn generate_subset(
-    own: Option<&dyn LanguageModel>,
-    cxs: &mut [EpisodeCx<'_>],
-    role: &str,
-    requests: Vec<Option<GenRequest>>,
-) -> Result<Vec<Option<Generation>>> {
-    let n = requests.len();
-    let idx: Vec<usize> = (0..n).filter(|&i| requests[i].is_some()).collect();
-    if idx.is_empty() {
-        return Ok(vec![None; n]);
-    }
-    let reqs: Vec<GenRequest> = requests.into_iter().flatten().collect();
-    for (t, &i) in idx.iter().enumerate() {
-        cxs.swap(t, i);
-    }
-    let res = op_generate(own, &mut cxs[..idx.len()], role, reqs);
-    for (t, &i) in idx.iter().enumerate().rev() {
-        cxs.swap(t, i);
-    }
-    let mut out = vec![None; n];
-    for (g, &i) in res?.into_iter().zip(&idx) {
-        out[i] = Some(g);
-    }
-    Ok(out)
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
