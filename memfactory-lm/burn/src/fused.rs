@@ -66,6 +66,12 @@ pub trait TrainKernels: Backend {
     /// Rows `ids` of `table` `[V, d]` → `[ids.len(), d]` (an embedding lookup, or picking the
     /// action positions' hidden states).
     fn fused_gather_rows(table: FloatTensor<Self>, ids: Vec<u32>) -> FloatTensor<Self>;
+    /// `a + scale · b` (one shape): the residual adds and the LoRA branch's sum.
+    fn fused_add_scaled(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
     /// One AdamW update of parameter `p` from its gradient `g` and moments `m`, `v` (any rank,
     /// one shape): the new `(p, m, v)`, written over the inputs' storage where it is not shared.
     fn fused_adamw(
@@ -194,6 +200,21 @@ pub fn gather_rows(table: Tensor<2>, ids: Vec<u32>) -> Tensor<2> {
     ))
 }
 
+/// See [`TrainKernels::fused_add_scaled`].
+pub fn add_scaled(a: Tensor<2>, b: Tensor<2>, scale: f32) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_add_scaled(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        scale,
+    ))
+}
+
+/// `a + b` through [`add_scaled`]: on all of rayon's threads (burn flex adds tensors below
+/// 4 M elements on the calling thread alone).
+pub fn add(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    add_scaled(a, b, 1.0)
+}
+
 /// One AdamW update (see [`AdamWStep`]); `m`, `v` `None` at the first step (zero moments).
 /// On `flex` one fused pass over the four tensors ([`TrainKernels::fused_adamw`]), elsewhere
 /// [`adamw_composed`].
@@ -305,6 +326,10 @@ impl TrainKernels for Flex {
         gather_rows_forward(&contiguous(table), &ids)
     }
 
+    fn fused_add_scaled(a: FlexTensor, b: FlexTensor, scale: f32) -> FlexTensor {
+        add_scaled_kernel(&contiguous(a), &contiguous(b), scale)
+    }
+
     fn fused_adamw(
         p: FlexTensor,
         g: FlexTensor,
@@ -324,6 +349,31 @@ impl TrainKernels for Flex {
 // ---------------------------------------------------------------------------------------------
 // Autodiff<Flex>: forward + recorded backward step.
 // ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct AddScaledBackward;
+
+impl Backward<Flex, 2> for AddScaledBackward {
+    /// The scale of `b`.
+    type State = f32;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let scale = ops.state;
+        if let Some(node) = node_b {
+            let db = if scale == 1.0 {
+                dy.clone()
+            } else {
+                scale_kernel(&dy, scale)
+            };
+            grads.register::<Flex>(node.id, db);
+        }
+        if let Some(node) = node_a {
+            grads.register::<Flex>(node.id, dy);
+        }
+    }
+}
 
 #[derive(Debug)]
 struct RmsBackward;
@@ -545,6 +595,26 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         }
     }
 
+    fn fused_add_scaled(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let prep = AddScaledBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful();
+        let y = add_scaled_kernel(
+            &contiguous(a.into_primitive()),
+            &contiguous(b.into_primitive()),
+            scale,
+        );
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(scale, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     // The optimizer ops run on the parameters' inner values: no graph.
 
     fn fused_adamw(
@@ -601,12 +671,24 @@ fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
 /// Rows per rayon task for row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 
+/// `n` zeros, written by all of rayon's threads: a kernel's output buffer. (`vec![0.0; n]`
+/// zero-fills on the calling thread while the pool waits — a reused allocation is `memset`,
+/// a fresh one page-faults — which was a third of the training step's serial time.)
+fn zeros(n: usize) -> Vec<f32> {
+    if n < (1 << 16) {
+        return vec![0f32; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
 fn rms_forward(x: &FlexTensor, w: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32>) {
     let [n, d] = dims::<2>(x);
     let (xs, ws) = (f32s(x), f32s(w));
     assert_eq!(ws.len(), d, "rms_norm: weight length");
-    let mut y = vec![0f32; n * d];
-    let mut rstd = vec![0f32; n];
+    let mut y = zeros(n * d);
+    let mut rstd = zeros(n);
     y.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(xs.par_chunks(d * ROWS_PER_TASK))
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
@@ -631,7 +713,7 @@ fn rms_backward(
 ) -> (FlexTensor, Option<FlexTensor>) {
     let [n, d] = dims::<2>(x);
     let (xs, ws, dys) = (f32s(x), f32s(w), f32s(dy));
-    let mut dx = vec![0f32; n * d];
+    let mut dx = zeros(n * d);
     // One partial dw per task, summed in task order afterwards (deterministic).
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(d * ROWS_PER_TASK)
@@ -686,7 +768,7 @@ fn swiglu_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
     let shape = dims::<2>(g);
     assert_eq!(shape, dims::<2>(u), "swiglu: shapes differ");
     let (gs, us) = (f32s(g), f32s(u));
-    let mut y = vec![0f32; gs.len()];
+    let mut y = zeros(gs.len());
     y.par_chunks_mut(ELEMS_PER_TASK)
         .zip(gs.par_chunks(ELEMS_PER_TASK))
         .zip(us.par_chunks(ELEMS_PER_TASK))
@@ -706,8 +788,8 @@ fn swiglu_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
 fn swiglu_backward(g: &FlexTensor, u: &FlexTensor, dy: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let shape = dims::<2>(g);
     let (gs, us, dys) = (f32s(g), f32s(u), f32s(dy));
-    let mut dg = vec![0f32; gs.len()];
-    let mut du = vec![0f32; gs.len()];
+    let mut dg = zeros(gs.len());
+    let mut du = zeros(gs.len());
     dg.par_chunks_mut(ELEMS_PER_TASK)
         .zip(du.par_chunks_mut(ELEMS_PER_TASK))
         .zip(gs.par_chunks(ELEMS_PER_TASK))
@@ -764,7 +846,7 @@ fn logprobs_backward(
 ) -> FlexTensor {
     let [n, v] = dims::<2>(logits);
     let (ls, d) = (f32s(logits), f32s(dlp));
-    let mut out = vec![0f32; n * v];
+    let mut out = zeros(n * v);
     out.par_chunks_mut(v)
         .zip(ls.par_chunks(v))
         .enumerate()
@@ -1054,7 +1136,7 @@ fn gather_rows_forward(table: &FlexTensor, ids: &[u32]) -> FlexTensor {
     let [v, d] = dims::<2>(table);
     let t = f32s(table);
     assert!(ids.iter().all(|&i| (i as usize) < v), "row id out of range");
-    let mut out = vec![0f32; ids.len() * d];
+    let mut out = zeros(ids.len() * d);
     out.par_chunks_mut(d)
         .zip(ids.par_iter())
         .for_each(|(o, &i)| o.copy_from_slice(&t[i as usize * d..(i as usize + 1) * d]));
@@ -1066,7 +1148,7 @@ fn gather_rows_forward(table: &FlexTensor, ids: &[u32]) -> FlexTensor {
 /// where burn's `select` backward zero-fills and then copies its buffer.
 fn gather_rows_backward([v, d]: [usize; 2], ids: &[u32], dy: &FlexTensor) -> FlexTensor {
     let dy = f32s(dy);
-    let mut g = vec![0f32; v * d];
+    let mut g = zeros(v * d);
     for (row, &i) in dy.chunks(d).zip(ids) {
         let dst = &mut g[i as usize * d..(i as usize + 1) * d];
         for (a, b) in dst.iter_mut().zip(row) {
@@ -1074,6 +1156,30 @@ fn gather_rows_backward([v, d]: [usize; 2], ids: &[u32], dy: &FlexTensor) -> Fle
         }
     }
     tensor(g, [v, d])
+}
+
+/// `a + scale·b` into a fresh buffer, written once (no zero-fill) on all of rayon's threads.
+fn add_scaled_kernel(a: &FlexTensor, b: &FlexTensor, scale: f32) -> FlexTensor {
+    let shape = a.layout().shape().clone();
+    assert_eq!(&shape, b.layout().shape(), "add: shapes differ");
+    let (xs, ys) = (f32s(a), f32s(b));
+    let out: Vec<f32> = xs
+        .par_iter()
+        .zip(ys)
+        .with_min_len(ELEMS_PER_TASK)
+        .map(|(&x, &y)| x + scale * y)
+        .collect();
+    FlexTensor::from_data(TensorData::new(out, shape))
+}
+
+/// `scale·x` into a fresh buffer.
+fn scale_kernel(x: &FlexTensor, scale: f32) -> FlexTensor {
+    let out: Vec<f32> = f32s(x)
+        .par_iter()
+        .with_min_len(ELEMS_PER_TASK)
+        .map(|&v| scale * v)
+        .collect();
+    FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
 /// Elements per rayon task for the optimizer's passes over whole parameters.
@@ -1161,7 +1267,7 @@ fn sum_squares_kernel(xs: &[f32]) -> f64 {
 /// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.
 fn heads_to_rows(src: &[f32], heads: usize, s: usize, hd: usize) -> FlexTensor {
     let n = src.len() / (heads * hd);
-    let mut out = vec![0f32; n * heads * hd];
+    let mut out = zeros(n * heads * hd);
     out.par_chunks_mut(heads * hd)
         .enumerate()
         .for_each(|(row, o)| {
@@ -1197,10 +1303,10 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
     let (qs, ks, vs) = (f32s(q), f32s(k), f32s(v));
     let (cos, sin) = rope_tables(s, hd, theta);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut qr = vec![0f32; b * hh * s * hd];
-    let mut kr = vec![0f32; b * kv * s * hd];
-    let mut oh = vec![0f32; b * hh * s * hd];
-    let mut lse = vec![0f32; b * hh * s];
+    let mut qr = zeros(b * hh * s * hd);
+    let mut kr = zeros(b * kv * s * hd);
+    let mut oh = zeros(b * hh * s * hd);
+    let mut lse = zeros(b * hh * s);
     qr.par_chunks_mut(g * s * hd)
         .zip(kr.par_chunks_mut(s * hd))
         .zip(oh.par_chunks_mut(g * s * hd))
@@ -1287,9 +1393,9 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
     let (dos, vs) = (f32s(dout), f32s(&st.v));
     let (cos, sin) = rope_tables(s, hd, theta);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut dq = vec![0f32; b * hh * s * hd];
-    let mut dk = vec![0f32; b * kv * s * hd];
-    let mut dv = vec![0f32; b * kv * s * hd];
+    let mut dq = zeros(b * hh * s * hd);
+    let mut dk = zeros(b * kv * s * hd);
+    let mut dv = zeros(b * kv * s * hd);
     dq.par_chunks_mut(g * s * hd)
         .zip(dk.par_chunks_mut(s * hd))
         .zip(dv.par_chunks_mut(s * hd))

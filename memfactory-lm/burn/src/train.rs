@@ -73,18 +73,24 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// Applies the map to `x` `[n, in]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.apply(x, Tensor::matmul)
+        self.apply(x, Tensor::matmul, |y, d, s| y + d.mul_scalar(s))
     }
 
-    /// [`LoraLinear::forward`] with the products done by [`fused::linear`] (`flex` only).
+    /// [`LoraLinear::forward`] with the products done by [`fused::linear`] and the LoRA
+    /// branch added by [`fused::add_scaled`] (`flex` only).
     pub fn forward_fused(&self, x: Tensor<2>) -> Tensor<2> {
-        self.apply(x, fused::linear)
+        self.apply(x, fused::linear, fused::add_scaled)
     }
 
-    fn apply(&self, x: Tensor<2>, mm: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+    fn apply(
+        &self,
+        x: Tensor<2>,
+        mm: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+        add_scaled: impl Fn(Tensor<2>, Tensor<2>, f32) -> Tensor<2>,
+    ) -> Tensor<2> {
         let mut y = mm(x.clone(), self.weight.val());
         if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
-            y = y + mm(mm(x, a.val()), b.val()).mul_scalar(self.scale);
+            y = add_scaled(y, mm(mm(x, a.val()), b.val()), self.scale);
         }
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
@@ -355,11 +361,11 @@ impl Decoder {
                 k = head_norm(k, kn, kv);
             }
             let o = fused::causal_attention(q, k, v, dims);
-            x = x + blk.o_proj.forward_fused(o);
+            x = fused::add(x, blk.o_proj.forward_fused(o));
             let h = fused::rms_norm(x.clone(), blk.ffn_norm.val(), cfg.rms_eps);
             let g = blk.gate_proj.forward_fused(h.clone());
             let u = blk.up_proj.forward_fused(h);
-            x = x + blk.down_proj.forward_fused(fused::swiglu(g, u));
+            x = fused::add(x, blk.down_proj.forward_fused(fused::swiglu(g, u)));
         }
         x
     }
