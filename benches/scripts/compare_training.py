@@ -27,6 +27,11 @@ accumulate), clip + AdamW (Python: + zero_grad); phase medians need not sum to t
 step0_logprob_mean (mean action log-prob before any update) must agree between engines: it
 checks that both compute the same thing on the same weights.
 
+Alternated pairs (--pairs N, N > 1): each training mode runs N pairs of children, the engine
+order reversed every other pair (A B, B A, A B, ...), so a drift of the host's speed over the run
+loads both engines alike. Each pair gives one throughput ratio; the report lists every pair and
+the median ratio, and the main table shows, per metric, the median over the pairs.
+
 Rollout (group of --group episodes' LM calls: the same ~300-token chat prompt, temperature 1,
 top-k/top-p off, at most --new-tokens new tokens, seeds 1..G): all G as one batch vs one at a time;
 generated tokens / wall time, best of --rollout-reps. The MemFactory child runs first and prints
@@ -257,6 +262,19 @@ def make_batch(a) -> dict:
     }
 
 
+def median_result(rs: list[dict]) -> dict:
+    """Per numeric metric, the median over the children that have it."""
+    ok = [r for r in rs if "_error" not in r]
+    if not ok:
+        return dict(rs[0])
+    out: dict = {}
+    for key in ok[0]:
+        vals = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
+        if vals and len(vals) == len(ok):
+            out[key] = statistics.median(vals)
+    return out
+
+
 def fmt(v, nd=1):
     return "–" if v is None else f"{v:,.{nd}f}"
 
@@ -280,6 +298,27 @@ def render(a, res: dict, machine: dict) -> str:
             ratio = f"{mv / hv:.2f}×" if isinstance(hv, (int, float)) and isinstance(mv, (int, float)) and hv and \
                 key.endswith("tok_s") else ""
             lines.append(f"| {mode} | {label} | {fmt(hv, nd)} | {fmt(mv, nd)} | {ratio} |")
+    for mode in [m for m in a.modes.split(",") if m != "rollout"]:
+        hp, mp = res.get(("hf", mode), {}).get("_pairs"), res.get(("memfactory", mode), {}).get("_pairs")
+        if not hp or not mp:
+            continue
+        key = f"train_{mode}_tok_s"
+        lines += ["", f"{mode}: {len(hp)} alternated pairs (values above are medians over the pairs)", "",
+                  "| pair | order | PyTorch step (s) | burn step (s) | burn / PyTorch throughput |", "|---|---|---|---|---|"]
+        ratios = []
+        order = a.engines.split(",")
+        for i, (h, m) in enumerate(zip(hp, mp)):
+            first = (order if i % 2 == 0 else order[::-1])[0]
+            hv, mv = h.get(key), m.get(key)
+            ratio = mv / hv if isinstance(hv, (int, float)) and isinstance(mv, (int, float)) and hv else None
+            if ratio:
+                ratios.append(ratio)
+            lines.append(f"| {i + 1} | {'burn' if first == 'memfactory' else 'PyTorch'} first | "
+                         f"{fmt(h.get(f'train_{mode}_step_s'), 2)} | {fmt(m.get(f'train_{mode}_step_s'), 2)} | "
+                         f"{'' if ratio is None else f'{ratio:.2f}×'} |")
+        if ratios:
+            lines.append(f"| median | | | | **{statistics.median(ratios):.2f}×** (min {min(ratios):.2f}×, "
+                         f"max {max(ratios):.2f}×) |")
     if "rollout" in a.modes.split(","):
         lines += ["", f"Rollout: {a.group} requests, same prompt, temperature 1, ≤ {a.new_tokens} new tokens; "
                   f"best of {a.rollout_reps}", "",
@@ -321,6 +360,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--rollout-reps", type=int, default=2)
     ap.add_argument("--skip-hf-rollout", action="store_true")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="training children per engine and mode, alternating the engine order each pair")
     ap.add_argument("--child-timeout", type=float, default=1800)
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each child, wait up to this many seconds for the machine to be idle")
@@ -355,18 +396,28 @@ def _main(a) -> int:
         for mode in a.modes.split(","):
             if mode == "rollout":
                 continue
-            for eng in a.engines.split(","):
-                if a.wait_idle > 0:
-                    ce.wait_idle(a.wait_idle)
-                common = ["--mode", mode, "--batch-file", str(bf), "--steps", str(a.steps), "--lr", str(a.lr)]
-                if eng == "hf":
-                    res[("hf", mode)] = run_child(f"hf {mode}", me + ["--_worker", "train"] + common, a)
-                elif eng == "memfactory":
-                    if not a.memfactory_bin:
-                        res[("memfactory", mode)] = {"_error": "no --memfactory-bin"}
+            engines = a.engines.split(",")
+            runs: dict = {}
+            for pair in range(max(1, a.pairs)):
+                for eng in engines if pair % 2 == 0 else engines[::-1]:
+                    if a.wait_idle > 0:
+                        ce.wait_idle(a.wait_idle)
+                    common = ["--mode", mode, "--batch-file", str(bf), "--steps", str(a.steps), "--lr", str(a.lr)]
+                    tag = f" #{pair + 1}" if a.pairs > 1 else ""
+                    if eng == "hf":
+                        r = run_child(f"hf {mode}{tag}", me + ["--_worker", "train"] + common, a)
+                    elif eng == "memfactory":
+                        if not a.memfactory_bin:
+                            r = {"_error": "no --memfactory-bin"}
+                        else:
+                            r = run_child(f"memfactory {mode}{tag}", [a.memfactory_bin, "--gguf", str(a.gguf)] + common, a)
+                    else:
                         continue
-                    res[("memfactory", mode)] = run_child(
-                        f"memfactory {mode}", [a.memfactory_bin, "--gguf", str(a.gguf)] + common, a)
+                    runs.setdefault(eng, []).append(r)
+            for eng, rs in runs.items():
+                res[(eng, mode)] = median_result(rs) if len(rs) > 1 else rs[0]
+                if len(rs) > 1:
+                    res[(eng, mode)]["_pairs"] = rs
         if "rollout" in a.modes.split(","):
             roll = ["--group", str(a.group), "--new-tokens", str(a.new_tokens)]
             if a.memfactory_bin:
