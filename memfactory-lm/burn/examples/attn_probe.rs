@@ -9,6 +9,7 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    memfactory_lm_burn::tune_allocator();
     let d = Device::flex().autodiff();
     for (b, s) in [(4usize, 288usize), (2, 992)] {
         let n = b * s;

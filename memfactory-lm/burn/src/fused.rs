@@ -16,9 +16,10 @@
 //! - [`swiglu`]: `silu(g) · u`, both `[n, f]`.
 //! - [`causal_attention`]: `q` `[n, H·hd]`, `k`/`v` `[n, K·hd]` straight from the projections
 //!   (no head transpose); RoPE (rotate-half, positions `0..s` in every row) is applied inside;
-//!   output `[n, H·hd]`, ready for `o_proj`. GQA: query head `h` reads KV head `h / (H/K)`.
-//!   Query rows go in blocks of 32 that only meet the keys up to their last row, so the masked
-//!   upper triangle is never multiplied (forward or backward).
+//!   output `[n, H·hd]`, ready for `o_proj`. GQA: query head `h` reads KV head `h / (H/K)`;
+//!   the `H/K` query heads of a KV head are stacked into one GEMM. Query positions go in
+//!   blocks of 32 that only meet the keys up to their last position, so the masked upper
+//!   triangle is never multiplied (forward or backward).
 //! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
 //! - [`gather_rows`]: rows of a table `[V, d]` by id (the embedding lookup, the action
 //!   positions' hidden states); its backward allocates the table's gradient once (burn's
@@ -864,22 +865,24 @@ fn logprobs_backward(
     tensor(out, [n, v])
 }
 
-/// What the attention backward needs: rotated q/k in head layout, v, the output in head
-/// layout and the per-row log-sum-exp of the scaled scores.
+/// What the attention backward needs, per task (batch row `i`, KV head `j`, in task order
+/// `i·K + j`): the task's `G = H/K` query heads *interleaved* by position — row `r·G + hg` is
+/// query head `j·G + hg` at position `r` — so the rows of a causal block for all `G` heads that
+/// share the KV head are one contiguous `[bm·G, hd]` matrix (one GEMM instead of `G`).
 #[derive(Debug, Clone)]
 struct AttnSaved {
     dims: AttnDims,
     s: usize,
     hd: usize,
-    /// `[b, H, s, hd]`, RoPE applied.
+    /// `[b·K][s·G, hd]` interleaved, RoPE applied.
     q: Vec<f32>,
-    /// `[b, K, s, hd]`, RoPE applied.
+    /// `[b·K][s, hd]`, RoPE applied.
     k: Vec<f32>,
     /// `[n, K·hd]` (projection layout).
     v: FlexTensor,
-    /// `[b, H, s, hd]`.
+    /// `[b·K][s·G, hd]` interleaved.
     o: Vec<f32>,
-    /// `[b, H, s]`.
+    /// `[b·K][s·G]`.
     lse: Vec<f32>,
     /// The output, `[n, H·hd]`.
     out: FlexTensor,
@@ -901,11 +904,21 @@ fn rope_tables(s: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// Copies `s` rows of `hd` values (row stride `stride`) into `dst` `[s, hd]`, rotated.
-fn rotate_rows(src: &[f32], stride: usize, dst: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+/// Copies the `G` heads of `hd` values at each position `r` of `src` (position rows of stride
+/// `stride`, the heads side by side) into `dst` `[s·G, hd]` (row `r·G + hg`), rotated by
+/// RoPE at position `r`.
+fn rotate_rows(
+    src: &[f32],
+    stride: usize,
+    dst: &mut [f32],
+    (hd, group): (usize, usize),
+    cos: &[f32],
+    sin: &[f32],
+) {
     let half = hd / 2;
-    for (p, d) in dst.chunks_mut(hd).enumerate() {
-        let x = &src[p * stride..p * stride + hd];
+    for (row, d) in dst.chunks_mut(hd).enumerate() {
+        let (p, hg) = (row / group, row % group);
+        let x = &src[p * stride + hg * hd..p * stride + (hg + 1) * hd];
         let (c, sn) = (
             &cos[p * half..(p + 1) * half],
             &sin[p * half..(p + 1) * half],
@@ -918,10 +931,12 @@ fn rotate_rows(src: &[f32], stride: usize, dst: &mut [f32], hd: usize, cos: &[f3
     }
 }
 
-/// The transpose of [`rotate_rows`]'s rotation, in place on `[s, hd]`.
-fn unrotate_rows(buf: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+/// The transpose of [`rotate_rows`]'s rotation, in place on `[s·G, hd]` (row `r·G + hg` at
+/// position `r`).
+fn unrotate_rows(buf: &mut [f32], (hd, group): (usize, usize), cos: &[f32], sin: &[f32]) {
     let half = hd / 2;
-    for (p, d) in buf.chunks_mut(hd).enumerate() {
+    for (row, d) in buf.chunks_mut(hd).enumerate() {
+        let p = row / group;
         let (c, sn) = (
             &cos[p * half..(p + 1) * half],
             &sin[p * half..(p + 1) * half],
@@ -1264,28 +1279,35 @@ fn sum_squares_kernel(xs: &[f32]) -> f64 {
     parts.iter().sum()
 }
 
-/// `src` in head layout `[b, heads, s, hd]` → projection layout `[b·s, heads·hd]`.
-fn heads_to_rows(src: &[f32], heads: usize, s: usize, hd: usize) -> FlexTensor {
-    let n = src.len() / (heads * hd);
-    let mut out = zeros(n * heads * hd);
-    out.par_chunks_mut(heads * hd)
-        .enumerate()
-        .for_each(|(row, o)| {
-            let (i, p) = (row / s, row % s);
-            for h in 0..heads {
-                let at = ((i * heads + h) * s + p) * hd;
-                o[h * hd..(h + 1) * hd].copy_from_slice(&src[at..at + hd]);
-            }
-        });
-    tensor(out, [n, heads * hd])
+/// Per-task buffers (task `i·K + j`, each `[s·G, hd]` interleaved as in [`AttnSaved`]) →
+/// projection layout `[b·s, K·G·hd]`: position `r` of task `(i, j)` is row `i·s + r`, columns
+/// `j·G·hd..(j+1)·G·hd`, one contiguous copy.
+fn tasks_to_rows(
+    src: &[f32],
+    (b, kv, group): (usize, usize, usize),
+    s: usize,
+    hd: usize,
+) -> FlexTensor {
+    let w = kv * group * hd;
+    let mut out = zeros(b * s * w);
+    out.par_chunks_mut(w).enumerate().for_each(|(row, o)| {
+        let (i, r) = (row / s, row % s);
+        for j in 0..kv {
+            let at = ((i * kv + j) * s + r) * group * hd;
+            o[j * group * hd..(j + 1) * group * hd].copy_from_slice(&src[at..at + group * hd]);
+        }
+    });
+    tensor(out, [b * s, w])
 }
 
-/// Query-row blocks `[r0, r1)` of a causal sequence of length `s`.
+/// Positions per causal block: small enough to skip most of the masked triangle (at 288
+/// tokens the products cover 56 % of the full square); with the `G` query heads of a KV head
+/// stacked, a block is `32·G` GEMM rows, and its scores `[32·G, s]` stay in L2.
+const ATTN_BLOCK: usize = 32;
+
+/// Query-position blocks `[r0, r1)` of a causal sequence of length `s`.
 fn causal_blocks(s: usize) -> impl Iterator<Item = (usize, usize)> {
-    /// Rows per block: small enough to skip most of the masked triangle (at 288 tokens the
-    /// products cover 56 % of the full square), large enough for the GEMM micro-kernel.
-    const BLOCK: usize = 32;
-    (0..s.div_ceil(BLOCK)).map(move |b| (b * BLOCK, ((b + 1) * BLOCK).min(s)))
+    (0..s.div_ceil(ATTN_BLOCK)).map(move |b| (b * ATTN_BLOCK, ((b + 1) * ATTN_BLOCK).min(s)))
 }
 
 fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) -> AttnSaved {
@@ -1315,60 +1337,71 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
         .for_each(|(task, (((qt, kt), ot), lt))| {
             let (i, j) = (task / kv, task % kv);
             let row0 = i * s;
-            rotate_rows(&ks[row0 * kv * hd + j * hd..], kv * hd, kt, hd, &cos, &sin);
+            rotate_rows(
+                &ks[row0 * kv * hd + j * hd..],
+                kv * hd,
+                kt,
+                (hd, 1),
+                &cos,
+                &sin,
+            );
+            rotate_rows(
+                &qs[row0 * hh * hd + j * g * hd..],
+                hh * hd,
+                qt,
+                (hd, g),
+                &cos,
+                &sin,
+            );
             let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
-            let mut p = vec![0f32; s * s];
-            for hg in 0..g {
-                let h = j * g + hg;
-                let qh = &mut qt[hg * s * hd..(hg + 1) * s * hd];
-                rotate_rows(&qs[row0 * hh * hd + h * hd..], hh * hd, qh, hd, &cos, &sin);
-                // Query rows in blocks: block [r0, r1) only needs keys 0..r1 (causal), so the
-                // masked upper triangle is never multiplied.
-                for (r0, r1) in causal_blocks(s) {
-                    let (bm, kn) = (r1 - r0, r1);
-                    // scores = q kᵀ for rows r0..r1, keys 0..r1 (into p's rows r0..r1)
-                    let kt_view = View::rows(kt, 0, hd).t();
-                    matmul(
-                        &mut p[r0 * s..],
-                        s,
-                        View::rows(qh, r0 * hd, hd),
-                        kt_view,
-                        (bm, kn, hd),
-                        false,
-                    );
-                    for r in r0..r1 {
-                        let row = &mut p[r * s..r * s + kn];
-                        let live = &mut row[..=r];
-                        let mut m = f32::NEG_INFINITY;
-                        for x in live.iter_mut() {
-                            *x *= scale;
-                            m = m.max(*x);
-                        }
-                        for x in live.iter_mut() {
-                            *x -= m;
-                        }
-                        exp_in_place(live);
-                        let sum = live.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
-                        let inv = 1.0 / sum;
-                        for x in live.iter_mut() {
-                            *x *= inv;
-                        }
-                        row[r + 1..].fill(0.0);
-                        lt[hg * s + r] = m + sum.ln();
+            // The block's scores, row `lr` = query row `r0·G + lr`.
+            let mut p = vec![0f32; ATTN_BLOCK.min(s) * g * s];
+            // Query positions in blocks: block [r0, r1) only needs keys 0..r1 (causal), so
+            // the masked upper triangle is never multiplied; its G heads are the rows
+            // r0·G..r1·G.
+            for (r0, r1) in causal_blocks(s) {
+                let (rows, kn) = ((r1 - r0) * g, r1);
+                // scores = q kᵀ for those rows, keys 0..r1
+                matmul(
+                    &mut p,
+                    s,
+                    View::rows(qt, r0 * g * hd, hd),
+                    View::rows(kt, 0, hd).t(),
+                    (rows, kn, hd),
+                    false,
+                );
+                for (lr, row) in (r0 * g..r1 * g).enumerate() {
+                    let r = row / g;
+                    let prow = &mut p[lr * s..lr * s + kn];
+                    let live = &mut prow[..=r];
+                    let mut m = f32::NEG_INFINITY;
+                    for x in live.iter_mut() {
+                        *x *= scale;
+                        m = m.max(*x);
                     }
-                    let oslot = &mut ot[(hg * s + r0) * hd..(hg * s + r1) * hd];
-                    matmul(
-                        oslot,
-                        hd,
-                        View::rows(&p, r0 * s, s),
-                        vj,
-                        (bm, hd, kn),
-                        false,
-                    );
+                    for x in live.iter_mut() {
+                        *x -= m;
+                    }
+                    exp_in_place(live);
+                    let sum = live.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+                    let inv = 1.0 / sum;
+                    for x in live.iter_mut() {
+                        *x *= inv;
+                    }
+                    prow[r + 1..].fill(0.0);
+                    lt[row] = m + sum.ln();
                 }
+                matmul(
+                    &mut ot[r0 * g * hd..r1 * g * hd],
+                    hd,
+                    View::rows(&p, 0, s),
+                    vj,
+                    (rows, hd, kn),
+                    false,
+                );
             }
         });
-    let out = heads_to_rows(&oh, hh, s, hd);
+    let out = tasks_to_rows(&oh, (b, kv, g), s, hd);
     AttnSaved {
         dims,
         s,
@@ -1404,79 +1437,83 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
             let (i, j) = (task / kv, task % kv);
             let row0 = i * s;
             let kt = &st.k[task * s * hd..(task + 1) * s * hd];
+            let qt = &st.q[task * g * s * hd..(task + 1) * g * s * hd];
+            let ot = &st.o[task * g * s * hd..(task + 1) * g * s * hd];
+            let lse = &st.lse[task * g * s..(task + 1) * g * s];
             let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
-            let mut p = vec![0f32; s * s];
-            let mut dp = vec![0f32; s * s];
-            for hg in 0..g {
-                let h = j * g + hg;
-                let hq = (i * hh + h) * s * hd;
-                let qh = &st.q[hq..hq + s * hd];
-                let oh = &st.o[hq..hq + s * hd];
-                let lse = &st.lse[(i * hh + h) * s..(i * hh + h + 1) * s];
-                let dqh = &mut dqt[hg * s * hd..(hg + 1) * s * hd];
-                for (r0, r1) in causal_blocks(s) {
-                    let (bm, kn) = (r1 - r0, r1);
-                    let q_blk = View::rows(qh, r0 * hd, hd);
-                    let do_blk = View::rows(dos, (row0 + r0) * hh * hd + h * hd, hh * hd);
-                    // P = exp(scale·q kᵀ − lse) for rows r0..r1, keys 0..r1
-                    matmul(
-                        &mut p[r0 * s..],
-                        s,
-                        q_blk,
-                        View::rows(kt, 0, hd).t(),
-                        (bm, kn, hd),
-                        false,
-                    );
-                    for r in r0..r1 {
-                        let row = &mut p[r * s..r * s + kn];
-                        let live = &mut row[..=r];
-                        for x in live.iter_mut() {
-                            *x = *x * scale - lse[r];
-                        }
-                        exp_in_place(live);
-                        row[r + 1..].fill(0.0);
-                    }
-                    // dV[0..r1] += Pᵀ dO  (dV starts at zero)
-                    let p_blk = View::rows(&p, r0 * s, s);
-                    matmul(dvt, hd, p_blk.t(), do_blk, (kn, hd, bm), true);
-                    // dP = dO Vᵀ
-                    matmul(&mut dp[r0 * s..], s, do_blk, vj.t(), (bm, kn, hd), false);
-                    // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
-                    for r in r0..r1 {
-                        let dor = &dos[(row0 + r) * hh * hd + h * hd..][..hd];
-                        let or = &oh[r * hd..(r + 1) * hd];
-                        let dsum = dor
-                            .iter()
-                            .zip(or)
-                            .map(|(&a, &b)| f64::from(a * b))
-                            .sum::<f64>() as f32;
-                        let prow = &p[r * s..r * s + r + 1];
-                        let dprow = &mut dp[r * s..r * s + kn];
-                        for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
-                            *d = pv * (*d - dsum) * scale;
-                        }
-                        dprow[r + 1..].fill(0.0);
-                    }
-                    // dQ = dS K ; dK[0..r1] += dSᵀ Q
-                    let ds_blk = View::rows(&dp, r0 * s, s);
-                    matmul(
-                        &mut dqh[r0 * hd..r1 * hd],
-                        hd,
-                        ds_blk,
-                        View::rows(kt, 0, hd),
-                        (bm, hd, kn),
-                        false,
-                    );
-                    matmul(dkt, hd, ds_blk.t(), q_blk, (kn, hd, bm), true);
-                }
-                unrotate_rows(dqh, hd, &cos, &sin);
+            // dO of the task's heads, interleaved like q.
+            let mut dot = vec![0f32; g * s * hd];
+            for (r, d) in dot.chunks_mut(g * hd).enumerate() {
+                let at = (row0 + r) * hh * hd + j * g * hd;
+                d.copy_from_slice(&dos[at..at + g * hd]);
             }
-            unrotate_rows(dkt, hd, &cos, &sin);
+            // The block's P and dP / dS, row `lr` = query row `r0·G + lr`.
+            let mut p = vec![0f32; ATTN_BLOCK.min(s) * g * s];
+            let mut dp = vec![0f32; ATTN_BLOCK.min(s) * g * s];
+            for (r0, r1) in causal_blocks(s) {
+                let (rows, kn) = ((r1 - r0) * g, r1);
+                let q_blk = View::rows(qt, r0 * g * hd, hd);
+                let do_blk = View::rows(&dot, r0 * g * hd, hd);
+                // P = exp(scale·q kᵀ − lse) for the block's rows, keys 0..r1
+                matmul(
+                    &mut p,
+                    s,
+                    q_blk,
+                    View::rows(kt, 0, hd).t(),
+                    (rows, kn, hd),
+                    false,
+                );
+                for (lr, row) in (r0 * g..r1 * g).enumerate() {
+                    let r = row / g;
+                    let prow = &mut p[lr * s..lr * s + kn];
+                    let live = &mut prow[..=r];
+                    for x in live.iter_mut() {
+                        *x = *x * scale - lse[row];
+                    }
+                    exp_in_place(live);
+                    prow[r + 1..].fill(0.0);
+                }
+                // dV[0..r1] += Pᵀ dO  (dV starts at zero)
+                let p_blk = View::rows(&p, 0, s);
+                matmul(dvt, hd, p_blk.t(), do_blk, (kn, hd, rows), true);
+                // dP = dO Vᵀ
+                matmul(&mut dp, s, do_blk, vj.t(), (rows, kn, hd), false);
+                // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
+                for (lr, row) in (r0 * g..r1 * g).enumerate() {
+                    let r = row / g;
+                    let dor = &dot[row * hd..(row + 1) * hd];
+                    let or = &ot[row * hd..(row + 1) * hd];
+                    let dsum = dor
+                        .iter()
+                        .zip(or)
+                        .map(|(&a, &b)| f64::from(a * b))
+                        .sum::<f64>() as f32;
+                    let prow = &p[lr * s..lr * s + r + 1];
+                    let dprow = &mut dp[lr * s..lr * s + kn];
+                    for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
+                        *d = pv * (*d - dsum) * scale;
+                    }
+                    dprow[r + 1..].fill(0.0);
+                }
+                // dQ = dS K ; dK[0..r1] += dSᵀ Q
+                let ds_blk = View::rows(&dp, 0, s);
+                matmul(
+                    &mut dqt[r0 * g * hd..r1 * g * hd],
+                    hd,
+                    ds_blk,
+                    View::rows(kt, 0, hd),
+                    (rows, hd, kn),
+                    false,
+                );
+                matmul(dkt, hd, ds_blk.t(), q_blk, (kn, hd, rows), true);
+            }
+            unrotate_rows(dqt, (hd, g), &cos, &sin);
+            unrotate_rows(dkt, (hd, 1), &cos, &sin);
         });
     (
-        heads_to_rows(&dq, hh, s, hd),
-        heads_to_rows(&dk, kv, s, hd),
-        heads_to_rows(&dv, kv, s, hd),
+        tasks_to_rows(&dq, (b, kv, g), s, hd),
+        tasks_to_rows(&dk, (b, kv, 1), s, hd),
+        tasks_to_rows(&dv, (b, kv, 1), s, hd),
     )
 }
 
