@@ -3,18 +3,19 @@
 //!
 //! burn 0.22's `AdamWConfig` defaults differ from PyTorch (eps 1e-5, weight decay 1e-4);
 //! [`OptimConfig::default`] writes PyTorch's out (betas 0.9/0.999, eps 1e-8, weight decay
-//! 0.01) and passes every value to burn. burn's update is PyTorch's:
+//! 0.01), and every value is passed explicitly to the update, which is burn's and PyTorch's:
 //! `p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps)`.
 //!
 //! burn's built-in clipping acts per parameter; GRPO (like `torch.nn.utils.clip_grad_norm_`)
 //! clips the *global* norm over all parameters: a [`ModuleVisitor`] sums squared gradients,
-//! then every gradient is scaled by `min(1, max_norm / (norm + 1e-6))`.
+//! and every gradient is scaled by `min(1, max_norm / (norm + 1e-6))` ([`clip_factor`];
+//! [`clip_global_norm`] does it on a [`GradientsParams`]).
 //!
 //! The update itself is [`FusedAdamW`]: burn's AdamW formula and state (the optimizer record
 //! has burn's `AdamWState` layout), computed by [`memfactory_lm_burn::fused::adamw`], one pass
 //! over parameter, gradient and both moments on `flex` (burn's AdamW makes a dozen passes,
-//! each with a fresh output). The clipping factor and the `1 / micro-batches` average are
-//! folded into that pass as a gradient scale instead of rewriting every gradient first.
+//! each with a fresh output). [`Optim`] folds the clipping factor and the `1 / micro-batches`
+//! average into that pass as a gradient scale instead of rewriting every gradient first.
 
 use std::marker::PhantomData;
 use std::sync::Arc;

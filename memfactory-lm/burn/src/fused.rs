@@ -279,8 +279,8 @@ pub fn adamw_composed<const D: usize>(
     (p, m, v)
 }
 
-/// `Σ x²` over every element of `x`, accumulated in `f64` (on `flex` one pass, elsewhere
-/// `square().sum()`).
+/// `Σ x²` over every element of `x` (on `flex` one pass accumulated in `f64`, elsewhere
+/// `square().sum()`), returned through a one-element `f32` tensor, so rounded to `f32`.
 pub fn sum_squares<const D: usize>(x: Tensor<D>) -> f64 {
     let s: Tensor<1> = if x.device() == burn::tensor::Device::flex() {
         Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_sum_squares(
