@@ -9,10 +9,10 @@ to the repository root; CC BY-NC 4.0, Maharana et al. 2024) as "Speaker: text", 
 --n of them (cycled if fewer); without LoCoMo, generated chat-like sentences.
 
 Usage (from the repository root; a venv OUTSIDE the repo with torch and
-sentence-transformers, e.g. /work/refvenv):
+sentence-transformers, e.g. $REFVENV as BENCHMARKS.md's "How to reproduce" makes it):
 
     cargo build --release -p memfactory-embed-minilm --example embed_bench
-    /work/refvenv/bin/python benches/scripts/compare_embedders.py \
+    $REFVENV/bin/python benches/scripts/compare_embedders.py \
         --model models/all-minilm-l6-v2 --n 512 --batch 32 --threads 2
 
 Prints a Markdown table (sentences/s and the ratio memfactory / sentence-transformers) and

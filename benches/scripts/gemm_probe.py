@@ -4,7 +4,7 @@ SmolLM2-135M's projections), for the peers: PyTorch (MKL) and NumPy (its bundled
 2 threads each. The burn side is `cargo run --release -p memfactory-lm-burn --example
 gemm_probe`. Run both on an idle machine, one after the other:
 
-    OPENBLAS_NUM_THREADS=2 /work/refvenv/bin/python benches/scripts/gemm_probe.py
+    OPENBLAS_NUM_THREADS=2 $REFVENV/bin/python benches/scripts/gemm_probe.py
 """
 import time
 

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p memfactory-rl --example train_bench
-//! /work/refvenv/bin/python benches/scripts/compare_training.py --nice -15 \
+//! $REFVENV/bin/python benches/scripts/compare_training.py --nice -15 \
 //!     --memfactory-bin $CARGO_TARGET_DIR/release/examples/train_bench
 //! ```
 //!

@@ -15,7 +15,7 @@ Formulas (TRL GRPOTrainer, `_compute_loss`):
   token-mean:          (per_token * mask).sum() / mask.sum()
   seq-mean-token-mean: ((per_token * mask).sum(-1) / mask.sum(-1)).mean()
 
-Run: /work/refvenv/bin/python memfactory-rl/scripts/grpo_reference.py
+Run: $REFVENV/bin/python memfactory-rl/scripts/grpo_reference.py
 """
 import json
 import os

