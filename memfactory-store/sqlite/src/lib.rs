@@ -20,12 +20,23 @@
 //! Several stores (threads, processes) may use one file: writers take turns through the
 //! write lock, waiting up to a minute for it.
 //!
+//! Only MemFactory's own files are opened: `path` must be absent, empty (zero bytes), or a
+//! memory-bank database, recognised by its SQLite `application_id` ([`APPLICATION_ID`],
+//! written when the file is created). Anything else — another application's database, a file
+//! that is not SQLite at all — is refused with a user error naming the file, before any
+//! write: the file is not switched to WAL, no table is added, `fresh` clears nothing, and no
+//! `-wal` / `-shm` / `-journal` file is left beside it. A store written by earlier MemFactory
+//! builds (no `application_id` yet) is recognised by its exact schema — only the
+//! `memfactory_items` table with its index, `user_version` 1 — and upgraded in place (its
+//! `application_id` is set).
+//!
 //! Recipe:
 //!
 //! ```toml
 //! [store]
 //! kind = "sqlite"
-//! path = "runs/memory.sqlite"  # database file, created if absent (its directory must exist)
+//! path = "runs/memory.sqlite"  # database file, created if absent or empty (its directory
+//!                              # must exist); an existing file must be a MemFactory database
 //! fresh = true                 # default: clear a bank when an episode opens it (evals expect
 //!                              # an empty bank); false keeps what the bank already holds
 //! ```
@@ -43,6 +54,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 /// Version of the table layout, kept in the database's `user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// The SQLite `application_id` (header bytes 68..72) of a MemFactory memory-bank database:
+/// ASCII `MemF`. A non-empty file without it is not opened (see the crate docs).
+pub const APPLICATION_ID: i32 = 0x4D65_6D46;
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,17 +150,224 @@ fn precheck(path: &Path) -> Result<()> {
     }
 }
 
-/// Opens (creating if absent) the database at `path` in WAL mode with `synchronous = FULL`
-/// and makes sure the table exists; with `clear`, empties bank `clear` in the same
-/// transaction.
+/// What [`inspect`] found at the database path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// No file, or an empty one: MemFactory creates its database there.
+    New,
+    /// A MemFactory database (its header carries [`APPLICATION_ID`]).
+    Ours,
+    /// A database written by an earlier MemFactory build: the exact schema, no
+    /// `application_id` yet. Opening it sets the id.
+    Legacy,
+}
+
+/// Names, in the database's `sqlite_master`, of everything an earlier MemFactory build
+/// created (with `type`): the table, the `AUTOINCREMENT` bookkeeping table, the `UNIQUE`
+/// constraint's index and the bank index.
+const LEGACY_OBJECTS: [(&str, &str); 4] = [
+    ("index", "memfactory_items_bank_seq"),
+    ("index", "sqlite_autoindex_memfactory_items_1"),
+    ("table", "memfactory_items"),
+    ("table", "sqlite_sequence"),
+];
+
+/// The columns of `memfactory_items`, in order.
+const ITEM_COLUMNS: [&str; 8] = [
+    "seq",
+    "bank",
+    "id",
+    "content",
+    "speaker",
+    "time",
+    "embedding",
+    "meta",
+];
+
+/// The refusal for a file that is not a MemFactory database: the user's [`Error::Data`],
+/// naming the file, what it is, and what was expected.
+fn not_ours(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::data(
+        path,
+        None,
+        format!(
+            "{what}. The sqlite store opens only a new file (absent or empty) or a MemFactory \
+             memory-bank database (SQLite application_id {APPLICATION_ID:#010x}), and left \
+             this file unchanged; set `store.path` to another file"
+        ),
+    )
+}
+
+/// A `file:` URI opening `path` read-only and immutable (no locks, no journal, no `-wal` or
+/// `-shm` file created), every byte outside a safe set percent-encoded.
+fn immutable_uri(path: &Path) -> Result<String> {
+    let abs = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let mut uri = String::from("file://");
+    if !abs.as_os_str().as_encoded_bytes().starts_with(b"/") {
+        uri.push('/');
+    }
+    for &b in abs.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    Ok(uri)
+}
+
+/// Tells, without writing anything, whether `path` may be opened: a new file, a MemFactory
+/// database, or one from an earlier build; anything else is refused with [`not_ours`].
+fn inspect(path: &Path) -> Result<Found> {
+    use std::io::Read;
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let mut head = Vec::with_capacity(100);
+    match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::New),
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(f) => {
+            f.take(100)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(path, e))?;
+        }
+    }
+    if head.is_empty() && !wal.exists() {
+        return Ok(Found::New);
+    }
+    if head.len() < 100 || !head.starts_with(b"SQLite format 3\0") {
+        return Err(not_ours(
+            path,
+            "not a valid SQLite database (it does not start with the SQLite header: another \
+             kind of file)",
+        ));
+    }
+    let app_id = i32::from_be_bytes([head[68], head[69], head[70], head[71]]);
+    if app_id == APPLICATION_ID {
+        return Ok(Found::Ours);
+    }
+    if app_id != 0 {
+        return Err(not_ours(
+            path,
+            format!("a SQLite database of another application (application_id {app_id:#010x})"),
+        ));
+    }
+    // No application_id: a MemFactory store from an earlier build, or somebody else's
+    // database. Read its schema on a connection that cannot write: immutable when no WAL
+    // file is beside it (nothing is created then); with a WAL file present (its content is
+    // part of the database), a plain read-only connection, which never checkpoints.
+    let conn = if wal.exists() {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    } else {
+        Connection::open_with_flags(
+            immutable_uri(path)?,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    }
+    .db(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT).db(path)?;
+    let mut objects: Vec<(String, String)> = conn
+        .prepare("SELECT type, name FROM sqlite_master ORDER BY type, name")
+        .db(path)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db(path)?
+        .collect::<rusqlite::Result<_>>()
+        .db(path)?;
+    objects.sort();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .db(path)?;
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('memfactory_items') ORDER BY cid")
+        .db(path)?
+        .query_map([], |r| r.get(0))
+        .db(path)?
+        .collect::<rusqlite::Result<_>>()
+        .db(path)?;
+    drop(conn);
+    let legacy = objects
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .eq(LEGACY_OBJECTS)
+        && columns.iter().map(String::as_str).eq(ITEM_COLUMNS)
+        && version == 1;
+    if legacy {
+        return Ok(Found::Legacy);
+    }
+    let tables: Vec<&str> = objects
+        .iter()
+        .filter(|(t, _)| t == "table")
+        .map(|(_, n)| n.as_str())
+        .collect();
+    Err(not_ours(
+        path,
+        if tables.is_empty() {
+            "a SQLite database of another application (no MemFactory application_id, no tables)"
+                .to_string()
+        } else {
+            format!(
+                "a SQLite database of another application (no MemFactory application_id; \
+                 tables: {})",
+                tables.join(", ")
+            )
+        },
+    ))
+}
+
+/// Creates MemFactory's database in the new (absent or empty) file `conn` opened: in one
+/// transaction, still in SQLite's default rollback-journal mode, the application id, the
+/// table and the schema version, so that the header carries the id before the database is
+/// switched to WAL. A file another process has initialised meanwhile is left as it is; one
+/// that something else has written meanwhile is refused.
+fn initialise(conn: &mut Connection, path: &Path) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db(path)?;
+    let app_id: i32 = tx
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .db(path)?;
+    if app_id == APPLICATION_ID {
+        return Ok(());
+    }
+    let objects: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .db(path)?;
+    if app_id != 0 || objects != 0 {
+        return Err(not_ours(
+            path,
+            "a SQLite database that another program wrote while MemFactory was creating it",
+        ));
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .db(path)?;
+    tx.execute_batch(SCHEMA).db(path)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .db(path)?;
+    tx.commit().db(path)
+}
+
+/// Opens the database at `path` — created if absent or empty, else only if it is
+/// MemFactory's ([`inspect`], before anything is written) — in WAL mode with
+/// `synchronous = FULL` and makes sure the table exists; with `clear`, empties bank `clear`
+/// in the same transaction.
 fn connect(path: &Path, clear: Option<&str>) -> Result<Connection> {
     precheck(path)?;
+    let found = inspect(path)?;
     // No SQLITE_OPEN_URI: the path is a plain file path, even if it starts with `file:`.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if found == Found::New {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
     let mut conn = Connection::open_with_flags(path, flags).db(path)?;
     conn.busy_timeout(BUSY_TIMEOUT).db(path)?;
+    if found == Found::New {
+        initialise(&mut conn, path)?;
+    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .db(path)?;
@@ -179,6 +401,10 @@ fn connect(path: &Path, clear: Option<&str>) -> Result<Connection> {
     tx.execute_batch(SCHEMA).db(path)?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .db(path)?;
+    }
+    if found == Found::Legacy {
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
             .db(path)?;
     }
     if let Some(bank) = clear {
@@ -525,10 +751,11 @@ pub struct SqliteFactory {
 }
 
 impl SqliteFactory {
-    /// The database at `path`, created (with its table) if absent; its directory must exist.
-    /// With `fresh`, [`StoreFactory::open`] clears the bank it opens. Errors name the path:
-    /// a missing directory, a directory or unreadable file, a file that is not a SQLite
-    /// database.
+    /// The database at `path`, created (with its table) if absent or empty; its directory
+    /// must exist. With `fresh`, [`StoreFactory::open`] clears the bank it opens. Errors name
+    /// the path: a missing directory, a directory or unreadable file, a file that is not a
+    /// MemFactory database (another application's SQLite database, or not SQLite at all —
+    /// refused before anything is written to it).
     pub fn new(path: impl Into<PathBuf>, fresh: bool) -> Result<Self> {
         let path = path.into();
         connect(&path, None)?;
