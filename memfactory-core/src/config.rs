@@ -166,6 +166,16 @@ impl Cfg {
         self.resolved.insert(key.to_string(), value);
     }
 
+    /// Checks the generation budgets resolved so far in this table (see
+    /// [`check_token_budgets`]) against the context of `lm`, the model that generates for
+    /// it; nothing to check when `lm` does not know its context.
+    pub fn check_budgets(&self, lm: &dyn crate::LanguageModel) -> Result<()> {
+        match lm.context_length() {
+            Some(context) => check_token_budgets(&self.resolved, &self.path, context),
+            None => Ok(()),
+        }
+    }
+
     /// Ends reading: fails on the first key nobody read, else returns the resolved table.
     pub fn finish(self) -> Result<toml::Table> {
         let unknown: Vec<&String> = self
@@ -190,6 +200,53 @@ impl Cfg {
         }
         Ok(self.resolved)
     }
+}
+
+/// The recipe key of a generation budget: every component names its cap on generated tokens
+/// `max_new_tokens`, so that [`check_token_budgets`] finds them all in a resolved recipe.
+pub const BUDGET_KEY: &str = "max_new_tokens";
+
+/// Checks every generation budget ([`BUDGET_KEY`], an integer) in the resolved `table`
+/// found at dotted key path `path` — in the table itself, its sub-tables and its arrays of
+/// tables — against `context`, the context length of the model that generates for it. A
+/// sub-table with its own `model` table is skipped: that model generates for it, and
+/// [`crate::op::model_from_cfg`] checks it against that one. Fails on the first budget over
+/// the context, naming its full key.
+pub fn check_token_budgets(table: &toml::Table, path: &str, context: usize) -> Result<()> {
+    let key = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    if let Some(toml::Value::Integer(n)) = table.get(BUDGET_KEY)
+        && let Ok(n) = usize::try_from(*n)
+        && n > context
+    {
+        return Err(crate::lm::budget_exceeds_context(
+            key(BUDGET_KEY),
+            n,
+            context,
+        ));
+    }
+    let own_model = |t: &toml::Table| matches!(t.get("model"), Some(toml::Value::Table(_)));
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(t) if !own_model(t) => check_token_budgets(t, &key(k), context)?,
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item
+                        && !own_model(t)
+                    {
+                        check_token_budgets(t, &format!("{}[{i}]", key(k)), context)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reads sampling keys (`max_new_tokens`, `temperature`, `top_k`, `top_p`, `stop`) from
@@ -245,6 +302,51 @@ mod tests {
         c.get("paths", 2usize).unwrap();
         let t = c.finish().unwrap();
         assert_eq!(t["paths"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn budgets_over_the_context_are_rejected_with_their_key() {
+        let t: toml::Table = toml::from_str(
+            r#"
+            max_new_tokens = 64
+            [update]
+            max_new_tokens = 100
+            [answer]
+            max_new_tokens = 1000000
+            [own]
+            max_new_tokens = 1000000
+            model = { kind = "burn", path = "big" }
+            [[metrics]]
+            max_new_tokens = 5000
+            "#,
+        )
+        .unwrap();
+        let err = check_token_budgets(&t, "agent", 4096).unwrap_err();
+        assert!(err.is_user_error());
+        let msg = err.to_string();
+        assert!(msg.contains("`agent.answer.max_new_tokens`"), "{msg}");
+        assert!(
+            msg.contains("1000000 exceeds the model's context of 4096"),
+            "{msg}"
+        );
+        // A table with its own model is left to that model's check.
+        let mut t2 = t.clone();
+        t2.remove("answer");
+        let err = check_token_budgets(&t2, "agent", 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`agent.metrics[0].max_new_tokens`"), "{err}");
+        t2.remove("metrics");
+        check_token_budgets(&t2, "agent", 4096).unwrap();
+        // The table's own budget, and a nested one.
+        let err = check_token_budgets(&t2, "", 99).unwrap_err().to_string();
+        assert!(
+            err.contains("`update.max_new_tokens`: 100 exceeds"),
+            "{err}"
+        );
+        let err = check_token_budgets(&t2, "", 63).unwrap_err().to_string();
+        assert!(err.contains("`max_new_tokens`: 64 exceeds"), "{err}");
+        check_token_budgets(&t2, "", 100).unwrap();
     }
 
     #[test]

@@ -149,6 +149,46 @@ pub trait LanguageModel: Send + Sync {
     fn wait_outside(&self, wait: &mut dyn FnMut()) {
         wait()
     }
+    /// The most tokens one sequence may hold, prompt and generated tokens together (the
+    /// model's trained context), when the backend knows it; `None` when it does not (a
+    /// remote server enforces its own limit). Recipes' `max_new_tokens` are checked against
+    /// it when the components are built ([`crate::config::check_token_budgets`]), and a
+    /// backend that knows it never generates past it.
+    fn context_length(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The error for a generation budget `max_new_tokens` (at dotted recipe key `key`) that
+/// cannot fit a model whose context holds `context` tokens.
+pub fn budget_exceeds_context(
+    key: impl Into<String>,
+    max_new_tokens: usize,
+    context: usize,
+) -> crate::Error {
+    crate::Error::config(
+        key,
+        format!(
+            "{max_new_tokens} exceeds the model's context of {context} tokens (the prompt and \
+             the generated tokens share it); expected at most {context}, and in practice \
+             {context} minus the longest prompt"
+        ),
+    )
+}
+
+/// Checks a generation budget read from recipe key `key` against the context of `lm`, the
+/// model that generates with it (nothing to check when `lm` does not know its context).
+pub fn check_budget(
+    key: impl Into<String>,
+    max_new_tokens: usize,
+    lm: &dyn LanguageModel,
+) -> Result<()> {
+    match lm.context_length() {
+        Some(context) if max_new_tokens > context => {
+            Err(budget_exceeds_context(key, max_new_tokens, context))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Number of tokens of `text` under `lm`'s tokenizer.

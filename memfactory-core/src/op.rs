@@ -68,12 +68,16 @@ pub trait MemoryOp: Send + Sync {
 /// An op's own model: the optional sub-table `key` (usually `model`) of an op's table,
 /// built through the registry like `[model]` — e.g. a frozen copy of the base model that
 /// answers while the run's model (the policy) is being trained. `None` when absent: the op
-/// then uses the episode's model. The resolved table is recorded.
+/// then uses the episode's model. The resolved table is recorded, and the generation
+/// budgets read so far from `cfg` (`max_new_tokens`) are checked against the new model's
+/// context ([`Cfg::check_budgets`]); a budget read afterwards is the caller's to check
+/// ([`crate::lm::check_budget`]).
 pub fn model_from_cfg(cfg: &mut Cfg, key: &str) -> Result<Option<Box<dyn LanguageModel>>> {
     match cfg.sub(key)? {
         None => Ok(None),
         Some(sub) => {
             let (lm, resolved) = registry::build::<dyn LanguageModel>(sub)?;
+            cfg.check_budgets(lm.as_ref())?;
             cfg.set_resolved(key, toml::Value::Table(resolved));
             Ok(Some(lm))
         }
@@ -122,4 +126,85 @@ pub fn op_generate_subset(
         out[i] = Some(g);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Finish, Prompt};
+
+    /// A model whose context is its table's `context` key (kind `op-test-context`).
+    struct Ctx(usize);
+    impl LanguageModel for Ctx {
+        fn describe(&self) -> String {
+            format!("context {}", self.0)
+        }
+        fn encode(&self, t: &str) -> Result<Vec<u32>> {
+            Ok(t.bytes().map(u32::from).collect())
+        }
+        fn decode(&self, ids: &[u32]) -> Result<String> {
+            Ok(ids.iter().map(|&i| i as u8 as char).collect())
+        }
+        fn prompt_ids(&self, _: &Prompt) -> Result<Vec<u32>> {
+            Ok(vec![])
+        }
+        fn generate(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
+            Ok(reqs
+                .iter()
+                .map(|_| Generation {
+                    prompt_ids: vec![],
+                    token_ids: vec![],
+                    logprobs: vec![],
+                    text: String::new(),
+                    finish: Finish::Eos,
+                })
+                .collect())
+        }
+        fn context_length(&self) -> Option<usize> {
+            Some(self.0)
+        }
+    }
+
+    fn build_ctx(cfg: &mut Cfg) -> Result<Box<dyn LanguageModel>> {
+        Ok(Box::new(Ctx(cfg.req("context")?)))
+    }
+
+    crate::inventory::submit! {
+        crate::Registration::<dyn LanguageModel> {
+            kind: "op-test-context",
+            about: "test model with a given context",
+            build: build_ctx,
+        }
+    }
+
+    fn op_cfg(max_new_tokens: usize) -> Cfg {
+        let src = format!(
+            "max_new_tokens = {max_new_tokens}\n\
+             model = {{ kind = \"op-test-context\", context = 512 }}"
+        );
+        Cfg::new("agent.update", toml::from_str(&src).unwrap())
+    }
+
+    #[test]
+    fn an_own_model_checks_the_budget_read_before_it() {
+        let mut cfg = op_cfg(1_000_000_000_000);
+        let s = crate::config::sampling_from_cfg(&mut cfg, 64).unwrap();
+        assert_eq!(s.max_new_tokens, 1_000_000_000_000);
+        let err = model_from_cfg(&mut cfg, "model").err().unwrap();
+        assert!(err.is_user_error());
+        let msg = err.to_string();
+        assert!(msg.contains("`agent.update.max_new_tokens`"), "{msg}");
+        assert!(
+            msg.contains("1000000000000 exceeds the model's context of 512 tokens"),
+            "{msg}"
+        );
+
+        let mut cfg = op_cfg(512);
+        crate::config::sampling_from_cfg(&mut cfg, 64).unwrap();
+        let lm = model_from_cfg(&mut cfg, "model").unwrap().unwrap();
+        assert_eq!(lm.context_length(), Some(512));
+        // A budget read after the model is the caller's to check.
+        assert!(crate::lm::check_budget("judge.max_new_tokens", 513, lm.as_ref()).is_err());
+        crate::lm::check_budget("judge.max_new_tokens", 512, lm.as_ref()).unwrap();
+    }
 }

@@ -134,13 +134,15 @@ pub fn load_eval_samples(asm: &Assembly, limit: Option<usize>) -> Result<Vec<Sam
             "the recipe has no [data.eval] table to evaluate on",
         )
     })?;
-    let mut samples = data.load(&LoadCx {
+    let cx = LoadCx {
         tokenizer: Some(asm.model.as_ref()),
-    })?;
-    if let Some(l) = limit.or(asm.eval_limit) {
-        samples.truncate(l);
+    };
+    // With a limit, only the first samples are built (a generated dataset's `samples` may be
+    // far larger than what is evaluated).
+    match limit.or(asm.eval_limit) {
+        Some(l) => data.load_first(&cx, l),
+        None => data.load(&cx),
     }
-    Ok(samples)
 }
 
 /// Runs one sample's group of episodes (the paradigm's `paths`) on the recipe's model.

@@ -104,7 +104,7 @@
 //! | `offset` | integer | `0` | skip this many questions **of each task file** |
 //! | `limit` | integer | none | at most this many questions **of each task file** (≥ 1) |
 //! | `haystack` | boolean | `false` | haystack mode |
-//! | `tokens` | integer | `4000` | haystack: context size in tokens (≥ 1) |
+//! | `tokens` | integer | `4000` | haystack: context size in tokens (1 to 2^25 = 33554432; one load builds at most 2^30 tokens of haystacks, see [`MAX_LOADED_TOKENS`]) |
 //! | `seed` | integer | `0` | haystack: layout seed |
 //! | `filler` | string | `"builtin"` | haystack: `builtin` or `persona-chat` |
 //! | `filler_path` | string | required with `persona-chat` | haystack: the Synthetic-Persona-Chat CSV |
@@ -136,6 +136,7 @@
 
 use std::path::{Path, PathBuf};
 
+use memfactory_core::data::{MAX_LOADED_TOKENS, MAX_SAMPLE_TOKENS, too_much_to_load};
 use memfactory_core::{Cfg, DataSource, Error, LanguageModel, LoadCx, Result, Sample, seed};
 use serde_json::json;
 
@@ -532,6 +533,20 @@ impl DataSource for Babi {
     }
 
     fn load(&self, cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
+        self.load_at_most(cx, None)
+    }
+
+    /// Builds only the first `n` samples (in `load`'s order: tasks in turn).
+    fn load_first(&self, cx: &LoadCx<'_>, n: usize) -> Result<Vec<Sample>> {
+        self.load_at_most(cx, Some(n))
+    }
+}
+
+impl Babi {
+    /// The samples of `load`, the first `cap` of them when given. In haystack mode the
+    /// questions are counted first, and a load whose contexts would add up to more than
+    /// [`MAX_LOADED_TOKENS`] is refused (naming `tokens`) before any haystack is built.
+    fn load_at_most(&self, cx: &LoadCx<'_>, cap: Option<usize>) -> Result<Vec<Sample>> {
         let lm = match (&self.haystack, cx.tokenizer) {
             (Some(_), None) => {
                 return Err(Error::config(
@@ -549,12 +564,33 @@ impl DataSource for Babi {
             }) => Some(read_persona_chat(p)?),
             _ => None,
         };
+        let files: Vec<(TaskFile, Vec<Story>)> = self
+            .task_files()?
+            .into_iter()
+            .map(|tf| {
+                let stories = read_babi(&tf.path)?;
+                Ok((tf, stories))
+            })
+            .collect::<Result<_>>()?;
+        let end = self.limit.map(|l| self.offset.saturating_add(l));
+        let in_window = |questions: usize| {
+            end.map_or(questions, |e| questions.min(e))
+                .saturating_sub(self.offset)
+        };
+        let total: usize = files
+            .iter()
+            .map(|(_, stories)| in_window(stories.iter().map(|s| s.questions.len()).sum()))
+            .sum();
+        let total = cap.map_or(total, |c| total.min(c));
+        if let Some(h) = &self.haystack
+            && total.saturating_mul(h.tokens) > MAX_LOADED_TOKENS
+        {
+            return Err(too_much_to_load(self.key("tokens"), total, h.tokens));
+        }
         let mut out = Vec::new();
-        for tf in self.task_files()? {
-            let stories = read_babi(&tf.path)?;
+        'files: for (tf, stories) in &files {
             let category = tf.category();
             let mut q = 0usize;
-            let end = self.limit.map(|l| self.offset.saturating_add(l));
             'file: for (si, story) in stories.iter().enumerate() {
                 for qi in 0..story.questions.len() {
                     let index = q;
@@ -565,7 +601,10 @@ impl DataSource for Babi {
                     if end.is_some_and(|e| index >= e) {
                         break 'file;
                     }
-                    let sample = plain_sample(&tf, story, si, qi, index);
+                    if out.len() >= total {
+                        break 'files;
+                    }
+                    let sample = plain_sample(tf, story, si, qi, index);
                     let sample = match (&self.haystack, lm) {
                         (Some(h), Some(lm)) => self.to_haystack(
                             h,
@@ -649,8 +688,13 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     }
     let haystack_on: bool = cfg.get("haystack", false)?;
     let haystack = if haystack_on {
-        let tokens: usize =
-            cfg.get_checked("tokens", 4000usize, |t| *t >= 1, "a positive token count")?;
+        let tokens: usize = cfg.get_checked(
+            "tokens",
+            4000usize,
+            |t| (1..=MAX_SAMPLE_TOKENS).contains(t),
+            "a positive token count of at most 33554432 (2^25, beyond the longest long-context \
+             evaluations)",
+        )?;
         let seed: u64 = cfg.get("seed", 0u64)?;
         let filler: String = cfg.get("filler", "builtin".to_string())?;
         let filler = match filler.as_str() {

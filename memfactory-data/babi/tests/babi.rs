@@ -821,3 +821,63 @@ fn real_haystack_with_persona_chat() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Sizes bounded before anything is built
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn huge_haystack_tokens_are_rejected_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = toml_path(&write(dir.path(), "qa1.txt", TASK1));
+    for tokens in ["1000000000000", "33554433"] {
+        let (key, message) = build_err(&format!(
+            "kind = \"babi\"\npath = \"{p}\"\nhaystack = true\ntokens = {tokens}"
+        ));
+        assert_eq!(key, "data.eval.tokens");
+        assert!(message.contains("at most 33554432"), "{message}");
+    }
+}
+
+#[test]
+fn a_limit_builds_only_the_first_haystacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "qa1_single-supporting-fact_train.txt", TASK1);
+    // 20 tokens hold the first question's facts, not the second's: a full load fails on the
+    // second, a load of the first only builds (and returns) the first.
+    let src = haystack_src(&p, "tokens = 20");
+    assert!(load(src.as_ref(), Some(&WordTok)).is_err());
+    let first = src
+        .load_first(
+            &LoadCx {
+                tokenizer: Some(&WordTok),
+            },
+            1,
+        )
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, "babi-qa1-0-haystack-20-0");
+    // Plain mode: the first n in load's order, tasks in turn.
+    let plain = build(&format!("kind = \"babi\"\npath = \"{}\"", toml_path(&p)))
+        .unwrap()
+        .0;
+    let all = load(plain.as_ref(), None).unwrap();
+    assert_eq!(plain.load_first(&LoadCx::default(), 3).unwrap(), all[..3]);
+    assert_eq!(plain.load_first(&LoadCx::default(), 99).unwrap(), all);
+}
+
+#[test]
+fn haystacks_too_large_for_memory_are_refused_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    // 45 questions of 2^25 tokens: over the 2^30 tokens one load may build.
+    let p = write(dir.path(), "qa1.txt", &TASK1.repeat(9));
+    let src = haystack_src(&p, "tokens = 33554432");
+    match load(src.as_ref(), Some(&WordTok)).unwrap_err() {
+        Error::Config { key, message } => {
+            assert_eq!(key, "data.eval.tokens");
+            assert!(message.contains("45 samples"), "{message}");
+            assert!(message.contains("at most 32 of them"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -143,10 +143,10 @@
 //! | key | type | default | meaning |
 //! |---|---|---|---|
 //! | `path` | string | required | the Synthetic-Persona-Chat CSV file (relative paths resolve against the current directory) |
-//! | `samples` | integer | `100` | number of instances (≥ 1) |
+//! | `samples` | integer | `100` | number of instances (≥ 1; with an eval limit only the first `limit` are generated; one load builds at most 2^30 tokens, [`MAX_LOADED_TOKENS`]) |
 //! | `seed` | integer | `0` | dataset seed |
 //! | `offset` | integer | `0` | index of the first instance |
-//! | `sessions` | integer | `4` | sessions per dialogue (≥ 1; ≥ 2 with `multi-session` or `knowledge-update`) |
+//! | `sessions` | integer | `4` | sessions per dialogue (1 to 10 000; ≥ 2 with `multi-session` or `knowledge-update`) |
 //! | `turns_per_session` | integer | `10` | filler turns per session (0: evidence turns only); at most the longest conversation of the file |
 //! | `distractor_facts` | integer | `3` | fact chains besides the question's (0–12) |
 //! | `types` | array of strings | all five | question types, each once: `single-session`, `multi-session`, `knowledge-update`, `temporal`, `abstention` |
@@ -173,6 +173,7 @@
 
 use std::path::PathBuf;
 
+use memfactory_core::data::{MAX_LOADED_TOKENS, too_much_to_load};
 use memfactory_core::{Cfg, DataSource, Error, LoadCx, Result, Sample};
 
 mod attrs;
@@ -197,6 +198,10 @@ pub const NOT_MENTIONED: &str = "Not mentioned in the conversation";
 /// The most `distractor_facts` a sample can hold (16 speaker-attribute pairs, less what a
 /// question uses).
 pub const MAX_DISTRACTOR_FACTS: usize = 12;
+
+/// The most `sessions` a dialogue may have: LoCoMo's have up to 35, LongMemEval's up to about
+/// 500; 10 000 leaves room while keeping one dialogue's size (sessions × turns) bounded.
+pub const MAX_SESSIONS: usize = 10_000;
 
 /// A question type (the sample's category).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -324,6 +329,15 @@ impl Params {
         if self.sessions == 0 {
             return err("sessions", "expected at least 1 session, found 0".into());
         }
+        if self.sessions > MAX_SESSIONS {
+            return err(
+                "sessions",
+                format!(
+                    "expected at most {MAX_SESSIONS} sessions, found {}",
+                    self.sessions
+                ),
+            );
+        }
         if self.distractor_facts > MAX_DISTRACTOR_FACTS {
             return err(
                 "distractor_facts",
@@ -406,7 +420,14 @@ impl DataSource for Convgen {
         )
     }
 
-    fn load(&self, _cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
+    fn load(&self, cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
+        self.load_first(cx, self.params.samples)
+    }
+
+    /// Generates only instances `offset..offset + min(n, samples)`. The first instance's
+    /// size (its JSON at 4 characters per token) estimates the others'; a load estimated
+    /// over [`MAX_LOADED_TOKENS`] is refused, naming `samples`, before the rest is built.
+    fn load_first(&self, _cx: &LoadCx<'_>, n: usize) -> Result<Vec<Sample>> {
         let convs = read_persona_chat(&self.path)?;
         let generator = Generator::new(&convs, self.params.clone()).map_err(|e| {
             Error::config(
@@ -415,9 +436,21 @@ impl DataSource for Convgen {
             )
         })?;
         let p = &self.params;
-        Ok((p.offset..p.offset + p.samples)
-            .map(|i| generator.sample(i))
-            .collect())
+        let count = n.min(p.samples);
+        let mut out = Vec::new();
+        for i in p.offset..p.offset + count {
+            let sample = generator.sample(i);
+            if i == p.offset && count > 1 {
+                let each = serde_json::to_string(&sample)
+                    .map_or(0, |j| j.len())
+                    .div_ceil(4);
+                if count.saturating_mul(each) > MAX_LOADED_TOKENS {
+                    return Err(too_much_to_load(self.key("samples"), count, each));
+                }
+            }
+            out.push(sample);
+        }
+        Ok(out)
     }
 }
 

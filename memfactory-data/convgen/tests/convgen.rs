@@ -820,3 +820,43 @@ fn real_file_samples_satisfy_every_property() {
         assert!(counts.values().all(|c| *c == n), "{counts:?}");
     }
 }
+
+#[test]
+fn sizes_are_bounded_before_samples_are_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_file(dir.path())
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    // A dialogue of a trillion sessions is refused at build (it aborted at load).
+    let e = build(&format!(
+        "kind = \"convgen\"\npath = \"{p}\"\nsessions = 1000000000000\n"
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("`sessions`") && e.contains("at most 10000"),
+        "{e}"
+    );
+    // A trillion samples: a limit builds only the first ones, the same as a small load.
+    let (many, _) = build(&format!(
+        "kind = \"convgen\"\npath = \"{p}\"\nsamples = 1000000000000\n"
+    ))
+    .unwrap();
+    let first = many.load_first(&LoadCx::default(), 2).unwrap();
+    let (two, _) = build(&format!(
+        "kind = \"convgen\"\npath = \"{p}\"\nsamples = 2\n"
+    ))
+    .unwrap();
+    assert_eq!(first, two.load(&LoadCx::default()).unwrap());
+    assert_eq!(two.load_first(&LoadCx::default(), 5).unwrap().len(), 2);
+    // Without a limit the load is refused, naming `samples`, after one instance.
+    match many.load(&LoadCx::default()).unwrap_err() {
+        Error::Config { key, message } => {
+            assert_eq!(key, "samples");
+            assert!(message.contains("1000000000000 samples"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -67,6 +67,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use memfactory_core::data::{MAX_LOADED_TOKENS, too_much_to_load};
 use memfactory_core::{Cfg, DataSource, Error, LoadCx, Result, Sample};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -592,6 +593,8 @@ pub struct RulerHqa {
     pub path: PathBuf,
     /// Construction parameters.
     pub params: BuildParams,
+    /// Dotted path of the component's recipe table (for errors), empty when built in code.
+    pub table: String,
 }
 
 impl RulerHqa {
@@ -600,7 +603,41 @@ impl RulerHqa {
         RulerHqa {
             path: path.into(),
             params,
+            table: String::new(),
         }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.table.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.table)
+        }
+    }
+
+    /// The samples of `params` (limit included): a load whose contexts would add up to more
+    /// than [`MAX_LOADED_TOKENS`] (estimated as `docs` documents of the pool's mean length,
+    /// 4 characters per token) is refused, naming `docs`, before any instance is built.
+    fn load_with(&self, params: &BuildParams) -> Result<Vec<Sample>> {
+        let records = read_records(&self.path)?;
+        let end = params.limit.map_or(records.len(), |l| {
+            records.len().min(params.offset.saturating_add(l))
+        });
+        let count = end.saturating_sub(params.offset);
+        let pool = document_pool(&records);
+        let chars: usize = pool.iter().map(String::len).sum();
+        let mean = chars.div_ceil(pool.len().max(1));
+        let each = params
+            .docs
+            .min(pool.len())
+            .saturating_mul(mean + 16)
+            .div_ceil(4);
+        if count.saturating_mul(each) > MAX_LOADED_TOKENS {
+            return Err(too_much_to_load(self.key("docs"), count, each));
+        }
+        drop(pool);
+        build_samples(&records, params)
+            .map_err(|e| Error::data(&self.path, e.location(), e.message()))
     }
 }
 
@@ -630,9 +667,14 @@ impl DataSource for RulerHqa {
     }
 
     fn load(&self, _cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
-        let records = read_records(&self.path)?;
-        build_samples(&records, &self.params)
-            .map_err(|e| Error::data(&self.path, e.location(), e.message()))
+        self.load_with(&self.params)
+    }
+
+    /// Builds only the first `n` samples (the recipe's `limit`, if smaller, still applies).
+    fn load_first(&self, _cx: &LoadCx<'_>, n: usize) -> Result<Vec<Sample>> {
+        let mut params = self.params;
+        params.limit = Some(params.limit.map_or(n, |l| l.min(n)));
+        self.load_with(&params)
     }
 }
 
@@ -646,7 +688,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     let seed: u64 = cfg.get("seed", 0u64)?;
     let offset: usize = cfg.get("offset", 0usize)?;
     let limit: Option<usize> = cfg.opt("limit")?;
-    Ok(Box::new(RulerHqa::new(
+    let mut source = RulerHqa::new(
         path,
         BuildParams {
             docs,
@@ -654,7 +696,9 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
             offset,
             limit,
         },
-    )))
+    );
+    source.table = cfg.path().to_string();
+    Ok(Box::new(source))
 }
 
 memfactory_core::inventory::submit! {

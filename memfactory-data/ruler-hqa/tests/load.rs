@@ -204,3 +204,67 @@ fn real_hotpotqa_file_at_50_docs() {
     .unwrap();
     assert_eq!(later, samples[5..8]);
 }
+
+/// A HotpotQA file of `n` records, each with one distinct paragraph of about 210 characters.
+fn many_records(n: usize) -> String {
+    let records: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"_id": "r{i}", "question": "Q{i}?", "answer": "A{i}", "supporting_facts": [["T{i}", 0]], "context": [["T{i}", ["Paragraph {i} holds a sentence long enough to weigh about two hundred characters, which it reaches by saying the same thing twice: this paragraph is long enough to weigh about two hundred characters."]]]}}"#
+            )
+        })
+        .collect();
+    format!("[{}]", records.join(",\n"))
+}
+
+#[test]
+fn loads_too_large_for_memory_are_refused_and_a_limit_builds_only_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 6000;
+    let p = write(dir.path(), "many.json", &many_records(n));
+    let src = |limit: Option<usize>| {
+        let table = match limit {
+            Some(l) => format!("\nlimit = {l}"),
+            None => String::new(),
+        };
+        let cfg = Recipe::parse(
+            &format!(
+                "[data.eval]\nkind = \"ruler-hqa\"\npath = \"{}\"\ndocs = {n}{table}\n",
+                p.display().to_string().replace('\\', "/")
+            ),
+            "<test>",
+        )
+        .unwrap()
+        .cfg()
+        .sub("data")
+        .unwrap()
+        .unwrap()
+        .sub("eval")
+        .unwrap()
+        .unwrap();
+        memfactory_core::registry::build::<dyn DataSource>(cfg)
+            .unwrap()
+            .0
+    };
+    // 6000 questions padded to all 6000 documents: about 2 G tokens, over the 2^30 one load
+    // may build. Refused before building, naming `docs`.
+    match src(None).load(&LoadCx::default()).unwrap_err() {
+        Error::Config { key, message } => {
+            assert_eq!(key, "data.eval.docs");
+            assert!(message.contains("6000 samples"), "{message}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // An eval limit of 2 builds two instances, the same as the recipe's own `limit = 2`.
+    let two = src(None).load_first(&LoadCx::default(), 2).unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two, src(Some(2)).load(&LoadCx::default()).unwrap());
+    // The recipe's smaller limit still applies.
+    assert_eq!(
+        src(Some(1))
+            .load_first(&LoadCx::default(), 2)
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -52,7 +52,11 @@
 //! haystack is grown or shrunk (secant steps, then bisection over the number of noise
 //! lines / words) to the largest size whose `encode(context)` is at most `tokens`, so an
 //! instance never exceeds the budget and falls short of it by at most one haystack unit.
-//! Without one, 1 token is estimated as 4 characters. RULER sizes the whole prompt
+//! Without one, 1 token is estimated as 4 characters. `tokens` is at most
+//! [`MAX_SAMPLE_TOKENS`] (2^25), and one load generates at most
+//! [`MAX_LOADED_TOKENS`] (2^30) tokens of contexts: more samples than that is a recipe error
+//! naming `samples`, unless an eval limit (`[eval] limit`, `--limit`) asks for fewer — only
+//! the first `limit` instances are generated ([`DataSource::load_first`]). RULER sizes the whole prompt
 //! (template and generation budget included); here the agent's prompt is unknown, so only
 //! the context is sized.
 //!
@@ -71,8 +75,8 @@
 //! | key | type | default | meaning |
 //! |---|---|---|---|
 //! | `task` | string | required | `niah-single`, `niah-multikey`, `niah-multivalue`, `niah-multiquery`, `vt`, `cwe`, `fwe` |
-//! | `tokens` | integer | `4000` | context size in tokens (≥ 1, and enough to hold the needles) |
-//! | `samples` | integer | `100` | number of instances (≥ 1) |
+//! | `tokens` | integer | `4000` | context size in tokens (1 to 2^25 = 33554432, and enough to hold the needles) |
+//! | `samples` | integer | `100` | number of instances (≥ 1; with an eval limit, only the first `limit` are generated) |
 //! | `seed` | integer | `0` | dataset seed |
 //! | `offset` | integer | `0` | index of the first instance (instances `offset..offset+samples`) |
 //! | `needle_type` | string | `"numbers"` | niah: values are `numbers` (7 digits), `words` or `uuids` |
@@ -113,6 +117,7 @@
 
 use std::fmt;
 
+use memfactory_core::data::{MAX_LOADED_TOKENS, MAX_SAMPLE_TOKENS, too_much_to_load};
 use memfactory_core::{Cfg, DataSource, Error, LanguageModel, LoadCx, Result, Sample, seed};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -400,6 +405,16 @@ impl Params {
         if self.tokens == 0 {
             return err("tokens", "expected a positive token count, found 0".into());
         }
+        if self.tokens > MAX_SAMPLE_TOKENS {
+            return err(
+                "tokens",
+                format!(
+                    "expected at most {MAX_SAMPLE_TOKENS} tokens per context (2^25, beyond the \
+                     longest long-context evaluations), found {}",
+                    self.tokens
+                ),
+            );
+        }
         if self.samples == 0 {
             return err("samples", "expected at least 1 sample, found 0".into());
         }
@@ -601,6 +616,7 @@ impl Counter<'_> {
 pub struct Ruler {
     params: Params,
     tokens_key: String,
+    samples_key: String,
 }
 
 impl Ruler {
@@ -623,6 +639,7 @@ impl Ruler {
             .map_err(|e| Error::config(key(e.key), e.message))?;
         let ruler = Ruler {
             tokens_key: key("tokens"),
+            samples_key: key("samples"),
             params,
         };
         ruler.minimal_size(ruler.params.offset, Counter::Estimate)?;
@@ -772,8 +789,18 @@ impl DataSource for Ruler {
     }
 
     fn load(&self, cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
+        self.load_first(cx, self.params.samples)
+    }
+
+    /// Generates only instances `offset..offset + min(n, samples)`; refuses (naming
+    /// `samples`) a load whose contexts would add up to more than [`MAX_LOADED_TOKENS`].
+    fn load_first(&self, cx: &LoadCx<'_>, n: usize) -> Result<Vec<Sample>> {
         let p = &self.params;
-        (p.offset..p.offset + p.samples)
+        let count = n.min(p.samples);
+        if count.saturating_mul(p.tokens) > MAX_LOADED_TOKENS {
+            return Err(too_much_to_load(self.samples_key.clone(), count, p.tokens));
+        }
+        (p.offset..p.offset + count)
             .map(|i| self.sample(i, cx.tokenizer))
             .collect()
     }

@@ -550,3 +550,53 @@ fn tokenizer_too_coarse_fails_at_load_naming_tokens() {
         other => panic!("{other}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Sizes bounded before anything is built
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn huge_tokens_are_rejected_at_build_naming_tokens() {
+    // Before the bound, a trillion tokens passed the build and aborted the generator.
+    for task in ["niah-single", "vt", "cwe", "fwe"] {
+        let (key, text) = config_error(&format!("task = \"{task}\"\ntokens = 1000000000000"));
+        assert_eq!(key, "data.eval.tokens", "{task}: {text}");
+        assert!(text.contains("at most 33554432"), "{text}");
+    }
+    let (key, _) = config_error("task = \"vt\"\ntokens = 33554433");
+    assert_eq!(key, "data.eval.tokens");
+    build("task = \"niah-single\"\ntokens = 33554432").expect("the bound itself is accepted");
+}
+
+#[test]
+fn a_limit_generates_only_the_first_samples() {
+    let (ds, _) = build("task = \"niah-single\"\ntokens = 200\nsamples = 1000000000000").unwrap();
+    let first = ds.load_first(&LoadCx::default(), 2).unwrap();
+    let ids: Vec<&str> = first.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["niah-single-200-0-0", "niah-single-200-0-1"]);
+    // The same instances as a plain load of 2.
+    let (small, _) = build("task = \"niah-single\"\ntokens = 200\nsamples = 2").unwrap();
+    assert_eq!(small.load(&LoadCx::default()).unwrap(), first);
+    // A limit above `samples` loads `samples`.
+    assert_eq!(small.load_first(&LoadCx::default(), 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_load_too_large_for_memory_is_refused_naming_samples() {
+    let (ds, _) = build("task = \"niah-single\"\ntokens = 200\nsamples = 1000000000000").unwrap();
+    let err = ds.load(&LoadCx::default()).expect_err("a trillion samples");
+    assert!(err.is_user_error(), "{err}");
+    match err {
+        Error::Config { key, message } => {
+            assert_eq!(key, "data.eval.samples");
+            assert!(message.contains("--limit"), "{message}");
+            // 2^30 tokens of 200-token contexts.
+            assert!(message.contains("at most 5368709 of them"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    let err = ds
+        .load_first(&LoadCx::default(), 6_000_000)
+        .expect_err("six million samples of 200 tokens");
+    assert!(err.to_string().contains("data.eval.samples"), "{err}");
+}
