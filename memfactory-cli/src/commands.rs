@@ -269,7 +269,13 @@ fn check_train(recipe: &Path) -> Result<Assembly> {
 #[cfg(feature = "train")]
 fn checkpoint_assembly(recipe: &core::Recipe, ck: &Path) -> memfactory_core::Result<Assembly> {
     let (asm, lm) = memfactory::train::TrainJob::model_only_recipe(recipe)?;
-    memfactory::train::apply_checkpoint(&lm, ck)?;
+    let integrity = memfactory::train::apply_checkpoint(&lm, ck)?;
+    if integrity == memfactory::train::Integrity::Unverified {
+        eprintln!(
+            "warning: checkpoint {} has no manifest.json (written before checksums): its files were not verified",
+            ck.display()
+        );
+    }
     Ok(asm)
 }
 

@@ -1,10 +1,12 @@
 //! `memfactory train` end to end on the tiny random byte-level model
 //! (`configs/tests/grpo_tiny_random.toml`): run directory contents, exact resumption
-//! (N steps + `--resume` + N steps = 2N steps, also after SIGKILL mid-run), evaluating a
-//! checkpoint, and impossible recipes rejected before any work.
+//! (N steps + `--resume` + N steps = 2N steps; also after SIGKILLs between a checkpoint and
+//! its dev eval and at seeded random moments, with every per-step log holding one record
+//! per step), damaged checkpoints (refused by `eval --checkpoint`, skipped by `--resume`),
+//! evaluating a checkpoint, and impossible recipes rejected before any work.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
@@ -202,50 +204,276 @@ fn train_writes_the_run_directory_and_resumes_exactly() {
     assert!(md.contains("| base |"), "{md}");
 }
 
-#[test]
-fn training_killed_mid_run_resumes_to_the_same_result() {
-    let tmp = tempfile::tempdir().unwrap();
-    // Reference: 3 uninterrupted steps.
-    let three = recipe_with(tmp.path(), "three.toml", |t| {
-        steps(3)(t)
+/// The tiny recipe with every per-step record the trainer writes: `steps` steps, a
+/// checkpoint after each (the newest 2 kept), dev evals after 0, 2, 4 and the last step,
+/// rollouts saved.
+fn logged_recipe(dir: &Path, name: &str, n: usize) -> PathBuf {
+    recipe_with(dir, name, |t| {
+        steps(n)(t)
             .replace("checkpoint_every = 2", "checkpoint_every = 1")
-            .replace("eval_every = 2", "eval_every = 0")
-    });
-    let a = tmp.path().join("a");
-    let o = train(&three, &a, false);
-    assert!(o.status.success(), "{}", text(&o));
+            .replace("[train.agent]", "save_rollouts = true\n\n[train.agent]")
+    })
+}
 
-    // Same run, SIGKILLed once its first checkpoint exists.
-    let b = tmp.path().join("b");
-    let mut child = bin()
-        .arg("train")
-        .arg(&three)
-        .arg("--out")
-        .arg(&b)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+fn spawn_train(recipe: &Path, out: &Path, resume: bool, pause_after: Option<usize>) -> Child {
+    let mut c = bin();
+    c.arg("train").arg(recipe).arg("--out").arg(out);
+    if resume {
+        c.arg("--resume");
+    }
+    match pause_after {
+        Some(n) => c.env("MEMFACTORY_TEST_PAUSE_AFTER_CHECKPOINT", n.to_string()),
+        None => c.env_remove("MEMFACTORY_TEST_PAUSE_AFTER_CHECKPOINT"),
+    };
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits until `path` exists, then SIGKILLs `child`.
+fn kill_once_exists(child: &mut Child, path: &Path) {
     let t = Instant::now();
-    while !b.join("checkpoints/step-000001/state.json").exists() {
+    while !path.exists() {
         assert!(
             t.elapsed() < Duration::from_secs(600),
-            "no checkpoint appeared"
+            "{} never appeared",
+            path.display()
         );
         if let Some(s) = child.try_wait().unwrap() {
-            panic!("training ended before it could be killed: {s}");
+            panic!(
+                "training ended ({s}) before {} appeared to kill it at",
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let o = train(&three, &b, true);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(metrics(&b), metrics(&a));
-    assert!(
-        weights(&b, 3) == weights(&a, 3),
-        "weights differ after kill + resume"
+}
+
+/// The `step` of each line of a JSONL log (a line without one fails the test).
+fn steps_of(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", path.display()));
+            v["step"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Everything a run directory holds that must not depend on kills and resumptions
+/// (timings left out), after checking that each log has exactly one record per step.
+fn run_result(out: &Path, n_steps: u64, evals: &[u64], episodes_per_step: usize) -> String {
+    assert_eq!(
+        steps_of(&out.join("metrics.jsonl")),
+        (0..n_steps).collect::<Vec<_>>(),
+        "metrics.jsonl: one line per step"
     );
+    assert_eq!(
+        steps_of(&out.join("eval.jsonl")),
+        evals,
+        "eval.jsonl: one line per dev eval"
+    );
+    let want: Vec<u64> = (0..n_steps)
+        .flat_map(|s| std::iter::repeat_n(s, episodes_per_step))
+        .collect();
+    assert_eq!(
+        steps_of(&out.join("rollouts.jsonl")),
+        want,
+        "rollouts.jsonl: one line per episode of each step"
+    );
+    let mut dev: Vec<String> = std::fs::read_dir(out.join("dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dev.sort();
+    let want: Vec<String> = evals.iter().map(|s| format!("step-{s:06}")).collect();
+    assert_eq!(dev, want, "dev eval directories");
+
+    let mut r = String::new();
+    r += &serde_json::to_string(&metrics(out)).unwrap();
+    for l in std::fs::read_to_string(out.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        r += &v.to_string();
+    }
+    r += &std::fs::read_to_string(out.join("rollouts.jsonl")).unwrap();
+    for d in &dev {
+        for f in ["trajectories.jsonl", "scores.jsonl"] {
+            r += &std::fs::read_to_string(out.join("dev").join(d).join(f)).unwrap();
+        }
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    r += &summary["steps"].to_string();
+    r += &summary["evals"].to_string();
+    r
+}
+
+#[test]
+fn training_killed_at_any_moment_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = logged_recipe(tmp.path(), "kill.toml", 4);
+    let episodes = 2 * 4; // samples_per_step × group_size
+
+    // Reference: 4 uninterrupted steps.
+    let a = tmp.path().join("a");
+    let t = Instant::now();
+    let o = train(&recipe, &a, false);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = run_result(&a, 4, &[0, 2, 4], episodes);
+
+    let b = tmp.path().join("b");
+    // 1. Between checkpoint 2 and its dev eval (the run waits there on the test hook). The
+    //    resume used to truncate eval.jsonl and carry on, losing that eval for good.
+    let mut c = spawn_train(&recipe, &b, false, Some(2));
+    kill_once_exists(&mut c, &b.join("checkpoints/step-000002"));
+    assert_eq!(steps_of(&b.join("eval.jsonl")), [0], "killed before eval 2");
+    // What a kill in the middle of that eval leaves: a partial eval directory.
+    std::fs::create_dir_all(b.join("dev/step-000002")).unwrap();
+    std::fs::write(
+        b.join("dev/step-000002/trajectories.jsonl"),
+        "{\"sample_id\": \"torn",
+    )
+    .unwrap();
+    // 2. Resume: eval 2 runs first; killed again right after checkpoint 3.
+    let mut c = spawn_train(&recipe, &b, true, Some(3));
+    kill_once_exists(&mut c, &b.join("checkpoints/step-000003"));
+    assert_eq!(steps_of(&b.join("eval.jsonl")), [0, 2], "eval 2 re-run");
+    assert_eq!(
+        std::fs::read_to_string(b.join("dev/step-000002/trajectories.jsonl")).unwrap(),
+        std::fs::read_to_string(a.join("dev/step-000002/trajectories.jsonl")).unwrap(),
+        "the re-run eval 2 differs from the uninterrupted one"
+    );
+    // 3. Kills at random moments (seeded), each resumed: during start-up, a rollout, an
+    //    update, a checkpoint, an eval or a log append, wherever they land.
+    let mut s: u64 = 0x6b69_6c6c;
+    for _ in 0..3 {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut c = spawn_train(&recipe, &b, true, None);
+        let deadline = Instant::now() + took.mul_f64(0.1 + 0.6 * u);
+        while Instant::now() < deadline && c.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = c.kill(); // SIGKILL (an error only when it already exited)
+        let st = c.wait().unwrap();
+        assert!(
+            st.success() || st.code().is_none(),
+            "a resumed run failed: {st}"
+        );
+        eprintln!(
+            "kill after {:.2} s: {st}; metrics.jsonl steps {:?}, eval.jsonl steps {:?}",
+            took.mul_f64(0.1 + 0.6 * u).as_secs_f64(),
+            steps_of(&b.join("metrics.jsonl")),
+            steps_of(&b.join("eval.jsonl"))
+        );
+    }
+    // 4. The last resume finishes the run.
+    let o = train(&recipe, &b, true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        run_result(&b, 4, &[0, 2, 4], episodes),
+        reference,
+        "killed + resumed run differs from the uninterrupted one"
+    );
+    assert!(
+        weights(&b, 4) == weights(&a, 4),
+        "weights differ after kills + resumes"
+    );
+}
+
+/// Flips one bit in the middle of `path`.
+fn flip_bit(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_by_eval_and_skipped_by_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = logged_recipe(tmp.path(), "three.toml", 3);
+    let a = tmp.path().join("a");
+    let o = train(&recipe, &a, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = run_result(&a, 3, &[0, 2, 3], 8);
+    let w3 = weights(&a, 3);
+
+    // One flipped bit in the newest checkpoint's weights.
+    let ck3 = a.join("checkpoints/step-000003");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck3.join("manifest.json")).unwrap()).unwrap();
+    let recorded = manifest["sha256"]["trainable.safetensors"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    flip_bit(&ck3.join("trainable.safetensors"));
+    let ev_recipe = recipe_with(tmp.path(), "eval.toml", |t| {
+        t.replace("[data.dev]", "[data.eval]")
+    });
+    let o = bin()
+        .arg("eval")
+        .arg(&ev_recipe)
+        .arg("--out")
+        .arg(tmp.path().join("ev"))
+        .arg("--checkpoint")
+        .arg(&ck3)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&ck3.join("trainable.safetensors").display().to_string()),
+        "{t}"
+    );
+    assert!(t.contains(&recorded), "the recorded hash is not named: {t}");
+    let actual = t
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 64 && *w != recorded)
+        .count();
+    assert_eq!(actual, 1, "the file's own hash is not named: {t}");
+    assert!(!t.contains("panicked"), "{t}");
+
+    // --resume falls back to checkpoint 2, says so, and redoes step 3 and its eval.
+    let o = train(&recipe, &a, true);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("damaged") && t.contains("step-000003") && t.contains("resumed from"),
+        "{t}"
+    );
+    assert!(t.contains("step-000002 (step 2)"), "{t}");
+    assert!(a.join("checkpoints/damaged-step-000003").is_dir());
+    assert_eq!(run_result(&a, 3, &[0, 2, 3], 8), reference);
+    assert!(weights(&a, 3) == w3, "step 3 redone differs");
+
+    // A checkpoint written before checksums (no manifest) still evaluates, with a warning.
+    std::fs::remove_file(a.join("checkpoints/step-000003/manifest.json")).unwrap();
+    let o = bin()
+        .arg("eval")
+        .arg(&ev_recipe)
+        .arg("--out")
+        .arg(tmp.path().join("ev-old"))
+        .arg("--checkpoint")
+        .arg(a.join("checkpoints/step-000003"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("not verified"), "{t}");
 }
 
 #[test]

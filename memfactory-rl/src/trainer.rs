@@ -193,7 +193,18 @@ impl Trainer {
     /// Continues from the checkpoint directory `dir`: trainable weights, optimizer state and
     /// step count; returns the caller's state saved with it.
     pub fn restore(&mut self, dir: &Path) -> Result<serde_json::Value> {
-        let mut loaded = checkpoint::read(dir)?;
+        let loaded = checkpoint::read(dir)?;
+        self.restore_loaded(loaded, dir)
+    }
+
+    /// [`Trainer::restore`] from a checkpoint already read (and verified) by
+    /// [`checkpoint::read`]. With a run directory, `metrics.jsonl` keeps only the steps
+    /// before the checkpoint's. On error the trainer is unchanged.
+    pub fn restore_loaded(
+        &mut self,
+        mut loaded: checkpoint::Loaded,
+        dir: &Path,
+    ) -> Result<serde_json::Value> {
         if loaded.state.lora != self.cfg.lora {
             return Err(Error::config(
                 "train.lora",
@@ -205,20 +216,20 @@ impl Trainer {
                 ),
             ));
         }
-        let tm = self.model.take().expect("model present");
-        let TrainModel { decoder, device } = tm;
-        let decoder = match loaded.restore_into(decoder, dir) {
-            Ok(d) => d,
-            Err(e) => {
-                return Err(e);
-            }
-        };
+        let model = self.model.as_ref().expect("model present");
+        loaded.check_fits(&model.decoder, dir)?;
+        let TrainModel { decoder, device } = self.model.take().expect("model present");
+        let decoder = loaded.restore_into(decoder, dir)?;
         self.model = Some(TrainModel { decoder, device });
         let optim = std::mem::take(&mut loaded.optim);
         self.optim.load_record(optim, loaded.state.updates);
         self.step = loaded.state.step;
         self.lm
             .set_weights(self.model.as_ref().expect("model present"))?;
+        if let Some(p) = &self.metrics_path {
+            let done = self.step;
+            checkpoint::truncate_log(p, |s| s < done)?;
+        }
         Ok(loaded.state.extra)
     }
 
@@ -248,13 +259,16 @@ impl Trainer {
         let Some(p) = &self.metrics_path else {
             return Ok(());
         };
-        let line = serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut line = serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?;
+        line.push('\n');
         let mut f: File = OpenOptions::new()
             .create(true)
             .append(true)
             .open(p)
             .map_err(io(p))?;
-        writeln!(f, "{line}").map_err(io(p))
+        // One write: a kill leaves a whole line or a torn last one, never a line cut between
+        // the record and its newline that a later append would run on from.
+        f.write_all(line.as_bytes()).map_err(io(p))
     }
 
     fn micro_batch(&mut self, rows: &[&Row]) -> Result<(crate::loss::LossStats, f32)> {

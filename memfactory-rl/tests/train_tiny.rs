@@ -435,3 +435,132 @@ fn chunked_micro_batches_match_whole_ones() {
         .fold(0f32, f32::max);
     assert!(max < 1e-4, "logits differ by {max}");
 }
+
+/// Flips one bit in the middle of `path`.
+fn flip_bit(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x10;
+    std::fs::write(path, b).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_damaged_checkpoint_file_is_named_with_both_hashes() {
+    use memfactory_rl::checkpoint::{self, Integrity};
+    let target = sampled_token();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = resume_trainer(true, target);
+    t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    let ck = t
+        .checkpoint(&dir.path().join("ck"), 2, serde_json::Value::Null)
+        .unwrap();
+    assert!(ck.join("manifest.json").is_file());
+    assert_eq!(checkpoint::verify(&ck).unwrap(), Integrity::Verified);
+    assert_eq!(
+        checkpoint::read(&ck).unwrap().integrity,
+        Integrity::Verified
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+
+    for file in ["trainable.safetensors", "optimizer.bpk", "state.json"] {
+        let bad = dir.path().join(format!("bad-{file}"));
+        copy_dir(&ck, &bad);
+        flip_bit(&bad.join(file));
+        let want = manifest["sha256"][file].as_str().unwrap().to_string();
+        let got = checkpoint::sha256_file(&bad.join(file)).unwrap();
+        assert_ne!(want, got);
+        for e in [
+            checkpoint::read(&bad).err().expect("a flipped bit loads"),
+            checkpoint::verify(&bad).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(e.is_user_error(), "{file}: {msg}");
+            assert!(
+                msg.contains(&bad.join(file).display().to_string()),
+                "{file}: {msg}"
+            );
+            assert!(msg.contains(&want) && msg.contains(&got), "{file}: {msg}");
+        }
+        // The trainer refuses it and stays usable.
+        let mut r = resume_trainer(true, target);
+        assert!(r.restore(&bad).is_err());
+        assert_eq!(r.steps_done(), 0);
+        r.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    }
+
+    // A checkpoint written before checksums (no manifest) loads, unverified.
+    let old = dir.path().join("old");
+    copy_dir(&ck, &old);
+    std::fs::remove_file(old.join("manifest.json")).unwrap();
+    assert_eq!(checkpoint::verify(&old).unwrap(), Integrity::Unverified);
+    assert_eq!(
+        checkpoint::read(&old).unwrap().integrity,
+        Integrity::Unverified
+    );
+    let mut r = resume_trainer(true, target);
+    r.restore(&old).unwrap();
+    assert_eq!(r.steps_done(), 1);
+
+    // A manifest that is not one is an error, not a skipped check.
+    let garbled = dir.path().join("garbled");
+    copy_dir(&ck, &garbled);
+    std::fs::write(garbled.join("manifest.json"), "{\"format\": 1, \"sha2").unwrap();
+    let e = checkpoint::read(&garbled)
+        .err()
+        .expect("a torn manifest loads");
+    assert!(
+        e.is_user_error() && e.to_string().contains("manifest"),
+        "{e}"
+    );
+}
+
+#[test]
+fn restoring_drops_the_metrics_of_steps_after_the_checkpoint() {
+    let target = sampled_token();
+    let run = tempfile::tempdir().unwrap();
+    let new = || {
+        Trainer::new(
+            Arc::new(model()),
+            resume_cfg(true),
+            reward_for(target),
+            Some(run.path()),
+        )
+        .unwrap()
+    };
+    let mut t = new();
+    t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    let ck = t
+        .checkpoint(&run.path().join("checkpoints"), 2, serde_json::Value::Null)
+        .unwrap();
+    t.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    drop(t);
+    // A kill in the middle of the next line.
+    let mp = run.path().join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&mp).unwrap();
+    text.push_str("{\"step\": 2, \"rew");
+    std::fs::write(&mp, text).unwrap();
+
+    let mut r = new();
+    r.restore(&ck).unwrap();
+    r.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    r.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
+    let steps: Vec<u64> = std::fs::read_to_string(&mp)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [0, 1, 2], "one line per step after the restore");
+}

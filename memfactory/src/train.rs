@@ -19,13 +19,26 @@
 //! ```
 //!
 //! The run directory (`[run] out`, or `--out`) receives `recipe.resolved.toml`,
-//! `metrics.jsonl` (one line per step, appended as it goes), `reward.svg` (reward curve,
-//! redrawn every step), `eval.jsonl` + `eval.svg` and `dev/step-NNNNNN/` eval directories,
-//! `checkpoints/step-NNNNNN/` and, at the end, `summary.json`.
+//! `metrics.jsonl` (one line per step, appended as it goes), `rollouts.jsonl` (with
+//! `save_rollouts`: one line per episode), `reward.svg` (reward curve, redrawn every step),
+//! `eval.jsonl` + `eval.svg` and `dev/step-NNNNNN/` eval directories,
+//! `checkpoints/step-NNNNNN/` and, at the end, `summary.json` (its `evals` lists every dev
+//! eval of the run, also those before a resume).
 //!
 //! Everything random derives from `[run] seed` and the step number (sample order per data
 //! epoch, rollout seeds, mini-batch shuffles), so `--resume` from a checkpoint continues
 //! exactly as if training had not stopped.
+//!
+//! A kill at any moment loses at most the steps since the newest checkpoint. `--resume`
+//! takes the newest checkpoint whose files match their checksums (a damaged newer one is
+//! reported and moved to `checkpoints/damaged-step-N`), cuts every per-step log back to
+//! it — `metrics.jsonl` and `rollouts.jsonl` to the steps before it, `eval.jsonl` to the
+//! evals up to it, whole lines only — removes the dev eval directories of later steps,
+//! re-runs the checkpoint's own dev eval when the kill came before it finished, and goes
+//! on. A kill-cut last line of any other JSONL file in the run directory (the judge's
+//! verdict cache) is dropped. The test hook `MEMFACTORY_TEST_PAUSE_AFTER_CHECKPOINT=N`
+//! makes a run sleep between checkpoint N and its dev eval, so that tests can kill it
+//! there.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -38,6 +51,7 @@ use memfactory_core::{
 };
 use memfactory_lm_burn::BurnLm;
 use memfactory_rl::checkpoint;
+pub use memfactory_rl::checkpoint::Integrity;
 use memfactory_rl::config::TrainConfig;
 use memfactory_rl::reward::CompositeReward;
 use memfactory_rl::rollout::Group;
@@ -122,7 +136,7 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// Metrics of the last step.
     pub last: Option<StepMetrics>,
-    /// Dev evals: `(step, metric means)`.
+    /// Dev evals of the run, also those before a resume: `(step, metric means)`.
     pub evals: Vec<(usize, std::collections::BTreeMap<String, f64>)>,
     /// Wall time of this invocation in seconds.
     pub seconds: f64,
@@ -316,36 +330,85 @@ pub fn sample_at(run_seed: u64, n: usize, pos: usize) -> usize {
     order[pos % n]
 }
 
-fn truncate_jsonl(path: &Path, keep_below_step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
-                .is_some_and(|s| (s as usize) < keep_below_step)
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    std::fs::write(path, out).map_err(io(path))
-}
-
 fn append_line<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let line = serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut line = serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    line.push('\n');
     let mut f: File = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(io(path))?;
-    writeln!(f, "{line}").map_err(io(path))
+    f.write_all(line.as_bytes()).map_err(io(path))
+}
+
+/// The test hook behind `MEMFACTORY_TEST_PAUSE_AFTER_CHECKPOINT=N`: once checkpoint N is
+/// written the run sleeps (10 minutes) before that step's dev eval, so a test can kill it at
+/// exactly that moment. Unset (always, outside tests) it does nothing.
+fn test_pause_after_checkpoint(step: usize) {
+    let wanted = std::env::var("MEMFACTORY_TEST_PAUSE_AFTER_CHECKPOINT")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if wanted == Some(step) {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+}
+
+/// `(step, metric means)` of each line of `eval.jsonl`.
+fn read_evals(path: &Path) -> Vec<(usize, std::collections::BTreeMap<String, f64>)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let step = usize::try_from(v.get("step")?.as_u64()?).ok()?;
+            let metrics = v
+                .get("metrics")?
+                .as_object()?
+                .iter()
+                .map(|(k, m)| (k.clone(), m.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            Some((step, metrics))
+        })
+        .collect()
+}
+
+/// The `dev/step-N/` directories under `dev` with their steps.
+fn dev_dirs(dev: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let rd = match std::fs::read_dir(dev) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dev, e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(io(dev))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix("step-").and_then(|n| n.parse().ok()) {
+            out.push((step, ent.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// The newest checkpoint of `all` (oldest first) that reads back intact. Each damaged newer
+/// one is reported and moved aside ([`checkpoint::set_aside`]). `None` when none is intact.
+fn newest_intact(
+    all: &[(usize, PathBuf)],
+    progress: &mut dyn FnMut(TrainEvent),
+) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
+    for (_, p) in all.iter().rev() {
+        match checkpoint::read(p) {
+            Ok(loaded) => return Ok(Some((p.clone(), loaded))),
+            Err(e) => {
+                let aside = checkpoint::set_aside(p)?;
+                progress(TrainEvent::Note(format!(
+                    "warning: checkpoint {} is damaged ({e}); moved it to {} and falling back to an older checkpoint",
+                    p.display(),
+                    aside.display()
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Redraws `reward.svg` from `metrics.jsonl`.
@@ -497,12 +560,25 @@ pub fn run_train(
         progress(TrainEvent::Note(n));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
+    if resume {
+        // A kill may have cut the last line of any JSONL file the run appends to (the
+        // judge's verdict cache among them, read below): keep whole lines only, so that the
+        // next append starts a line of its own.
+        let rd = std::fs::read_dir(out).map_err(io(out))?;
+        for ent in rd {
+            let p = ent.map_err(io(out))?.path();
+            if p.extension().is_some_and(|e| e == "jsonl") && p.is_file() {
+                checkpoint::drop_torn_line(&p)?;
+            }
+        }
+    }
     // Rewards that keep files (the judge's verdict cache) keep them in the run directory.
     for c in &reward.components {
         c.reward.attach_run_dir(out)?;
     }
     let ck_root = out.join("checkpoints");
-    let existing = checkpoint::latest(&ck_root)?;
+    let all_ckpts = checkpoint::list(&ck_root)?;
+    let existing = all_ckpts.last().map(|(_, p)| p.clone());
     let resolved_path = out.join("recipe.resolved.toml");
     let resolved = asm.resolved_toml();
     match (&existing, resume) {
@@ -540,35 +616,65 @@ pub fn run_train(
     let mut trainer = Trainer::new(lm, cfg.clone(), reward, None)?;
     let metrics_path = out.join("metrics.jsonl");
     let eval_path = out.join("eval.jsonl");
+    let rollouts_path = out.join("rollouts.jsonl");
+    let dev_root = out.join("dev");
     let mut last_ckpt = None;
-    match (&existing, resume) {
-        (Some(p), true) => {
-            let extra = trainer.restore(p)?;
-            let done = trainer.steps_done();
-            if extra.get("cursor").and_then(serde_json::Value::as_u64) != Some((done * spp) as u64)
-            {
-                return Err(Error::model(
-                    p.clone(),
-                    format!(
-                        "checkpoint state {extra} does not match {done} steps of {spp} samples"
-                    ),
-                ));
-            }
-            // Lines written after the checkpoint belong to steps that will be redone.
-            truncate_jsonl(&metrics_path, done)?;
-            truncate_jsonl(&eval_path, done + 1)?;
+    let mut evals = Vec::new();
+    if resume && !all_ckpts.is_empty() {
+        let Some((p, loaded)) = newest_intact(&all_ckpts, progress)? else {
+            return Err(Error::model(
+                ck_root.clone(),
+                format!(
+                    "--resume: no intact checkpoint left under {} (each damaged one was moved to damaged-step-N); remove the run directory to start over",
+                    ck_root.display()
+                ),
+            ));
+        };
+        if loaded.integrity == checkpoint::Integrity::Unverified {
             progress(TrainEvent::Note(format!(
-                "resumed from {} (step {done})",
+                "warning: checkpoint {} has no manifest.json (written before checkpoints carried checksums): loaded without verifying its files",
                 p.display()
             )));
-            last_ckpt = Some(p.clone());
         }
-        _ => {
-            for p in [&metrics_path, &eval_path, &out.join("rollouts.jsonl")] {
-                if p.exists() {
-                    std::fs::remove_file(p).map_err(io(p))?;
-                }
+        let extra = trainer.restore_loaded(loaded, &p)?;
+        let done = trainer.steps_done();
+        if extra.get("cursor").and_then(serde_json::Value::as_u64) != Some((done * spp) as u64) {
+            return Err(Error::model(
+                p.clone(),
+                format!("checkpoint state {extra} does not match {done} steps of {spp} samples"),
+            ));
+        }
+        // Every per-step record written after the checkpoint belongs to a step that will be
+        // redone (and logged again): keep steps < done (the dev eval of step `done` ran after
+        // its checkpoint, so it stays when it finished).
+        checkpoint::truncate_log(&metrics_path, |s| s < done)?;
+        checkpoint::truncate_log(&rollouts_path, |s| s < done)?;
+        checkpoint::truncate_log(&eval_path, |s| s <= done)?;
+        for (s, d) in dev_dirs(&dev_root)? {
+            if s > done {
+                std::fs::remove_dir_all(&d).map_err(io(&d))?;
             }
+        }
+        if metrics_path.exists() {
+            plot_rewards(out)?;
+        }
+        evals = read_evals(&eval_path);
+        if !evals.is_empty() {
+            plot_evals(out)?;
+        }
+        progress(TrainEvent::Note(format!(
+            "resumed from {} (step {done})",
+            p.display()
+        )));
+        last_ckpt = Some(p);
+    } else {
+        for p in [&metrics_path, &eval_path, &rollouts_path] {
+            if p.exists() {
+                std::fs::remove_file(p).map_err(io(p))?;
+            }
+        }
+        for (_, d) in dev_dirs(&dev_root)? {
+            std::fs::remove_dir_all(&d).map_err(io(&d))?;
         }
     }
     let steps = cfg.steps;
@@ -578,9 +684,14 @@ pub fn run_train(
         train_samples: train.len(),
     });
 
-    let mut evals = Vec::new();
+    let ee = settings.eval_every;
+    let eval_due = |done: usize| ee > 0 && (done == steps || done.is_multiple_of(ee));
     let mut dev_eval = |step: usize, progress: &mut dyn FnMut(TrainEvent)| -> Result<()> {
-        let dir = out.join("dev").join(checkpoint::dir_name(step));
+        let dir = dev_root.join(checkpoint::dir_name(step));
+        // What an interrupted eval of this step left is redone from scratch.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
         let summary = run_eval_on(asm, &dev, &dir, &mut |_: Progress| {})?;
         append_line(
             &eval_path,
@@ -600,8 +711,16 @@ pub fn run_train(
         });
         Ok(())
     };
-    if settings.eval_every > 0 && trainer.steps_done() == 0 {
-        dev_eval(0, progress)?;
+    // The base model's eval before step 1, or the dev eval that a kill interrupted between
+    // the checkpoint we resume from and its eval.
+    let done = trainer.steps_done();
+    if eval_due(done) && !read_evals(&eval_path).iter().any(|(s, _)| *s == done) {
+        if done > 0 {
+            progress(TrainEvent::Note(format!(
+                "the dev eval after step {done} did not finish before the run stopped: running it again"
+            )));
+        }
+        dev_eval(done, progress)?;
     }
 
     let rollout_root = seed::derive(asm.run.seed, "rollout");
@@ -648,10 +767,12 @@ pub fn run_train(
         };
         append_line(&metrics_path, &m)?;
         if settings.save_rollouts {
-            let rp = out.join("rollouts.jsonl");
             for g in &kept_groups {
                 for e in &g.episodes {
-                    append_line(&rp, &serde_json::json!({"step": step, "episode": e}))?;
+                    append_line(
+                        &rollouts_path,
+                        &serde_json::json!({"step": step, "episode": e}),
+                    )?;
                 }
             }
         }
@@ -675,9 +796,9 @@ pub fn run_train(
                 path: p.clone(),
             });
             last_ckpt = Some(p);
+            test_pause_after_checkpoint(done);
         }
-        let ee = settings.eval_every;
-        if ee > 0 && (done == steps || done.is_multiple_of(ee)) {
+        if eval_due(done) {
             dev_eval(done, progress)?;
         }
     }
@@ -695,8 +816,10 @@ pub fn run_train(
 }
 
 /// Loads the trained weights of checkpoint `dir` into `lm` (LoRA merged), e.g. to evaluate
-/// a trained policy with an eval recipe of the base model.
-pub fn apply_checkpoint(lm: &BurnLm, dir: &Path) -> Result<()> {
+/// a trained policy with an eval recipe of the base model. A file that does not match its
+/// checksum is an [`Error::Model`] naming the file and both hashes;
+/// [`Integrity::Unverified`] means the checkpoint predates checksums (warn the user).
+pub fn apply_checkpoint(lm: &BurnLm, dir: &Path) -> Result<Integrity> {
     memfactory_rl::checkpoint::apply(lm, dir)
 }
 
