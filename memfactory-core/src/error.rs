@@ -98,6 +98,28 @@ pub enum Error {
     /// A caller broke an API contract (wrong batch length, ...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A file or directory the user named (recipe, data file, checkpoint, run directory)
+    /// is missing or is not what was expected.
+    #[error("{}: {message}", path.display())]
+    Path {
+        /// The path as the user gave it.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A training step failed: `inner` says why, `hint` how to continue. Keeps the inner
+    /// error's classification ([`Error::is_user_error`]), so a recipe or data error met
+    /// during a rollout still exits with code 2.
+    #[error("step {step} failed: {inner}; {hint}")]
+    Step {
+        /// The step that failed (1-based).
+        step: usize,
+        /// What to do next, e.g. the last good checkpoint and `--resume`.
+        hint: String,
+        /// Why.
+        #[source]
+        inner: Box<Error>,
+    },
 }
 
 impl Error {
@@ -138,15 +160,48 @@ impl Error {
         }
     }
 
-    /// The error for a failed read of data file `path`: a missing or non-UTF-8 file is the
-    /// user's [`Error::Data`]; anything else stays an [`Error::Io`].
+    /// The error for a failed read of data file `path`: a missing, unreadable or non-UTF-8
+    /// file, or a directory where a file was expected, is the user's [`Error::Data`];
+    /// anything else stays an [`Error::Io`].
     pub fn data_read(path: &std::path::Path, e: std::io::Error) -> Self {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => Error::data(path, None, "file not found"),
-            std::io::ErrorKind::InvalidData => {
-                Error::data(path, None, format!("not UTF-8 text: {e}"))
-            }
-            _ => Error::io(path, e),
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Error::data(path, None, "file not found");
+        }
+        match user_fault(&e, "a data file") {
+            Some(m) => Error::data(path, None, m),
+            None => Error::io(path, e),
+        }
+    }
+
+    /// The error for a failed read of `path`, a file or directory the user named that
+    /// should be `expected` (e.g. "a recipe file (TOML)"): a missing, unreadable or
+    /// non-UTF-8 file, or a directory where a file was expected (and the other way round),
+    /// is the user's [`Error::Path`] naming the path and what was expected; anything else
+    /// stays an [`Error::Io`].
+    pub fn user_io(path: &std::path::Path, e: std::io::Error, expected: &str) -> Self {
+        match user_fault(&e, expected) {
+            Some(message) => Error::Path {
+                path: path.to_path_buf(),
+                message,
+            },
+            None => Error::io(path, e),
+        }
+    }
+
+    /// Shorthand for an [`Error::Path`].
+    pub fn path(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Path {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A training step's failure, keeping `inner`'s classification.
+    pub fn step(step: usize, hint: impl Into<String>, inner: Error) -> Self {
+        Error::Step {
+            step,
+            hint: hint.into(),
+            inner: Box::new(inner),
         }
     }
 
@@ -158,16 +213,99 @@ impl Error {
         }
     }
 
-    /// True when the user's input (recipe, data, model file) is at fault: the CLI exits 2.
+    /// True when the user's input (recipe, data, model file, a path given on the command
+    /// line) is at fault: the CLI exits 2. An [`Error::Io`] is the user's when its path is
+    /// missing, unreadable, not UTF-8 text, or a file where a directory was expected (or
+    /// the other way round); a [`Error::Step`] is classified by its inner error.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Error::Toml { .. }
-                | Error::Config { .. }
-                | Error::UnknownKind { .. }
-                | Error::Data { .. }
-                | Error::Model { .. }
-                | Error::Template { .. }
-        ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            | Error::Config { .. }
+            | Error::UnknownKind { .. }
+            | Error::Data { .. }
+            | Error::Model { .. }
+            | Error::Template { .. }
+            | Error::Path { .. } => true,
+            Error::Io { source, .. } => user_fault(source, "").is_some(),
+            Error::Step { inner, .. } => inner.is_user_error(),
+            Error::Registry(_) | Error::Backend { .. } | Error::Invalid(_) => false,
+        }
+    }
+}
+
+/// What is wrong, when an IO error on a path the user named is the user's fault: the path
+/// is missing, unreadable, not UTF-8 text, a directory where `expected` (a file) was
+/// wanted, or goes through a file as if it were a directory.
+fn user_fault(e: &std::io::Error, expected: &str) -> Option<String> {
+    use std::io::ErrorKind as K;
+    let want = if expected.is_empty() {
+        String::new()
+    } else {
+        format!(", expected {expected}")
+    };
+    let what = match e.kind() {
+        K::NotFound => "not found",
+        K::IsADirectory => "is a directory",
+        K::NotADirectory => "a part of this path is a file, not a directory",
+        K::PermissionDenied => "permission denied",
+        K::InvalidData => return Some(format!("not UTF-8 text ({e}){want}")),
+        _ => return None,
+    };
+    Some(format!("{what}{want}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind as K;
+    use std::path::Path;
+
+    #[test]
+    fn io_errors_on_user_paths_are_user_errors_naming_what_was_expected() {
+        let p = Path::new("runs/x");
+        for (kind, want) in [
+            (
+                K::NotFound,
+                "runs/x: not found, expected a checkpoint directory",
+            ),
+            (
+                K::IsADirectory,
+                "runs/x: is a directory, expected a checkpoint directory",
+            ),
+            (K::NotADirectory, "runs/x: a part of this path is a file"),
+            (K::PermissionDenied, "runs/x: permission denied, expected"),
+        ] {
+            let e = Error::user_io(p, std::io::Error::from(kind), "a checkpoint directory");
+            assert!(e.is_user_error(), "{kind:?}");
+            assert!(e.to_string().starts_with(want), "{kind:?}: {e}");
+            // The same failure raised as a plain Io error is the user's too.
+            assert!(
+                Error::io(p, std::io::Error::from(kind)).is_user_error(),
+                "{kind:?}"
+            );
+        }
+        let e = Error::user_io(p, std::io::Error::from(K::WriteZero), "a file");
+        assert!(matches!(e, Error::Io { .. }) && !e.is_user_error());
+        let d = Error::data_read(p, std::io::Error::from(K::IsADirectory));
+        assert!(matches!(d, Error::Data { .. }) && d.is_user_error(), "{d}");
+        assert!(d.to_string().contains("expected a data file"), "{d}");
+    }
+
+    #[test]
+    fn a_failed_step_keeps_its_inner_errors_classification() {
+        let user = Error::step(
+            3,
+            "resume with --resume",
+            Error::config("data.train.path", "bad"),
+        );
+        assert!(user.is_user_error());
+        let text = user.to_string();
+        assert!(
+            text.contains("step 3 failed") && text.contains("data.train.path"),
+            "{text}"
+        );
+        let infra = Error::step(3, "resume", Error::backend("burn", "out of memory"));
+        assert!(!infra.is_user_error());
+        assert!(std::error::Error::source(&infra).is_some());
     }
 }

@@ -1,9 +1,9 @@
 //! # memfactory-core
 //!
 //! The vocabulary every MemFactory crate speaks. It holds types and traits only — no burn,
-//! no file or network IO — so that memory operations, stores, LM backends, datasets,
-//! rewards and paradigms can be written as independent crates and assembled from a TOML
-//! recipe.
+//! no network, no file IO beyond reading a recipe or a template file — so that memory
+//! operations, stores, LM backends, datasets, rewards and paradigms can be written as
+//! independent crates and assembled from a TOML recipe.
 //!
 //! Four nouns to learn first:
 //! - [`Sample`]: one question with its context and gold answers;
@@ -28,6 +28,7 @@ pub mod op;
 pub mod paradigm;
 pub mod prompt;
 pub mod recipe;
+pub mod redact;
 pub mod registry;
 pub mod reward;
 pub mod rng;
