@@ -77,6 +77,34 @@ pub struct Assembly {
     pub resolved: toml::Table,
 }
 
+/// Checks that `name` (`run.name`) can be a directory name under `runs/`: not empty, not
+/// `.` or `..`, no path separator, no `..` and no NUL. A name such as `../../x` would put the
+/// run directory outside the working tree.
+pub fn check_run_name(name: &str) -> Result<()> {
+    let problem = if name.trim().is_empty() {
+        Some("is empty")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator (`/` or `\\`)")
+    } else if name.contains("..") {
+        Some("contains `..`")
+    } else if name.chars().all(|c| c == '.') {
+        Some("is only dots")
+    } else if name.contains('\0') {
+        Some("contains a NUL character")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Error::config(
+            "run.name",
+            format!(
+                "{name:?} {p}; a run name becomes the directory runs/<name>, so use letters, digits, `-`, `_` and `.` (set `run.out` to choose another directory)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn required(cfg: &mut Cfg, key: &str, what: &str) -> Result<Cfg> {
     cfg.sub(key)?.ok_or_else(|| {
         Error::config(
@@ -119,6 +147,7 @@ impl Assembly {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".into());
         let name: String = run_cfg.get("name", stem)?;
+        check_run_name(&name)?;
         let seed: u64 = run_cfg.get("seed", 0u64)?;
         let out: String = run_cfg.get("out", format!("runs/{name}"))?;
         resolved.insert("run".into(), toml::Value::Table(run_cfg.finish()?));
@@ -256,8 +285,11 @@ impl Assembly {
         })
     }
 
-    /// The resolved recipe as TOML text.
+    /// The resolved recipe as TOML text, with credentials masked (URL userinfo, secret
+    /// query parameters, connection-string passwords: [`memfactory_core::redact`]): this is
+    /// what run directories keep and `check` prints.
     pub fn resolved_toml(&self) -> String {
-        toml::to_string_pretty(&self.resolved).unwrap_or_default()
+        toml::to_string_pretty(&memfactory_core::redact::mask_table(&self.resolved))
+            .unwrap_or_default()
     }
 }

@@ -18,12 +18,19 @@
 //!
 //! A combination whose directory already holds a finished eval of the same resolved recipe
 //! and sample count is not run again (an interrupted sweep resumes where it stopped).
+//!
+//! Every combination is checked before the first one runs — its recipe built (each distinct
+//! `[model]` table loaded once), its eval data loaded, its checkpoint directory looked at — so
+//! a bad value in the last combination is reported at once, not after hours of the others.
+//! Values are shown in reports and directory names with credentials masked
+//! ([`memfactory_core::redact`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memfactory_core::recipe::{parse_value, split_assignment};
+use memfactory_core::redact::mask_str;
 use memfactory_core::{Error, LanguageModel, Recipe, Result};
 use serde::Serialize;
 
@@ -57,10 +64,11 @@ impl Axis {
         }
         let mut seen = std::collections::BTreeSet::new();
         for v in &values {
-            if !seen.insert(label(v)) {
+            // Masked labels name the run directories: they must differ too.
+            if !seen.insert(shown(v)) {
                 return Err(Error::config(
                     key,
-                    format!("sweep `{arg}` names `{}` twice", label(v)),
+                    format!("sweep `{}` names `{}` twice", mask_str(arg), shown(v)),
                 ));
             }
         }
@@ -83,6 +91,11 @@ pub fn label(v: &toml::Value) -> String {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A value as shown in reports and directory names: its label with credentials masked.
+pub fn shown(v: &toml::Value) -> String {
+    mask_str(&label(v)).into_owned()
 }
 
 fn number(v: &toml::Value) -> Option<f64> {
@@ -111,12 +124,12 @@ pub fn combinations(axes: &[Axis]) -> Vec<Vec<(String, toml::Value)>> {
     out
 }
 
-/// The run directory name of a combination: `key=value+key=value`, with every character
-/// other than letters, digits, `.`, `-`, `_` and `=` replaced by `_`.
+/// The run directory name of a combination: `key=value+key=value` (values [`shown`]), with
+/// every character other than letters, digits, `.`, `-`, `_` and `=` replaced by `_`.
 pub fn dir_name(combo: &[(String, toml::Value)]) -> String {
     let raw: Vec<String> = combo
         .iter()
-        .map(|(k, v)| format!("{k}={}", label(v)))
+        .map(|(k, v)| format!("{k}={}", shown(v)))
         .collect();
     raw.join("+")
         .chars()
@@ -128,6 +141,163 @@ pub fn dir_name(combo: &[(String, toml::Value)]) -> String {
             }
         })
         .collect()
+}
+
+/// The file every training checkpoint directory holds (`memfactory_rl::checkpoint`).
+const CHECKPOINT_STATE: &str = "state.json";
+
+/// Checks that `dir` is a training checkpoint directory (`runs/<name>/checkpoints/step-N`,
+/// holding `state.json`), naming it and what was expected when it is not: missing, a file,
+/// or a directory that is not a checkpoint.
+pub fn check_checkpoint_dir(dir: &Path) -> Result<()> {
+    const EXPECTED: &str =
+        "a checkpoint directory (runs/<name>/checkpoints/step-N, written by `memfactory train`)";
+    let meta = std::fs::metadata(dir).map_err(|e| Error::user_io(dir, e, EXPECTED))?;
+    if !meta.is_dir() {
+        return Err(Error::path(dir, format!("is a file, expected {EXPECTED}")));
+    }
+    let state = dir.join(CHECKPOINT_STATE);
+    match std::fs::metadata(&state) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::path(
+            dir,
+            format!("{CHECKPOINT_STATE} is not a file, expected {EXPECTED}"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::path(
+            dir,
+            format!("has no {CHECKPOINT_STATE}: not a training checkpoint, expected {EXPECTED}"),
+        )),
+        Err(e) => Err(Error::user_io(&state, e, EXPECTED)),
+    }
+}
+
+/// One combination, ready to run.
+struct Plan {
+    /// The recipe with the combination's settings.
+    recipe: Recipe,
+    /// Its checkpoint, when the checkpoint axis names one.
+    checkpoint: Option<PathBuf>,
+    /// The `[model]` table as text: combinations with the same table and checkpoint share
+    /// a model.
+    model: String,
+}
+
+/// A built model: its `[model]` table as text, its checkpoint, the model and its resolved
+/// table.
+type Cached = (String, Option<PathBuf>, Arc<dyn LanguageModel>, toml::Table);
+
+/// The recipe, checkpoint and model key of `combo` applied to `recipe`.
+fn plan(recipe: &Recipe, combo: &[(String, toml::Value)]) -> Result<Plan> {
+    let mut r = recipe.clone();
+    let mut checkpoint = None;
+    for (k, v) in combo {
+        if k == CHECKPOINT_AXIS {
+            let l = label(v);
+            if l != "base" {
+                checkpoint = Some(PathBuf::from(l));
+            }
+        } else {
+            r.set(k, v.clone())?;
+        }
+    }
+    let model = r
+        .root
+        .get("model")
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    Ok(Plan {
+        recipe: r,
+        checkpoint,
+        model,
+    })
+}
+
+/// Checks every combination before any runs: its checkpoint directory, its recipe (built
+/// through `build` without the checkpoint, each distinct `[model]` table loaded once), its
+/// eval data and the primary `metric`. Combinations are checked last to first, so the model
+/// left built — returned — is the first combination's base model, and the sweep starts
+/// without loading it again.
+fn check_plans(
+    plans: &[Plan],
+    combos: &[Vec<(String, toml::Value)>],
+    limit: Option<usize>,
+    metric: Option<&str>,
+    build: &mut Builder<'_>,
+) -> Result<Option<Cached>> {
+    let mut cached: Option<Cached> = None;
+    for (p, combo) in plans.iter().zip(combos).rev() {
+        let settings = || {
+            combo
+                .iter()
+                .map(|(k, v)| format!("{k}={}", shown(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(ck) = &p.checkpoint {
+            check_checkpoint_dir(ck)?;
+        }
+        let reuse = match &cached {
+            Some((k, _, m, t)) if *k == p.model => Some((m.clone(), t.clone())),
+            _ => None,
+        };
+        if reuse.is_none() {
+            cached = None; // one model at a time
+        }
+        let asm = build(BuildRequest {
+            recipe: &p.recipe,
+            checkpoint: None,
+            reuse,
+        })
+        .map_err(|e| in_combination(e, &settings()))?;
+        eval::load_eval_samples(&asm, limit).map_err(|e| in_combination(e, &settings()))?;
+        if let Some(m) = metric
+            && !asm.metrics.iter().any(|x| x.name() == m)
+        {
+            let names: Vec<&str> = asm.metrics.iter().map(|x| x.name()).collect();
+            return Err(Error::config(
+                "--metric",
+                format!(
+                    "`{m}` is not a metric of the recipe ({}); the recipe's metrics: {}",
+                    settings(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        if let Some(toml::Value::Table(t)) = asm.resolved.get("model") {
+            cached = Some((p.model.clone(), None, asm.model.clone(), t.clone()));
+        }
+    }
+    Ok(cached)
+}
+
+/// `e` with the combination it was met in added to its message, its kind (and so its exit
+/// code) kept.
+fn in_combination(e: Error, settings: &str) -> Error {
+    let note = format!(" (sweep combination {settings})");
+    match e {
+        Error::Config { key, message } => Error::Config {
+            key,
+            message: message + &note,
+        },
+        Error::Data {
+            path,
+            location,
+            message,
+        } => Error::Data {
+            path,
+            location,
+            message: message + &note,
+        },
+        Error::Model { path, message } => Error::Model {
+            path,
+            message: message + &note,
+        },
+        Error::Path { path, message } => Error::Path {
+            path,
+            message: message + &note,
+        },
+        other => other,
+    }
 }
 
 /// What [`run_sweep`] asks its caller to build for one combination.
@@ -240,52 +410,45 @@ pub fn run_sweep(
             ));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let combos = combinations(axes);
     let total = combos.len();
+    let plans = combos
+        .iter()
+        .map(|c| plan(recipe, c))
+        .collect::<Result<Vec<_>>>()?;
+    // (model table + checkpoint) → the model built for it; checking leaves the first
+    // combination's base model built.
+    let mut cached = check_plans(&plans, &combos, limit, metric, build)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut runs = Vec::new();
     let mut last = None;
     let mut primary = metric.map(str::to_string);
-    // (model table + checkpoint) → the model built for it.
-    let mut cached: Option<(String, Arc<dyn LanguageModel>, toml::Table)> = None;
-    for (index, combo) in combos.iter().enumerate() {
-        let mut r = recipe.clone();
-        let mut checkpoint = None;
-        for (k, v) in combo {
-            if k == CHECKPOINT_AXIS {
-                let l = label(v);
-                if l != "base" {
-                    checkpoint = Some(PathBuf::from(l));
-                }
-            } else {
-                r.set(k, v.clone())?;
-            }
-        }
-        let model_key = format!(
-            "{}|{:?}",
-            r.root
-                .get("model")
-                .map(|m| m.to_string())
-                .unwrap_or_default(),
-            checkpoint
-        );
+    for (index, (combo, p)) in combos.iter().zip(plans).enumerate() {
+        let Plan {
+            recipe: r,
+            checkpoint,
+            model,
+        } = p;
         let reuse = match &cached {
-            Some((k, m, t)) if *k == model_key => Some((m.clone(), t.clone())),
+            Some((k, c, m, t)) if *k == model && *c == checkpoint => Some((m.clone(), t.clone())),
             _ => None,
         };
+        if reuse.is_none() {
+            cached = None; // one model at a time
+        }
         let asm = build(BuildRequest {
             recipe: &r,
-            checkpoint,
+            checkpoint: checkpoint.clone(),
             reuse,
         })?;
         if let Some(toml::Value::Table(t)) = asm.resolved.get("model") {
-            cached = Some((model_key, asm.model.clone(), t.clone()));
+            cached = Some((model, checkpoint, asm.model.clone(), t.clone()));
         }
         if primary.is_none() {
             primary = asm.metrics.first().map(|m| m.name().to_string());
         }
         let settings: Vec<(String, String)> =
-            combo.iter().map(|(k, v)| (k.clone(), label(v))).collect();
+            combo.iter().map(|(k, v)| (k.clone(), shown(v))).collect();
         let shown = settings
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -339,7 +502,7 @@ pub fn run_sweep(
             recipe: recipe.file.clone(),
             axes: axes
                 .iter()
-                .map(|a| (a.key.clone(), a.values.iter().map(label).collect()))
+                .map(|a| (a.key.clone(), a.values.iter().map(self::shown).collect()))
                 .collect(),
             primary_metric: primary.clone().unwrap_or_default(),
             runs: runs.clone(),
@@ -471,7 +634,7 @@ fn markdown(report: &SweepReport, axes: &[Axis]) -> String {
     }
     if let Some(x) = axes.iter().rposition(Axis::is_numeric) {
         let m = &report.primary_metric;
-        let cols: Vec<String> = axes[x].values.iter().map(label).collect();
+        let cols: Vec<String> = axes[x].values.iter().map(shown).collect();
         r.push_str(&format!(
             "\n## {m} by {}\n\n| | {} |\n|---|{}\n",
             axes[x].key,

@@ -116,17 +116,10 @@ pub struct CallError {
     pub message: String,
 }
 
-/// `base_url` without `user:password@`.
+/// `base_url` without `user:password@` and with secret query parameters (`?api_key=…`)
+/// masked: what messages and descriptions show ([`memfactory_core::redact::mask_url`]).
 pub fn hide_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    memfactory_core::redact::mask_url(url).into_owned()
 }
 
 /// True when `url`'s host is `localhost`, `127.x.x.x` or `[::1]`.
@@ -391,6 +384,10 @@ mod tests {
             "http://127.0.0.1:8080"
         );
         assert_eq!(hide_userinfo("http://h/p@q"), "http://h/p@q");
+        assert_eq!(
+            hide_userinfo("https://h:1/base?api_key=s3cret&x=1"),
+            "https://h:1/base?api_key=***&x=1"
+        );
     }
 
     #[test]
