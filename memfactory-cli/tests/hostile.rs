@@ -870,10 +870,21 @@ fn a_closed_stdout_ends_every_command_quietly() {
         ],
         vec!["compare", "a", "a"],
         vec!["compare", "a", "a", "--json"],
+        vec!["chat", "--model", "TINY", "--max-new-tokens", "4", "hello"],
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let tiny = tiny_model().display().to_string();
+        let args: Vec<String> = args
+            .iter()
+            .map(|s| {
+                if *s == "TINY" {
+                    tiny.clone()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect();
         let o = run_limited(d, &args, Stdio::from(writer));
         assert_eq!(o.code, Some(0), "{args:?}: {}", o.stderr);
         assert!(
