@@ -117,10 +117,9 @@ fn required(cfg: &mut Cfg, key: &str, what: &str) -> Result<Cfg> {
 const DEFAULT_METRICS: [&str; 4] = ["sub-em", "exact-match", "f1", "format"];
 
 impl Assembly {
-    /// Reads and builds the recipe file at `path`.
+    /// Reads ([`Recipe::from_file`]) and builds the recipe file at `path`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_recipe(&Recipe::parse(&text, &path.display().to_string())?)
+        Self::from_recipe(&Recipe::from_file(path)?)
     }
 
     /// Builds every component of `recipe`.
