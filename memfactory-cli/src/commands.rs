@@ -481,6 +481,7 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
     t.insert("path".into(), args.model.display().to_string().into());
     t.insert("device".into(), args.device.clone().into());
     let (lm, _) = registry::build::<dyn LanguageModel>(Cfg::new("--model", t))?;
+    memfactory_core::lm::check_budget("--max-new-tokens", args.max_new_tokens, lm.as_ref())?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(ChatMessage::system(s.clone()));

@@ -522,3 +522,112 @@ fn bad_sweeps_and_overrides_exit_2_naming_the_argument() {
         assert!(text(&o).contains(needle), "{a:?}: {}", text(&o));
     }
 }
+
+/// Sizes bounded before memory is reserved: generation budgets over the model's context and
+/// dataset sizes over what one load may build are user errors (exit 2, key named), found
+/// by `check` — before any KV cache or sample is allocated (these used to abort or grow
+/// until memory ran out).
+#[test]
+fn oversized_budgets_and_datasets_exit_2_naming_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tiny_byte = root.join("configs/models/tiny-byte");
+    let tiny_byte = tiny_byte.display().to_string().replace('\\', "/");
+    let burn = |answer: &str| {
+        format!(
+            "[model]\nkind = \"burn\"\npath = \"{tiny_byte}\"\ninit_seed = 0\n\
+             [agent]\nkind = \"memagent\"\nchunk_tokens = 40\n\
+             [agent.update]\nkind = \"overwrite\"\nmemory_tokens = 64\n\
+             [agent.answer]\n{answer}\n\
+             [data.eval]\nkind = \"memagent-json\"\npath = \"data.jsonl\"\n"
+        )
+    };
+    let ruler = |keys: &str| {
+        format!(
+            "[model]\nkind = \"scripted\"\n[agent]\nkind = \"memagent\"\n\
+             [data.eval]\nkind = \"ruler\"\ntask = \"niah-single\"\n{keys}\n"
+        )
+    };
+    let cases: Vec<(String, Vec<&str>, Vec<&str>)> = vec![
+        (
+            burn("max_new_tokens = 1000000000000"),
+            vec!["check", "recipe.toml"],
+            vec![
+                "`agent.answer.max_new_tokens`",
+                "1000000000000 exceeds the model's context of 4096 tokens",
+            ],
+        ),
+        (
+            burn(""),
+            vec![
+                "eval",
+                "recipe.toml",
+                "--set",
+                "agent.update.max_new_tokens=5000",
+                "--set",
+                "agent.update.memory_tokens=5000",
+            ],
+            vec!["`agent.update.max_new_tokens`", "5000 exceeds"],
+        ),
+        (
+            // The judge generates with its own model: checked against that one.
+            format!(
+                "{}[eval]\nmetrics = [{{ kind = \"judge\", max_new_tokens = 1000000000000, \
+                 model = {{ kind = \"burn\", path = \"{tiny_byte}\", init_seed = 0 }} }}]\n",
+                burn("")
+            ),
+            vec!["check", "recipe.toml"],
+            vec![
+                "`eval.metrics[0].max_new_tokens`",
+                "exceeds the model's context of 4096 tokens",
+            ],
+        ),
+        (
+            ruler("tokens = 1000000000000"),
+            vec!["check", "recipe.toml"],
+            vec!["`data.eval.tokens`", "at most 33554432"],
+        ),
+        (
+            ruler("tokens = 200\nsamples = 1000000000000"),
+            vec!["check", "recipe.toml"],
+            vec!["`data.eval.samples`", "--limit"],
+        ),
+    ];
+    for (recipe, args, needles) in cases {
+        let dir = setup(&recipe);
+        let o = run(dir.path(), &args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}:\n{recipe}\n{t}");
+        assert!(!t.contains("panicked"), "{t}");
+        for n in needles {
+            assert!(t.contains(n), "{args:?} lacks {n}:\n{t}");
+        }
+        assert!(!dir.path().join("runs").exists(), "nothing may run");
+    }
+    // With a limit, only the limit's samples are built.
+    let dir = setup(&format!(
+        "{}[eval]\nlimit = 2\n",
+        ruler("tokens = 200\nsamples = 1000000000000")
+    ));
+    let o = run(dir.path(), &["check", "recipe.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 samples"), "{}", text(&o));
+    // `chat --max-new-tokens` over the context (tiny-qwen2: 256 tokens).
+    let model = root.join("memfactory-lm/burn/tests/golden/tiny-qwen2");
+    let o = run(
+        dir.path(),
+        &[
+            "chat",
+            "--model",
+            &model.display().to_string(),
+            "--max-new-tokens",
+            "1000000000000",
+            "hi",
+        ],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--max-new-tokens") && t.contains("context of 256 tokens"),
+        "{t}"
+    );
+}

@@ -260,6 +260,12 @@ impl Assembly {
             resolved.insert("train".into(), toml::Value::Table(t.clone()));
         }
         root.finish()?;
+        // Every generation budget the model generates for (the agent's, its ops', and
+        // `[train.agent]`'s overrides) must fit its context; ops with their own model were
+        // checked against that model when it was built.
+        if let Some(context) = model.context_length() {
+            memfactory_core::config::check_token_budgets(&resolved, "", context)?;
+        }
 
         Ok(Assembly {
             recipe_file: recipe.file.clone(),

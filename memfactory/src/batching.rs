@@ -107,6 +107,10 @@ impl LanguageModel for BatchingLm<'_> {
         self.inner.prompt_ids(prompt)
     }
 
+    fn context_length(&self) -> Option<usize> {
+        self.inner.context_length()
+    }
+
     fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {
         if requests.is_empty() {
             return Ok(Vec::new());

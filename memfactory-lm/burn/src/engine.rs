@@ -234,7 +234,7 @@ impl BurnLm {
                 v
             })
             .collect();
-        let mut cache = KvCache::new(&self.cfg, rows.len(), len, &self.device);
+        let mut cache = KvCache::new(&self.cfg, rows.len(), len, &self.device)?;
         let l = forward_chunk(
             &self.cfg,
             &weights,
@@ -271,6 +271,28 @@ impl BurnLm {
         }
     }
 
+    /// Tokens each request may generate: its `max_new_tokens`, at most what is left of the
+    /// context after its prompt. A prompt that leaves no room for one token (when tokens
+    /// are asked for) is an error naming both sizes.
+    fn budgets(&self, reqs: &[GenRequest], prompts: &[Vec<u32>]) -> Result<Vec<usize>> {
+        let context = self.cfg.max_positions;
+        reqs.iter()
+            .zip(prompts)
+            .map(|(r, p)| {
+                let want = r.params.max_new_tokens;
+                if want > 0 && p.len() >= context {
+                    return Err(Error::Invalid(format!(
+                        "a prompt of {} tokens leaves no room in the model's context of \
+                         {context} tokens ({}); shorten the prompts (e.g. smaller chunks)",
+                        p.len(),
+                        self.path.display()
+                    )));
+                }
+                Ok(want.min(context.saturating_sub(p.len())))
+            })
+            .collect()
+    }
+
     fn generate_batch(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
         let weights = self.weights();
         let mut prompts = Vec::with_capacity(reqs.len());
@@ -301,21 +323,19 @@ impl BurnLm {
             })
             .collect();
         let mut samplers: Vec<Sampler> = reqs.iter().map(|r| Sampler::new(&r.params)).collect();
+        // What each request may generate: `max_new_tokens`, cut where prompt and generated
+        // tokens fill the context (generation then stops with finish `length`), so the KV
+        // cache never grows past the context whatever `max_new_tokens` says.
+        let budget = self.budgets(reqs, &prompts)?;
         // Requests asking for nothing are done already.
-        let mut active: Vec<usize> = (0..n)
-            .filter(|&i| reqs[i].params.max_new_tokens > 0)
-            .collect();
+        let mut active: Vec<usize> = (0..n).filter(|&i| budget[i] > 0).collect();
         if active.is_empty() {
             return Ok(outs);
         }
         let plen = active.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-        let max_new = active
-            .iter()
-            .map(|&i| reqs[i].params.max_new_tokens)
-            .max()
-            .unwrap_or(0);
+        let max_new = active.iter().map(|&i| budget[i]).max().unwrap_or(0);
         let mut pads: Vec<usize> = active.iter().map(|&i| plen - prompts[i].len()).collect();
-        let mut cache = KvCache::new(&self.cfg, active.len(), plen + max_new, &self.device);
+        let mut cache = KvCache::new(&self.cfg, active.len(), plen + max_new, &self.device)?;
         // Batched, chunked prefill of the left-padded prompts.
         let padded: Vec<Vec<u32>> = active
             .iter()
@@ -368,7 +388,7 @@ impl BurnLm {
                         continue;
                     }
                 }
-                if o.token_ids.len() >= params.max_new_tokens {
+                if o.token_ids.len() >= budget[i] {
                     o.finish = Finish::Length;
                     continue;
                 }
@@ -452,6 +472,10 @@ impl LanguageModel for BurnLm {
             Prompt::Text(t) => self.tok.encode(t),
             Prompt::Tokens(ids) => Ok(ids.clone()),
         }
+    }
+
+    fn context_length(&self) -> Option<usize> {
+        Some(self.cfg.max_positions)
     }
 
     fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Generation>> {

@@ -4,6 +4,8 @@
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use memfactory_core::{Error, Result};
+
 use crate::model::{Fused, FusedLayer, ModelConfig};
 
 /// Additive mask value for blocked keys (finite, so fully-masked pad rows stay NaN-free).
@@ -109,9 +111,43 @@ pub(crate) struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &Device) -> KvCache {
+    /// Bytes of a cache for `batch` rows of `capacity` positions (keys and values of every
+    /// layer, f32), or `None` when that overflows.
+    pub fn bytes(cfg: &ModelConfig, batch: usize, capacity: usize) -> Option<usize> {
+        [cfg.kv_heads, capacity, cfg.head_dim, cfg.layers, 2, 4]
+            .into_iter()
+            .try_fold(batch, usize::checked_mul)
+    }
+
+    /// A zeroed cache for `batch` rows of `capacity` positions. The size comes from the
+    /// requests, so it is reserved fallibly: on the CPU device the whole size is first
+    /// reserved from the allocator (and released) — a size the system cannot provide is an
+    /// error here instead of an abort inside burn's allocation.
+    pub fn new(
+        cfg: &ModelConfig,
+        batch: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Result<KvCache> {
+        let too_big = |what: String| {
+            Error::backend(
+                "burn",
+                format!(
+                    "the KV cache for {batch} sequence(s) of {capacity} positions ({what}) \
+                     cannot be allocated; lower max_new_tokens, the prompt length or max_batch"
+                ),
+            )
+        };
+        let bytes = Self::bytes(cfg, batch, capacity)
+            .ok_or_else(|| too_big("its size overflows".into()))?;
+        if *device == Device::flex() {
+            let mut probe: Vec<u8> = Vec::new();
+            probe
+                .try_reserve_exact(bytes)
+                .map_err(|e| too_big(format!("{bytes} bytes: {e}")))?;
+        }
         let shape = [batch, cfg.kv_heads, capacity, cfg.head_dim];
-        KvCache {
+        Ok(KvCache {
             k: (0..cfg.layers)
                 .map(|_| Tensor::zeros(shape, device))
                 .collect(),
@@ -119,7 +155,7 @@ impl KvCache {
                 .map(|_| Tensor::zeros(shape, device))
                 .collect(),
             len: 0,
-        }
+        })
     }
 
     /// Keeps only batch rows `rows`.

@@ -605,6 +605,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<Judge> {
         |n| *n > 0,
         "a positive token count",
     )?;
+    memfactory_core::lm::check_budget(cfg.key("max_new_tokens"), max_new_tokens, lm.as_ref())?;
     let require_boxed = cfg.get("require_boxed", true)?;
     let name: String = cfg.get("name", "judge".to_string())?;
     if name.trim().is_empty() {
