@@ -87,6 +87,10 @@ pub struct EvalArgs {
     /// The metric of the sweep's pivot table and plot (default: the recipe's first).
     #[arg(long)]
     pub metric: Option<String>,
+    /// Continue the interrupted eval in the run directory: keep the samples it finished
+    /// and run the others (its recipe.resolved.toml must equal this eval's).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// A count of at least 1 (`--limit`).
@@ -144,6 +148,13 @@ fn samples_bar() -> ProgressBar {
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let recipe = read_recipe(&a.recipe, &a.set)?;
     if !a.sweep.is_empty() {
+        if a.resume {
+            return Err(memfactory_core::Error::config(
+                "--resume",
+                "a sweep resumes by itself (finished combinations are reused); drop --resume",
+            )
+            .into());
+        }
         return sweep(a, &recipe);
     }
     let asm = match &a.checkpoint {
@@ -159,8 +170,18 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let first_metric = asm.metrics.first().map(|m| m.name().to_string());
     let mut sum = 0.0;
     let mut done = 0usize;
-    let summary = eval::run_eval(&asm, a.limit, &out, &mut |p| match p {
-        Progress::Start { total } => bar.set_length(total as u64),
+    let options = eval::EvalOptions {
+        resume: a.resume,
+        checkpoint: a.checkpoint.clone(),
+    };
+    let summary = eval::run_eval_with(&asm, a.limit, &out, &options, &mut |p| match p {
+        Progress::Start {
+            total,
+            done: earlier,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(earlier as u64);
+        }
         Progress::Sample { score } => {
             done += 1;
             if let Some(m) = &first_metric {
@@ -273,7 +294,7 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
                     });
                 }
             }
-            SweepEvent::Eval(Progress::Start { total }) => bar.set_length(total as u64),
+            SweepEvent::Eval(Progress::Start { total, .. }) => bar.set_length(total as u64),
             SweepEvent::Eval(Progress::Sample { .. }) => bar.inc(1),
         },
     )?;

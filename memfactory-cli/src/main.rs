@@ -5,9 +5,10 @@
 //! - `memfactory list` — every registered component by family;
 //! - `memfactory check RECIPE` — builds every component a recipe names and loads its data,
 //!   without running the agent;
-//! - `memfactory eval RECIPE [--limit N] [--out DIR] [--checkpoint DIR] [--set KEY=VALUE]…
-//!   [--sweep KEY=V1,V2,…]… [--metric NAME]` — runs the agent over the eval data (with
-//!   `--checkpoint`, on the weights of a training checkpoint; `--set` overrides recipe keys);
+//! - `memfactory eval RECIPE [--limit N] [--out DIR] [--resume] [--checkpoint DIR]
+//!   [--set KEY=VALUE]… [--sweep KEY=V1,V2,…]… [--metric NAME]` — runs the agent over the
+//!   eval data (`--resume` continues an interrupted eval in DIR; with `--checkpoint`, on the
+//!   weights of a training checkpoint; `--set` overrides recipe keys);
 //!   with `--sweep`, one eval per combination of the swept values (context lengths, models,
 //!   `checkpoint=base,DIR`) and one report with a plot;
 //! - `memfactory train RECIPE [--resume] [--out DIR]` — GRPO training of the agent's policy

@@ -63,7 +63,17 @@ type Scores = BTreeMap<String, Row>;
 
 fn read_scores(dir: &Path) -> Result<Scores> {
     let path = dir.join("scores.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::data_read(&path, e))?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::data_read(&path, e))?;
+    // The last line of an eval that was killed can be cut short (no newline): it is no
+    // record. A last line without a newline that is whole JSON (written by hand) is one.
+    let whole = crate::eval::whole_lines(&bytes);
+    let tail = &bytes[whole.len()..];
+    let bytes = match serde_json::from_slice::<serde_json::Value>(tail) {
+        Ok(_) => &bytes[..],
+        Err(_) => whole,
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::data(&path, None, format!("not UTF-8 text: {e}")))?;
     let mut out = Scores::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -297,5 +307,27 @@ mod tests {
         run(&b, &[("other", 1.0, 0.5)]);
         let e = compare_runs(&a, &b).unwrap_err().to_string();
         assert!(e.contains("no sample id in common"), "{e}");
+    }
+
+    #[test]
+    fn a_last_line_a_kill_cut_short_is_ignored() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        run(&a, &[("q1", 1.0, 0.5), ("q2", 0.0, 0.0)]);
+        run(&b, &[("q1", 0.0, 0.5)]);
+        let mut cut = std::fs::read(b.join("scores.jsonl")).unwrap();
+        // The next line, cut inside a multi-byte character.
+        cut.extend_from_slice("{\"id\":\"q2\",\"answer\":\"é".as_bytes());
+        cut.pop();
+        std::fs::write(b.join("scores.jsonl"), &cut).unwrap();
+        let c = compare_runs(&a, &b).unwrap();
+        assert_eq!((c.n_a, c.n_b, c.n_paired), (2, 1, 1));
+        // A whole last line without its newline still counts.
+        std::fs::write(
+            b.join("scores.jsonl"),
+            "{\"id\":\"q1\",\"scores\":{}}\n{\"id\":\"q2\",\"scores\":{}}",
+        )
+        .unwrap();
+        assert_eq!(compare_runs(&a, &b).unwrap().n_b, 2);
     }
 }

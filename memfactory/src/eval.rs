@@ -1,8 +1,8 @@
 //! Evaluation: run the agent over the eval samples and write the run directory.
 //!
-//! Files written into the run directory (each appended and flushed as samples finish, so
-//! an interrupted run keeps everything done so far):
-//! - `recipe.resolved.toml` — the recipe with every default filled in;
+//! Files written into the run directory:
+//! - `recipe.resolved.toml` — the recipe with every default filled in (preceded by a comment
+//!   naming the training checkpoint when [`EvalOptions::checkpoint`] is set);
 //! - `trajectories.jsonl` — one line per episode: every LM call with prompt token ids,
 //!   generated token ids and their log-probs, every memory edit, the answer;
 //! - `scores.jsonl` — one line per sample: each metric averaged over its paths;
@@ -10,11 +10,29 @@
 //!   with `reward_counters` (e.g. the judge's verdicts asked, cache hits, unparsable outputs);
 //! - files a metric keeps, e.g. the LLM judge's verdict cache `judge-cache.jsonl`;
 //! - `report.md` — a readable summary with a few examples.
+//!
+//! The directory is consistent at every instant, so a killed eval leaves no file that
+//! contradicts another:
+//! - the summaries (`metrics.json`, then `report.md`) are removed before any per-sample file
+//!   changes, and written at the end through a temp file, fsync and rename — `report.md`
+//!   first, `metrics.json` last, so `metrics.json` marks a finished eval (sweeps reuse a
+//!   combination by it);
+//! - a fresh eval empties `scores.jsonl`, then `trajectories.jsonl`, and only then replaces
+//!   `recipe.resolved.toml`, so the per-sample lines always belong to the recipe beside them;
+//! - per-sample lines are appended in sample order, a sample's trajectories before its
+//!   score, each line (newline included) with one write; a sample is finished once its
+//!   `scores.jsonl` line is whole. A reader ignores the text after the last newline: a kill
+//!   can cut a long line short.
+//!
+//! With [`EvalOptions::resume`] an eval keeps the samples an interrupted eval of the same
+//! resolved recipe finished and runs the others; episode seeds derive from the run seed
+//! and the sample id, and the summary is computed from the lines as `scores.jsonl` holds
+//! them, so the result is that of an uninterrupted eval.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeMap as Reorder;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -24,13 +42,13 @@ use memfactory_core::{
     Embedder, Episode, EpisodeCx, Error, LanguageModel, LoadCx, Paradigm, Result, Sample, Step,
     StoreFactory, seed,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Assembly;
 use crate::batching::BatchingLm;
 
-/// Per-sample result.
-#[derive(Debug, Clone, Serialize)]
+/// Per-sample result (one line of `scores.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleScore {
     /// Sample id.
     pub id: String,
@@ -42,8 +60,12 @@ pub struct SampleScore {
     pub gold: Vec<String>,
     /// The sample's category (`"1 (multi-hop)"`: [`Sample::category`] with its
     /// `meta.category_name` when the dataset gives one), for per-category reports.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// The metrics' event counts ([`memfactory_core::Reward::counters`]) this sample's
+    /// scoring added, the non-zero ones; `metrics.json`'s `reward_counters` is their sum.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reward_counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// The metrics of the samples of one category.
@@ -100,10 +122,13 @@ pub struct EvalSummary {
 /// Progress events for a UI.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    /// Samples loaded; `total` will be evaluated.
+    /// Samples loaded; `total` will be evaluated, of which `done` were finished by the
+    /// interrupted eval being resumed.
     Start {
         /// How many samples.
         total: usize,
+        /// How many of them were finished earlier (0 unless resuming).
+        done: usize,
     },
     /// One sample finished.
     Sample {
@@ -116,14 +141,89 @@ fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::new(File::create(path).map_err(write_err(path))?))
+/// `v` as one JSONL line, newline included.
+fn json_line<T: Serialize>(v: &T) -> Result<String> {
+    let mut line = serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    line.push('\n');
+    Ok(line)
 }
 
-fn append_json<T: Serialize>(w: &mut BufWriter<File>, path: &Path, v: &T) -> Result<()> {
-    let line = serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))?;
-    writeln!(w, "{line}").map_err(write_err(path))?;
-    w.flush().map_err(write_err(path))
+/// Appends `line` (newline included) with one write, so that a concurrent reader or a kill
+/// sees the line whole or not at all, or, should a kill cut a long write short, a last line
+/// without its newline, which readers ignore ([`whole_lines`]).
+fn append_line(w: &mut impl Write, path: &Path, line: &str) -> Result<()> {
+    w.write_all(line.as_bytes()).map_err(write_err(path))
+}
+
+/// The whole lines of a JSONL file's bytes: everything up to and including the last
+/// newline. What follows it is a line whose write a kill cut short; it is no record.
+pub fn whole_lines(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &[],
+    }
+}
+
+/// The whole lines of the JSONL file at `path` as text (empty when there is no file).
+fn read_whole_lines(path: &Path) -> Result<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let n = whole_lines(&bytes).len();
+    let mut bytes = bytes;
+    bytes.truncate(n);
+    String::from_utf8(bytes).map_err(|e| Error::data(path, None, format!("not UTF-8 text: {e}")))
+}
+
+/// Where [`write_atomic`] writes before renaming: `.<name>.tmp` beside `path`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Makes the directory's entries (created, renamed, removed files) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err(dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` atomically: written to a temp file beside it, fsynced,
+/// renamed over `path`, the directory fsynced. A reader or a kill sees the old file or the
+/// new one, never part of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let mut f = File::create(&tmp).map_err(write_err(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(write_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(write_err(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// Loads the eval samples of `asm` (first `limit` of them).
@@ -329,53 +429,383 @@ fn mean_ci(values: &[f64]) -> (f64, f64) {
     (mean, 1.96 * (var / n).sqrt())
 }
 
-/// Runs the eval: loads samples, runs every group, writes the run directory `out`.
+/// How an eval treats its run directory ([`run_eval_with`], [`run_eval_on_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Resume an interrupted eval: keep the samples it finished in the directory and run
+    /// only the others. The directory's `recipe.resolved.toml` must equal this eval's (an
+    /// error otherwise, naming the first line that differs), and its finished samples must
+    /// be this eval's first ones (same ids, gold answers, categories). A directory without
+    /// `recipe.resolved.toml` starts fresh. Without `resume` the directory's eval files are
+    /// replaced.
+    pub resume: bool,
+    /// The training checkpoint whose weights the model carries (`eval --checkpoint`): named
+    /// in a comment heading `recipe.resolved.toml`, so that a resume with other weights is
+    /// refused.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Runs the eval: loads samples, runs every group, writes the run directory `out`
+/// (replacing an eval found there).
 pub fn run_eval(
     asm: &Assembly,
     limit: Option<usize>,
     out: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvalSummary> {
-    let samples = load_eval_samples(asm, limit)?;
-    run_eval_on(asm, &samples, out, progress)
+    run_eval_with(asm, limit, out, &EvalOptions::default(), progress)
 }
 
-/// Evaluates the recipe's agent and model on `samples`, writing the run directory `out`.
+/// [`run_eval`] with options (resuming an interrupted eval).
+pub fn run_eval_with(
+    asm: &Assembly,
+    limit: Option<usize>,
+    out: &Path,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalSummary> {
+    let samples = load_eval_samples(asm, limit)?;
+    run_eval_on_with(asm, &samples, out, options, progress)
+}
+
+/// Evaluates the recipe's agent and model on `samples`, writing the run directory `out`
+/// (replacing an eval found there).
 pub fn run_eval_on(
     asm: &Assembly,
     samples: &[Sample],
     out: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvalSummary> {
+    run_eval_on_with(asm, samples, out, &EvalOptions::default(), progress)
+}
+
+/// The files of a run directory.
+struct RunFiles {
+    dir: PathBuf,
+    resolved: PathBuf,
+    trajectories: PathBuf,
+    scores: PathBuf,
+    metrics: PathBuf,
+    report: PathBuf,
+}
+
+impl RunFiles {
+    fn at(dir: &Path) -> RunFiles {
+        RunFiles {
+            dir: dir.to_path_buf(),
+            resolved: dir.join("recipe.resolved.toml"),
+            trajectories: dir.join("trajectories.jsonl"),
+            scores: dir.join("scores.jsonl"),
+            metrics: dir.join("metrics.json"),
+            report: dir.join("report.md"),
+        }
+    }
+
+    /// Removes the summaries (and temp files a kill left of them), `metrics.json` — the
+    /// mark of a finished eval — first, and makes the removal durable before anything
+    /// they summarize changes.
+    fn remove_summaries(&self) -> Result<()> {
+        for p in [&self.metrics, &self.report] {
+            remove_if_present(p)?;
+            remove_if_present(&tmp_path(p))?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Starts a fresh eval: empties `scores.jsonl`, then `trajectories.jsonl` (so that no
+    /// score is ever without its trajectories), then writes `resolved`.
+    fn start_fresh(&self, resolved: &str) -> Result<()> {
+        for p in [&self.scores, &self.trajectories] {
+            File::create(p).map_err(write_err(p))?;
+        }
+        write_atomic(&self.resolved, resolved.as_bytes())
+    }
+
+    /// Reads what an interrupted eval of the recipe `resolved` finished into `tally`,
+    /// changing nothing; `None` when the directory holds no eval to resume.
+    fn read_finished(
+        &self,
+        resolved: &str,
+        samples: &[Sample],
+        paths: usize,
+        tally: &mut Tally,
+    ) -> Result<Option<Finished>> {
+        let old = match std::fs::read_to_string(&self.resolved) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&self.resolved, e)),
+        };
+        if old != resolved {
+            return Err(Error::config(
+                "--resume",
+                format!(
+                    "{} holds an eval of a different recipe ({}); run without --resume to \
+                     replace it, or choose another --out",
+                    self.dir.display(),
+                    first_difference(&old, resolved)
+                ),
+            ));
+        }
+        let restart = "run without --resume to start over";
+        let scores_text = read_whole_lines(&self.scores)?;
+        let mut finished = Vec::new();
+        for (i, line) in scores_text.lines().enumerate() {
+            let at = || Some(format!("line {}", i + 1));
+            let score: SampleScore = serde_json::from_str(line).map_err(|e| {
+                Error::data(&self.scores, at(), format!("not a sample's scores: {e}"))
+            })?;
+            let Some(sample) = samples.get(i) else {
+                return Err(Error::data(
+                    &self.scores,
+                    None,
+                    format!(
+                        "{} samples finished, but this eval has {} (a smaller --limit?); {restart}",
+                        scores_text.lines().count(),
+                        samples.len()
+                    ),
+                ));
+            };
+            if score.id != sample.id
+                || score.gold != sample.answers
+                || score.category != category_label(sample)
+            {
+                return Err(Error::data(
+                    &self.scores,
+                    at(),
+                    format!(
+                        "sample `{}` with gold {:?}, but this eval's sample {} is `{}` with \
+                         gold {:?}: the data changed; {restart}",
+                        score.id,
+                        score.gold,
+                        i + 1,
+                        sample.id,
+                        sample.answers
+                    ),
+                ));
+            }
+            finished.push(score);
+        }
+        let traj_text = read_whole_lines(&self.trajectories)?;
+        let mut lines = traj_text.split_inclusive('\n').enumerate();
+        let mut traj_len = 0usize;
+        for (sample, score) in samples.iter().zip(&finished) {
+            let mut group = Vec::with_capacity(paths);
+            for p in 0..paths {
+                let Some((j, line)) = lines.next() else {
+                    return Err(Error::data(
+                        &self.trajectories,
+                        None,
+                        format!(
+                            "{} samples are scored but only {} episodes recorded; {restart}",
+                            finished.len(),
+                            traj_text.lines().count()
+                        ),
+                    ));
+                };
+                let at = || Some(format!("line {}", j + 1));
+                let e: Episode = serde_json::from_str(line).map_err(|e| {
+                    Error::data(&self.trajectories, at(), format!("not an episode: {e}"))
+                })?;
+                if e.sample_id != sample.id || e.path != p {
+                    return Err(Error::data(
+                        &self.trajectories,
+                        at(),
+                        format!(
+                            "episode of sample `{}` path {}, expected sample `{}` path {p}; \
+                             {restart}",
+                            e.sample_id, e.path, sample.id
+                        ),
+                    ));
+                }
+                traj_len += line.len();
+                group.push(e);
+            }
+            tally.add(sample, &group, score);
+        }
+        Ok(Some(Finished {
+            samples: finished.len(),
+            scores_len: scores_text.len() as u64,
+            trajectories_len: traj_len as u64,
+        }))
+    }
+
+    /// Cuts the per-sample files back to the whole lines of the finished samples: drops a
+    /// line a kill cut short, and the trajectories of a sample whose score was not written.
+    fn cut_to(&self, f: &Finished) -> Result<()> {
+        truncate_to(&self.scores, f.scores_len)?;
+        truncate_to(&self.trajectories, f.trajectories_len)
+    }
+}
+
+/// The samples an interrupted eval finished, and where their lines end.
+struct Finished {
+    samples: usize,
+    scores_len: u64,
+    trajectories_len: u64,
+}
+
+/// Cuts the file at `path` to `len` bytes when it is longer.
+fn truncate_to(path: &Path, len: u64) -> Result<()> {
+    let f = match File::options().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if f.metadata().map_err(write_err(path))?.len() > len {
+        f.set_len(len)
+            .and_then(|()| f.sync_all())
+            .map_err(write_err(path))?;
+    }
+    Ok(())
+}
+
+/// Where two resolved recipes first differ, for an error message.
+fn first_difference(old: &str, new: &str) -> String {
+    let (mut a, mut b) = (old.lines(), new.lines());
+    let mut line = 1;
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => line += 1,
+            (None, None) => return "they differ in whitespace".into(),
+            (x, y) => {
+                return format!(
+                    "line {line}: `{}` there, `{}` now",
+                    x.unwrap_or("(end of file)"),
+                    y.unwrap_or("(end of file)")
+                );
+            }
+        }
+    }
+}
+
+/// The recipe text an eval writes to `recipe.resolved.toml`.
+fn resolved_text(asm: &Assembly, options: &EvalOptions) -> String {
+    match &options.checkpoint {
+        Some(ck) => format!(
+            "# weights: training checkpoint {}\n{}",
+            ck.display(),
+            asm.resolved_toml()
+        ),
+        None => asm.resolved_toml(),
+    }
+}
+
+/// Counters of every metric that keeps any.
+fn reward_counters(asm: &Assembly) -> BTreeMap<String, BTreeMap<String, u64>> {
+    asm.metrics
+        .iter()
+        .map(|m| (m.name().to_string(), m.counters()))
+        .filter(|(_, c)| !c.is_empty())
+        .collect()
+}
+
+/// What the summary is computed from, sample by sample in sample order.
+#[derive(Default)]
+struct Tally {
+    per_metric: BTreeMap<String, Vec<f64>>,
+    per_category: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    category_n: BTreeMap<String, usize>,
+    counters: BTreeMap<String, BTreeMap<String, u64>>,
+    lm_calls: usize,
+    generated: usize,
+    examples: Vec<(Sample, Episode, SampleScore)>,
+}
+
+impl Tally {
+    /// Adds one finished sample: its episodes and its scores as read from `scores.jsonl`.
+    fn add(&mut self, sample: &Sample, episodes: &[Episode], score: &SampleScore) {
+        for c in episodes.iter().flat_map(Episode::lm_calls) {
+            self.lm_calls += 1;
+            self.generated += c.output.token_ids.len();
+        }
+        for (k, v) in &score.scores {
+            self.per_metric.entry(k.clone()).or_default().push(*v);
+            if let Some(c) = &score.category {
+                self.per_category
+                    .entry(c.clone())
+                    .or_default()
+                    .entry(k.clone())
+                    .or_default()
+                    .push(*v);
+            }
+        }
+        if let Some(c) = &score.category {
+            *self.category_n.entry(c.clone()).or_default() += 1;
+        }
+        for (m, counts) in &score.reward_counters {
+            let sum = self.counters.entry(m.clone()).or_default();
+            for (k, v) in counts {
+                *sum.entry(k.clone()).or_default() += v;
+            }
+        }
+        if self.examples.len() < 3
+            && let Some(e) = episodes.first()
+        {
+            self.examples
+                .push((sample.clone(), e.clone(), score.clone()));
+        }
+    }
+}
+
+/// Evaluates the recipe's agent and model on `samples`, writing the run directory `out`;
+/// with [`EvalOptions::resume`], continues the interrupted eval found there.
+pub fn run_eval_on_with(
+    asm: &Assembly,
+    samples: &[Sample],
+    out: &Path,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalSummary> {
     let start = Instant::now();
     std::fs::create_dir_all(out).map_err(write_err(out))?;
-    let resolved_path = out.join("recipe.resolved.toml");
-    std::fs::write(&resolved_path, asm.resolved_toml()).map_err(write_err(&resolved_path))?;
+    let files = RunFiles::at(out);
+    let resolved = resolved_text(asm, options);
+    let paths = asm.agent.paths().max(1);
+    let mut tally = Tally::default();
+    // A resume that is refused changes nothing.
+    let resumed = if options.resume {
+        files.read_finished(&resolved, samples, paths, &mut tally)?
+    } else {
+        None
+    };
+    files.remove_summaries()?;
+    let done = match resumed {
+        Some(f) => {
+            files.cut_to(&f)?;
+            f.samples
+        }
+        None => {
+            files.start_fresh(&resolved)?;
+            0
+        }
+    };
+    let open = |p: &Path| {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(write_err(p))
+    };
+    let (traj_path, scores_path) = (&files.trajectories, &files.scores);
+    let mut traj = open(traj_path)?;
+    let mut scores_w = open(scores_path)?;
     for m in &asm.metrics {
         m.attach_run_dir(out)?;
     }
     progress(Progress::Start {
         total: samples.len(),
+        done,
     });
 
-    let traj_path = out.join("trajectories.jsonl");
-    let scores_path = out.join("scores.jsonl");
-    let mut traj = create(&traj_path)?;
-    let mut scores_w = create(&scores_path)?;
-    let mut per_metric: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut per_category: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    let mut category_n: BTreeMap<String, usize> = BTreeMap::new();
-    let mut examples: Vec<(Sample, Episode, SampleScore)> = Vec::new();
-    let (mut lm_calls, mut generated) = (0usize, 0usize);
-
+    let rest = &samples[done..];
     let mut failure: Option<Error> = None;
     // Results arrive in completion order; write them in sample order.
     let mut waiting: Reorder<usize, Vec<Episode>> = Reorder::new();
     let mut written = 0usize;
     run_pooled(
         asm.model.as_ref(),
-        asm.agent.paths(),
-        samples,
+        paths,
+        rest,
         asm.eval_concurrency,
         &|lm, sample| run_sample_with(asm, lm, sample),
         &mut |i, r| {
@@ -392,49 +822,43 @@ pub fn run_eval_on(
                 }
             }
             while let Some(episodes) = waiting.remove(&written) {
-                let sample = &samples[written];
+                let sample = &rest[written];
                 written += 1;
                 let step = (|| -> Result<SampleScore> {
                     for e in &episodes {
-                        append_json(&mut traj, &traj_path, e)?;
-                        for c in e.lm_calls() {
-                            lm_calls += 1;
-                            generated += c.output.token_ids.len();
-                        }
+                        append_line(&mut traj, traj_path, &json_line(e)?)?;
                     }
+                    let before = reward_counters(asm);
                     let scores = score_sample(asm, sample, &episodes)?;
-                    let category = category_label(sample);
-                    for (k, v) in &scores {
-                        per_metric.entry(k.clone()).or_default().push(*v);
-                        if let Some(c) = &category {
-                            per_category
-                                .entry(c.clone())
-                                .or_default()
-                                .entry(k.clone())
-                                .or_default()
-                                .push(*v);
+                    let mut counters = reward_counters(asm);
+                    for (m, counts) in &mut counters {
+                        for (k, v) in counts.iter_mut() {
+                            let was = before.get(m).and_then(|c| c.get(k)).copied();
+                            *v = v.saturating_sub(was.unwrap_or(0));
                         }
+                        counts.retain(|_, v| *v > 0);
                     }
-                    if let Some(c) = &category {
-                        *category_n.entry(c.clone()).or_default() += 1;
-                    }
+                    counters.retain(|_, c| !c.is_empty());
                     let score = SampleScore {
                         id: sample.id.clone(),
                         scores,
                         answer: episodes.first().and_then(|e| e.answer.clone()),
                         gold: sample.answers.clone(),
-                        category,
+                        category: category_label(sample),
+                        reward_counters: counters,
                     };
-                    append_json(&mut scores_w, &scores_path, &score)?;
+                    let line = json_line(&score)?;
+                    append_line(&mut scores_w, scores_path, &line)?;
+                    // The summary is computed from the scores as the file holds them (read
+                    // back: serde_json's reading of a float may differ from the written
+                    // one in its last bit), as a resumed eval reads the finished samples.
+                    let score: SampleScore = serde_json::from_str(&line)
+                        .map_err(|e| Error::Invalid(format!("scores line: {e}")))?;
+                    tally.add(sample, &episodes, &score);
                     Ok(score)
                 })();
                 match step {
-                    Ok(score) => {
-                        if examples.len() < 3 {
-                            examples.push((sample.clone(), episodes[0].clone(), score.clone()));
-                        }
-                        progress(Progress::Sample { score });
-                    }
+                    Ok(score) => progress(Progress::Sample { score }),
                     Err(e) => {
                         failure = Some(e);
                         return false;
@@ -447,15 +871,19 @@ pub fn run_eval_on(
     if let Some(e) = failure {
         return Err(e);
     }
+    // The per-sample lines are durable before a summary of them is.
+    for (f, p) in [(&traj, traj_path), (&scores_w, scores_path)] {
+        f.sync_data().map_err(write_err(p))?;
+    }
 
     let mut metrics = BTreeMap::new();
     let mut ci95 = BTreeMap::new();
-    for (k, v) in &per_metric {
+    for (k, v) in &tally.per_metric {
         let (m, c) = mean_ci(v);
         metrics.insert(k.clone(), m);
         ci95.insert(k.clone(), c);
     }
-    let by_category = per_category
+    let by_category = std::mem::take(&mut tally.per_category)
         .into_iter()
         .map(|(c, per)| {
             let (mut metrics, mut ci95) = (BTreeMap::new(), BTreeMap::new());
@@ -464,33 +892,47 @@ pub fn run_eval_on(
                 metrics.insert(k.clone(), m);
                 ci95.insert(k.clone(), h);
             }
-            let n = category_n.get(&c).copied().unwrap_or(0);
+            let n = tally.category_n.get(&c).copied().unwrap_or(0);
             (c, CategorySummary { n, metrics, ci95 })
         })
         .collect();
+    // Every counter a metric keeps, summed over the samples (those that stayed zero too).
+    let mut counters = reward_counters(asm);
+    for (m, counts) in &mut counters {
+        for (k, v) in counts.iter_mut() {
+            *v = tally
+                .counters
+                .get(m)
+                .and_then(|c| c.get(k))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+    for (m, counts) in &tally.counters {
+        let sum = counters.entry(m.clone()).or_default();
+        for (k, v) in counts {
+            sum.entry(k.clone()).or_insert(*v);
+        }
+    }
     let summary = EvalSummary {
         metrics,
         ci95,
         by_category,
         n: samples.len(),
-        paths: asm.agent.paths().max(1),
-        lm_calls,
-        generated_tokens: generated,
+        paths,
+        lm_calls: tally.lm_calls,
+        generated_tokens: tally.generated,
         seconds: start.elapsed().as_secs_f64(),
         model: asm.model.describe(),
-        reward_counters: asm
-            .metrics
-            .iter()
-            .map(|m| (m.name().to_string(), m.counters()))
-            .filter(|(_, c)| !c.is_empty())
-            .collect(),
+        reward_counters: counters,
     };
-    let metrics_path = out.join("metrics.json");
+    write_atomic(
+        &files.report,
+        report(asm, &summary, &tally.examples).as_bytes(),
+    )?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(&metrics_path, json).map_err(write_err(&metrics_path))?;
-    let report_path = out.join("report.md");
-    std::fs::write(&report_path, report(asm, &summary, &examples))
-        .map_err(write_err(&report_path))?;
+    // Last: metrics.json marks a finished eval.
+    write_atomic(&files.metrics, json.as_bytes())?;
     Ok(summary)
 }
 
@@ -634,5 +1076,288 @@ mod category_tests {
         assert_eq!(category_label(&s).as_deref(), Some("2 (temporal)"));
         s.category = Some("temporal".into());
         assert_eq!(category_label(&s).as_deref(), Some("temporal"));
+    }
+}
+
+#[cfg(test)]
+mod run_dir_tests {
+    use super::*;
+
+    #[test]
+    fn a_last_line_without_its_newline_is_no_record() {
+        assert_eq!(whole_lines(b"{\"a\":1}\n{\"b\":"), b"{\"a\":1}\n");
+        assert_eq!(whole_lines(b"{\"a\":1}\n"), b"{\"a\":1}\n");
+        assert_eq!(whole_lines(b"{\"a\":1}"), b"");
+        assert_eq!(whole_lines(b""), b"");
+        // A kill can cut a multi-byte character in two: the whole lines are still text.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("x.jsonl");
+        let mut bytes = "{\"a\":\"é\"}\n{\"a\":\"é".as_bytes().to_vec();
+        bytes.pop();
+        std::fs::write(&p, bytes).unwrap();
+        assert_eq!(read_whole_lines(&p).unwrap(), "{\"a\":\"é\"}\n");
+        assert_eq!(read_whole_lines(&t.path().join("none")).unwrap(), "");
+    }
+
+    /// Records every `write` call it gets.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_goes_out_in_one_write_with_its_newline() {
+        let mut w = Writes::default();
+        let long = "x".repeat(100_000);
+        let line = json_line(&serde_json::json!({ "id": "a", "text": long })).unwrap();
+        append_line(&mut w, Path::new("t.jsonl"), &line).unwrap();
+        assert_eq!(w.0.len(), 1, "one write per line");
+        assert_eq!(w.0[0], line.as_bytes());
+        assert!(line.ends_with("}\n"));
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_leave_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("metrics.json");
+        std::fs::write(&p, "old").unwrap();
+        // A reader holding the old file keeps the old text: the file is replaced, never
+        // rewritten in place.
+        std::fs::hard_link(&p, t.path().join("held")).unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("held")).unwrap(),
+            "old"
+        );
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn recipe_differences_are_named_by_line() {
+        assert_eq!(
+            first_difference("a = 1\nb = 2\n", "a = 1\nb = 3\n"),
+            "line 2: `b = 2` there, `b = 3` now"
+        );
+        assert_eq!(
+            first_difference("a = 1\n", "a = 1\nc = 4\n"),
+            "line 2: `(end of file)` there, `c = 4` now"
+        );
+    }
+}
+
+/// Eval runs on the scripted smoke recipe (RULER needles, scripted LM).
+#[cfg(all(
+    test,
+    feature = "lm-scripted",
+    feature = "agent-memagent",
+    feature = "op-overwrite",
+    feature = "data-ruler",
+    feature = "reward-sub-em",
+    feature = "reward-exact-match",
+    feature = "reward-format"
+))]
+mod eval_dir_tests {
+    use super::*;
+    use memfactory_core::Recipe;
+
+    fn smoke(samples: usize, seed: u64) -> Assembly {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/memagent_ruler_scripted_smoke.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut r = Recipe::parse(&text, path).unwrap();
+        r.set("data.eval.samples", toml::Value::Integer(samples as i64))
+            .unwrap();
+        r.set("data.eval.seed", toml::Value::Integer(seed as i64))
+            .unwrap();
+        Assembly::from_recipe(&r).unwrap()
+    }
+
+    fn read(dir: &Path, f: &str) -> String {
+        std::fs::read_to_string(dir.join(f)).unwrap()
+    }
+
+    #[test]
+    fn a_rerun_removes_the_old_summaries_before_any_sample_line_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        run_eval(&smoke(6, 0), None, out, &mut |_| {}).unwrap();
+        let old_scores = read(out, "scores.jsonl");
+        assert!(out.join("metrics.json").exists() && out.join("report.md").exists());
+
+        // A rerun with another recipe: while the per-sample files change, no summary of
+        // the old run may stand beside them.
+        let mut seen = Vec::new();
+        run_eval(&smoke(6, 1), None, out, &mut |p| {
+            let scores = std::fs::read_to_string(out.join("scores.jsonl")).unwrap();
+            let stale = out.join("metrics.json").exists() || out.join("report.md").exists();
+            seen.push((
+                matches!(p, Progress::Start { .. }),
+                scores != old_scores,
+                stale,
+            ));
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 7);
+        assert!(seen.iter().skip(1).all(|s| s.1), "the scores changed");
+        assert!(
+            seen.iter().all(|s| !s.2),
+            "an old summary beside new scores: {seen:?}"
+        );
+        let m: serde_json::Value = serde_json::from_str(&read(out, "metrics.json")).unwrap();
+        assert_eq!(m["n"], 6);
+    }
+
+    #[test]
+    fn resuming_after_a_cut_gives_the_uninterrupted_result() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        let asm = smoke(7, 3);
+        let whole = run_eval(&asm, None, &a, &mut |_| {}).unwrap();
+
+        // The state a kill leaves: 3 samples scored, the 4th one's trajectory written, the
+        // 5th one's cut mid-line; no summary.
+        run_eval(&asm, None, &b, &mut |_| {}).unwrap();
+        let traj = read(&a, "trajectories.jsonl");
+        let scores = read(&a, "scores.jsonl");
+        let keep = |text: &str, n: usize, extra: usize| {
+            let mut s: String = text.split_inclusive('\n').take(n).collect();
+            let next = text.split_inclusive('\n').nth(n).unwrap();
+            s.push_str(&next[..extra.min(next.len() - 1)]);
+            s
+        };
+        let cut_traj = {
+            let mut s = keep(&traj, 4, 0);
+            let fifth = traj.split_inclusive('\n').nth(4).unwrap();
+            s.push_str(&fifth[..fifth.len() / 2]);
+            s
+        };
+        std::fs::write(b.join("trajectories.jsonl"), cut_traj).unwrap();
+        std::fs::write(b.join("scores.jsonl"), keep(&scores, 3, 5)).unwrap();
+        for f in ["metrics.json", "report.md"] {
+            std::fs::remove_file(b.join(f)).unwrap();
+        }
+
+        let resume = EvalOptions {
+            resume: true,
+            ..EvalOptions::default()
+        };
+        let mut events = Vec::new();
+        let resumed = run_eval_on_with(
+            &asm,
+            &load_eval_samples(&asm, None).unwrap(),
+            &b,
+            &resume,
+            &mut |p| {
+                events.push(match p {
+                    Progress::Start { total, done } => format!("start {done}/{total}"),
+                    Progress::Sample { score } => score.id,
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(events.len(), 5, "{events:?}");
+        assert_eq!(events[0], "start 3/7");
+        assert_eq!(read(&b, "scores.jsonl"), scores);
+        assert_eq!(read(&b, "trajectories.jsonl"), traj);
+        let strip = |mut s: EvalSummary| {
+            s.seconds = 0.0;
+            serde_json::to_string(&s).unwrap()
+        };
+        assert_eq!(strip(resumed), strip(whole.clone()));
+        let without_time = |r: String| {
+            r.lines()
+                .filter(|l| !l.starts_with("- wall time"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            without_time(read(&b, "report.md")),
+            without_time(read(&a, "report.md"))
+        );
+
+        // Resuming a finished eval runs nothing and writes the same summary again.
+        let mut n = 0;
+        let again = run_eval_on_with(
+            &asm,
+            &load_eval_samples(&asm, None).unwrap(),
+            &b,
+            &resume,
+            &mut |p| n += matches!(p, Progress::Sample { .. }) as usize,
+        )
+        .unwrap();
+        assert_eq!((n, again.n, again.lm_calls), (0, 7, whole.lm_calls));
+        assert_eq!(read(&b, "scores.jsonl"), scores);
+    }
+
+    #[test]
+    fn resuming_refuses_another_recipe_other_weights_or_changed_data() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        let asm = smoke(6, 0);
+        let all = load_eval_samples(&asm, None).unwrap();
+        let samples = &all[..4];
+        run_eval_on(&asm, samples, out, &mut |_| {}).unwrap();
+        let resume = EvalOptions {
+            resume: true,
+            ..EvalOptions::default()
+        };
+        let files = [
+            "scores.jsonl",
+            "trajectories.jsonl",
+            "recipe.resolved.toml",
+            "metrics.json",
+            "report.md",
+        ];
+        let before: Vec<String> = files.iter().map(|f| read(out, f)).collect();
+        let unchanged = || {
+            let now: Vec<String> = files.iter().map(|f| read(out, f)).collect();
+            assert!(now == before, "a refused resume changed the run directory");
+        };
+
+        let e = run_eval_on_with(&smoke(6, 9), samples, out, &resume, &mut |_| {}).unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        let m = e.to_string();
+        assert!(m.contains("--resume") && m.contains("seed = 9"), "{m}");
+        unchanged();
+
+        let other_weights = EvalOptions {
+            resume: true,
+            checkpoint: Some("runs/x/checkpoints/step-2".into()),
+        };
+        let e = run_eval_on_with(&asm, samples, out, &other_weights, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checkpoint"), "{e}");
+        unchanged();
+
+        let mut changed = samples.to_vec();
+        changed[1].answers = vec!["no".into()];
+        let e = run_eval_on_with(&asm, &changed, out, &resume, &mut |_| {}).unwrap_err();
+        assert!(e.is_user_error() && e.to_string().contains("line 2"), "{e}");
+        let e = run_eval_on_with(&asm, &samples[..2], out, &resume, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("4 samples finished"), "{e}");
+        unchanged();
+
+        // A longer sample list (a larger --limit) continues from the finished prefix.
+        let s = run_eval_on_with(&asm, &all, out, &resume, &mut |_| {}).unwrap();
+        assert_eq!(s.n, 6);
+        assert_eq!(read(out, "scores.jsonl").lines().count(), 6);
     }
 }
