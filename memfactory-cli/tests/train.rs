@@ -205,12 +205,15 @@ fn train_writes_the_run_directory_and_resumes_exactly() {
 }
 
 /// The tiny recipe with every per-step record the trainer writes: `steps` steps, a
-/// checkpoint after each (the newest 2 kept), dev evals after 0, 2, 4 and the last step,
-/// rollouts saved.
-fn logged_recipe(dir: &Path, name: &str, n: usize) -> PathBuf {
+/// checkpoint every `every` steps (the newest 2 kept), dev evals after 0, 2, 4 and the last
+/// step, rollouts saved.
+fn logged_recipe(dir: &Path, name: &str, n: usize, every: usize) -> PathBuf {
     recipe_with(dir, name, |t| {
         steps(n)(t)
-            .replace("checkpoint_every = 2", "checkpoint_every = 1")
+            .replace(
+                "checkpoint_every = 2",
+                &format!("checkpoint_every = {every}"),
+            )
             .replace("[train.agent]", "save_rollouts = true\n\n[train.agent]")
     })
 }
@@ -250,6 +253,13 @@ fn kill_once_exists(child: &mut Child, path: &Path) {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+}
+
+/// Complete lines of `path` (0 when it does not exist).
+fn lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|r| r.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
 }
 
 /// The `step` of each line of a JSONL log (a line without one fails the test).
@@ -320,14 +330,14 @@ fn run_result(out: &Path, n_steps: u64, evals: &[u64], episodes_per_step: usize)
 #[test]
 fn training_killed_at_any_moment_resumes_to_the_same_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = logged_recipe(tmp.path(), "kill.toml", 4);
+    // Checkpoints after steps 2 and 4 only: a kill during step 4 leaves step 3's records
+    // after the newest checkpoint.
+    let recipe = logged_recipe(tmp.path(), "kill.toml", 4, 2);
     let episodes = 2 * 4; // samples_per_step × group_size
 
     // Reference: 4 uninterrupted steps.
     let a = tmp.path().join("a");
-    let t = Instant::now();
     let o = train(&recipe, &a, false);
-    let took = t.elapsed();
     assert!(o.status.success(), "{}", text(&o));
     let reference = run_result(&a, 4, &[0, 2, 4], episodes);
 
@@ -344,43 +354,31 @@ fn training_killed_at_any_moment_resumes_to_the_same_result() {
         "{\"sample_id\": \"torn",
     )
     .unwrap();
-    // 2. Resume: eval 2 runs first; killed again right after checkpoint 3.
-    let mut c = spawn_train(&recipe, &b, true, Some(3));
-    kill_once_exists(&mut c, &b.join("checkpoints/step-000003"));
+    // 2. Resume: eval 2 runs first. Killed again once the third step has logged its
+    //    rollouts (during the fourth, before checkpoint 4): the resume used to log the third
+    //    step's records twice.
+    let mut c = spawn_train(&recipe, &b, true, None);
+    let t = Instant::now();
+    while lines(&b.join("rollouts.jsonl")) < 3 * episodes {
+        assert!(t.elapsed() < Duration::from_secs(600), "step 3 never ended");
+        if let Some(s) = c.try_wait().unwrap() {
+            panic!("training ended ({s}) before it could be killed in step 4");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill().unwrap(); // SIGKILL
+    c.wait().unwrap();
+    assert!(
+        !b.join("checkpoints/step-000004").exists(),
+        "killed too late"
+    );
     assert_eq!(steps_of(&b.join("eval.jsonl")), [0, 2], "eval 2 re-run");
     assert_eq!(
         std::fs::read_to_string(b.join("dev/step-000002/trajectories.jsonl")).unwrap(),
         std::fs::read_to_string(a.join("dev/step-000002/trajectories.jsonl")).unwrap(),
         "the re-run eval 2 differs from the uninterrupted one"
     );
-    // 3. Kills at random moments (seeded), each resumed: during start-up, a rollout, an
-    //    update, a checkpoint, an eval or a log append, wherever they land.
-    let mut s: u64 = 0x6b69_6c6c;
-    for _ in 0..3 {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-        let mut c = spawn_train(&recipe, &b, true, None);
-        let deadline = Instant::now() + took.mul_f64(0.1 + 0.6 * u);
-        while Instant::now() < deadline && c.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = c.kill(); // SIGKILL (an error only when it already exited)
-        let st = c.wait().unwrap();
-        assert!(
-            st.success() || st.code().is_none(),
-            "a resumed run failed: {st}"
-        );
-        eprintln!(
-            "kill after {:.2} s: {st}; metrics.jsonl steps {:?}, eval.jsonl steps {:?}",
-            took.mul_f64(0.1 + 0.6 * u).as_secs_f64(),
-            steps_of(&b.join("metrics.jsonl")),
-            steps_of(&b.join("eval.jsonl"))
-        );
-    }
-    // 4. The last resume finishes the run.
+    // 3. The last resume finishes the run.
     let o = train(&recipe, &b, true);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
@@ -392,6 +390,65 @@ fn training_killed_at_any_moment_resumes_to_the_same_result() {
         weights(&b, 4) == weights(&a, 4),
         "weights differ after kills + resumes"
     );
+
+    // Kills at seeded random moments of a fresh run, each resumed: during start-up, a
+    // rollout, an update, a checkpoint, an eval or a log append, wherever they land. A
+    // moment is a number of rollout records logged plus a delay, so that it does not depend
+    // on the machine's speed; the moments are sorted so that the run gets further each time.
+    let c = tmp.path().join("c");
+    let mut seed: u64 = 0x6b69_6c6c;
+    let mut draw = || {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut moments: Vec<(usize, Duration)> = (0..5)
+        .map(|_| {
+            let records = (draw() * (4 * episodes) as f64) as usize;
+            (records, Duration::from_millis((draw() * 1500.0) as u64))
+        })
+        .collect();
+    moments.sort();
+    let mut kills = 0;
+    for (records, delay) in moments {
+        let mut child = spawn_train(&recipe, &c, kills > 0, None);
+        let t = Instant::now();
+        let mut deadline = None;
+        while child.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < Duration::from_secs(600), "a run hangs");
+            match deadline {
+                None if lines(&c.join("rollouts.jsonl")) >= records => {
+                    deadline = Some(Instant::now() + delay)
+                }
+                Some(d) if Instant::now() >= d => break,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL (an error only when it already exited)
+        let st = child.wait().unwrap();
+        assert!(st.success() || st.code().is_none(), "a run failed: {st}");
+        eprintln!(
+            "killed at {records} rollout records + {} ms: {st}; metrics.jsonl {} lines, eval.jsonl {} lines",
+            delay.as_millis(),
+            lines(&c.join("metrics.jsonl")),
+            lines(&c.join("eval.jsonl"))
+        );
+        kills += 1;
+        if st.success() {
+            break;
+        }
+    }
+    let o = train(&recipe, &c, kills > 0);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        run_result(&c, 4, &[0, 2, 4], episodes),
+        reference,
+        "a run killed at random moments differs from the uninterrupted one"
+    );
+    assert!(weights(&c, 4) == weights(&a, 4), "weights differ");
 }
 
 /// Flips one bit in the middle of `path`.
@@ -405,7 +462,7 @@ fn flip_bit(path: &Path) {
 #[test]
 fn a_damaged_checkpoint_is_refused_by_eval_and_skipped_by_resume() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = logged_recipe(tmp.path(), "three.toml", 3);
+    let recipe = logged_recipe(tmp.path(), "three.toml", 3, 1);
     let a = tmp.path().join("a");
     let o = train(&recipe, &a, false);
     assert!(o.status.success(), "{}", text(&o));
