@@ -111,7 +111,8 @@ pub enum Finish {
     Eos,
     /// A stop string appeared.
     Stop,
-    /// `max_new_tokens` was reached.
+    /// `max_new_tokens` was reached, or the model's context is full (prompt plus generated
+    /// tokens fill [`LanguageModel::context_length`]).
     Length,
 }
 

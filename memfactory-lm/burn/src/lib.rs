@@ -20,9 +20,10 @@
 //!   [`ModelConfig`];
 //! - tokenizer and chat template from GGUF metadata or `tokenizer.json` /
 //!   `tokenizer_config.json` ([`tokenizer`]);
-//! - batched lockstep generation with a preallocated KV cache, left padding with per-row
-//!   positions, greedy / temperature / top-k / top-p sampling from a per-request ChaCha seed,
-//!   stop strings, and the log-prob of every sampled token;
+//! - batched lockstep generation with a preallocated KV cache (reserved fallibly, never past
+//!   the model's context: a request stops where prompt and generated tokens fill it), left
+//!   padding with per-row positions, greedy / temperature / top-k / top-p sampling from a
+//!   per-request ChaCha seed, stop strings, and the log-prob of every sampled token;
 //! - a training forward ([`train`]): log-probs of action tokens after a prompt under autodiff,
 //!   with LoRA on named projections or full fine-tuning.
 //!
