@@ -333,7 +333,7 @@ fn checkpoint_assembly(recipe: &core::Recipe, ck: &Path) -> memfactory_core::Res
     let (asm, lm) = memfactory::train::TrainJob::model_only_recipe(recipe)?;
     let integrity = memfactory::train::apply_checkpoint(&lm, ck)?;
     if integrity == memfactory::train::Integrity::Unverified {
-        eprintln!(
+        errln!(
             "warning: checkpoint {} has no manifest.json (written before checksums): its files were not verified",
             ck.display()
         );
