@@ -432,7 +432,7 @@ fn chunked_micro_batches_match_whole_ones() {
         chunked.loss
     );
     // Measured: 1.1e-5 relative on AVX-512 (norm 11.5).
-    let gn_rel = rel(whole.grad_norm as f64, chunked.grad_norm as f64);
+    let gn_rel = rel(whole.grad_norm, chunked.grad_norm);
     assert!(
         gn_rel < 1e-4,
         "grad norm {} vs {} (relative {gn_rel:e})",
