@@ -81,7 +81,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -326,7 +326,8 @@ impl Judge {
     }
 
     /// Uses `path` as the JSONL verdict cache: loads it when it exists (a bad line is an
-    /// [`Error::Data`] naming the file and line); new verdicts are appended to it (the
+    /// [`Error::Data`] naming the file and line; a last line cut short by a kill, without
+    /// its newline, is dropped and the file cut back to its whole lines); new verdicts are appended to it (the
     /// file and its folder are created on the first one). Records of other judges or
     /// templates are loaded too but never match this judge's keys.
     pub fn with_cache_file(mut self, path: impl Into<PathBuf>) -> Result<Self> {
@@ -343,18 +344,42 @@ impl Judge {
     }
 
     fn load(&self, path: &Path) -> Result<()> {
-        let file = match File::open(path) {
-            Ok(f) => f,
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(path, e)),
         };
+        // Each verdict goes out in one write ending in a newline, so a kill can leave only
+        // the last line cut short: that line (no newline after it) is no verdict. It is
+        // dropped and the file cut back to its last whole line, so the next verdict
+        // appended starts a line of its own.
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            eprintln!(
+                "warning: {}: dropping a last line cut short ({} bytes, no newline: an \
+                 interrupted write)",
+                path.display(),
+                bytes.len() - whole
+            );
+            File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(whole as u64).and_then(|()| f.sync_all()))
+                .map_err(|e| Error::io(path, e))?;
+        }
+        let text = std::str::from_utf8(&bytes[..whole]).map_err(|e| {
+            Error::data(
+                path,
+                None,
+                format!("not UTF-8 text (a JSONL verdict cache was expected): {e}"),
+            )
+        })?;
         let mut slots = lock(&self.slots);
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::data_read(path, e))?;
+        for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Record = serde_json::from_str(&line).map_err(|e| {
+            let record: Record = serde_json::from_str(line).map_err(|e| {
                 Error::data(
                     path,
                     Some(format!("line {}", i + 1)),

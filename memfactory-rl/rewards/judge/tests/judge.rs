@@ -667,3 +667,42 @@ fn without_a_cache_key_the_eval_run_directory_holds_the_cache() {
     j.attach_run_dir(dir.path()).unwrap();
     assert_eq!(j.cache_file(), Some(other));
 }
+
+#[test]
+fn a_last_line_cut_short_by_a_kill_is_dropped_and_the_cache_appends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("judge.jsonl");
+    let table = format!("cache = {:?}", path.to_str().unwrap());
+    let s = sample(&["Paris"]);
+    {
+        let j = judge_from(&table).unwrap();
+        score(&j, &s, &boxed("Paris"));
+        score(&j, &s, &boxed("Lyon"));
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    // A kill in the middle of the second verdict's write: half of it, no newline.
+    let cut = format!("{}\n{}", lines[0], &lines[1][..lines[1].len() / 2]);
+    std::fs::write(&path, &cut).unwrap();
+    let j = judge_from(&table).unwrap();
+    assert_eq!(
+        j.cached(),
+        1,
+        "the whole line is loaded, the cut one is not"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", lines[0]),
+        "the file is cut back to its whole lines"
+    );
+    // The lost verdict is asked again and appended on a line of its own.
+    assert_eq!(score(&j, &s, &boxed("Lyon")), Some(0.0));
+    assert_eq!(j.stats().requests, 1);
+    let after = std::fs::read_to_string(&path).unwrap();
+    for l in after.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+    assert_eq!(after.lines().count(), 2);
+    assert_eq!(judge_from(&table).unwrap().cached(), 2);
+}
