@@ -759,10 +759,9 @@ pub fn run_train(
                     Some(p) => format!("the last good checkpoint is {}", p.display()),
                     None => "no checkpoint was written yet".to_string(),
                 };
-                return Err(Error::backend(
-                    "train",
-                    format!("step {step} failed: {e}; {at} (resume with --resume)"),
-                ));
+                // Error::Step keeps the cause's class: a recipe or data error met during a
+                // rollout still exits 2.
+                return Err(Error::step(step, format!("{at} (resume with --resume)"), e));
             }
         };
         append_line(&metrics_path, &m)?;
