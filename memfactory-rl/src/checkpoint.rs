@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -223,76 +223,107 @@ fn parse_step(name: &str) -> Option<usize> {
     name.strip_prefix("step-")?.parse().ok()
 }
 
-/// Replaces `path` by `bytes` atomically: a temporary sibling, synced, renamed over it.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-/// The complete lines of `bytes` (each with its `\n`); a last line without one is torn.
-fn whole_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes
-        .split_inclusive(|&b| b == b'\n')
-        .filter(|l| l.ends_with(b"\n"))
-}
-
 /// Keeps the lines of the JSONL log `path` whose `"step"` satisfies `keep`, so that a run
 /// resumed from a checkpoint drops what it logged for the steps it will redo. Whole lines
 /// only: a last line cut short by a kill, and any line that is not a JSON object with an
-/// integer `step`, are dropped too. The file is replaced atomically (a kill during the
-/// truncation leaves the old file) and only when something is dropped; a missing file is
-/// no error. Returns the number of lines dropped.
+/// integer `step`, are dropped too. The log is streamed into a temporary sibling that is
+/// synced and renamed over it (a kill during the truncation leaves the old file), only
+/// when something is dropped; a missing file is no error. Returns the number of lines
+/// dropped.
 pub fn truncate_log(path: &Path, keep: impl Fn(usize) -> bool) -> Result<usize> {
     #[derive(Deserialize)]
     struct Step {
         step: u64,
     }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let f = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let total = bytes
-        .split_inclusive(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut kept = 0usize;
-    for line in whole_lines(&bytes) {
-        let step = serde_json::from_slice::<Step>(line)
-            .ok()
-            .and_then(|s| usize::try_from(s.step).ok());
-        if step.is_some_and(&keep) {
-            out.extend_from_slice(line);
-            kept += 1;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut reader = BufReader::new(f);
+    let mut writer = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+    let mut line = Vec::new();
+    let mut dropped = 0usize;
+    let copied = (|| -> Result<()> {
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io(path))? == 0 {
+                return Ok(());
+            }
+            let step = line
+                .ends_with(b"\n")
+                .then(|| serde_json::from_slice::<Step>(&line).ok())
+                .flatten()
+                .and_then(|s| usize::try_from(s.step).ok());
+            if step.is_some_and(&keep) {
+                writer.write_all(&line).map_err(io(&tmp))?;
+            } else {
+                dropped += 1;
+            }
         }
+    })();
+    let finished = copied.and_then(|()| {
+        let f = writer
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        if dropped > 0 {
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    if kept < total {
-        replace_file(path, &out)?;
+    if dropped == 0 {
+        std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+    } else {
+        std::fs::rename(&tmp, path).map_err(io(path))?;
     }
-    Ok(total - kept)
+    Ok(dropped)
 }
 
 /// Drops a last line that a kill cut short (no final `\n`) from the append-only JSONL file
-/// `path`, so that the next append starts a line of its own. Returns whether it did.
+/// `path`, so that the next append starts a line of its own: the file is cut in place
+/// after its last newline (only its tail is read). Returns whether it did.
 pub fn drop_torn_line(path: &Path) -> Result<bool> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(path, e)),
     };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
+    let len = f.metadata().map_err(io(path))?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start)).map_err(io(path))?;
+        f.read_exact(chunk).map_err(io(path))?;
+        if end == len && chunk.last() == Some(&b'\n') {
+            return Ok(false);
+        }
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep == len {
         return Ok(false);
     }
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    replace_file(path, &bytes[..keep])?;
+    f.set_len(keep)
+        .and_then(|()| f.sync_all())
+        .map_err(io(path))?;
     Ok(true)
 }
 
@@ -677,6 +708,13 @@ mod tests {
         assert!(drop_torn_line(&p).unwrap());
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
         assert!(!drop_torn_line(&dir.path().join("none")).unwrap());
+        // A torn line longer than the block the tail is read in.
+        let long = format!("{{\"a\":1}}\n{{\"b\":\"{}", "x".repeat(200_000));
+        std::fs::write(&p, long).unwrap();
+        assert!(drop_torn_line(&p).unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        std::fs::write(&p, "").unwrap();
+        assert!(!drop_torn_line(&p).unwrap());
     }
 
     #[test]

@@ -398,7 +398,18 @@ fn newest_intact(
     for (_, p) in all.iter().rev() {
         match checkpoint::read(p) {
             Ok(loaded) => return Ok(Some((p.clone(), loaded))),
-            Err(e) => {
+            // Damage: a file that fails its checksum or does not parse, or is missing or
+            // cut short. Any other failure (permissions, a full disk) is no reason to skip
+            // the checkpoint.
+            Err(e)
+                if matches!(&e, Error::Model { .. })
+                    || matches!(&e, Error::Io { source, .. } if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound
+                            | std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::InvalidData
+                    )) =>
+            {
                 let aside = checkpoint::set_aside(p)?;
                 progress(TrainEvent::Note(format!(
                     "warning: checkpoint {} is damaged ({e}); moved it to {} and falling back to an older checkpoint",
@@ -406,6 +417,7 @@ fn newest_intact(
                     aside.display()
                 )));
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
