@@ -25,6 +25,32 @@ pub fn extract_boxed(text: &str) -> Option<String> {
     None
 }
 
+/// Python's `str.isspace` (what `str.strip()` with no argument removes): Rust's
+/// `char::is_whitespace` plus the ASCII separators U+001C..U+001F.
+pub fn py_is_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.strip()` with no argument.
+pub fn py_strip(s: &str) -> &str {
+    s.trim_matches(py_is_space)
+}
+
+/// MemAgent's think stripping (`extract_solution` in
+/// BytedTsinghua-SIA/MemAgent@76b7a658988e4ea53d7388a62de6c0ce79084146,
+/// `taskutils/memory_eval/utils/__init__.py:20-38`, applied to every memory update and to
+/// the final response in `utils/recurrent.py` and `ruler_hqa.py`): when the text holds a
+/// `</think>`, the text after the **last** `</think>`, stripped of surrounding whitespace
+/// (Python `str.strip()`); otherwise the text unchanged. An unclosed `<think>` (reasoning cut
+/// off by the token budget) is therefore kept whole, `<think>` tag included — MemAgent's
+/// default, without its `FORCE_THINK` environment switch, which would return no answer.
+pub fn strip_think(text: &str) -> &str {
+    match text.rfind("</think>") {
+        Some(i) => py_strip(&text[i + "</think>".len()..]),
+        None => text,
+    }
+}
+
 /// SQuAD / HotpotQA answer normalization.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
@@ -170,6 +196,21 @@ mod tests {
         assert_eq!(normalize_answer("U.S.A."), "usa");
         assert_eq!(normalize_answer("theatre"), "theatre");
         assert_eq!(normalize_answer("  "), "");
+    }
+
+    #[test]
+    fn strip_think_follows_memagent() {
+        assert_eq!(strip_think("<think>hmm</think>  Paris \n"), "Paris");
+        // The last `</think>` wins; text before it is dropped whatever it holds.
+        assert_eq!(strip_think("a</think>b</think> c"), "c");
+        // No closing tag: unchanged, not even trimmed; an unclosed `<think>` is kept.
+        assert_eq!(strip_think(" <think>still thinking "), " <think>still thinking ");
+        assert_eq!(strip_think(" plain "), " plain ");
+        // A stray `</think>` without an opening tag still cuts.
+        assert_eq!(strip_think("x </think>y"), "y");
+        assert_eq!(strip_think("<think>a</think>"), "");
+        // Python's strip also removes U+001C..U+001F and Unicode spaces.
+        assert_eq!(strip_think("</think>\u{1f}\u{3000}ans\u{a0}"), "ans");
     }
 
     #[test]
