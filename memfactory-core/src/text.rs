@@ -204,7 +204,10 @@ mod tests {
         // The last `</think>` wins; text before it is dropped whatever it holds.
         assert_eq!(strip_think("a</think>b</think> c"), "c");
         // No closing tag: unchanged, not even trimmed; an unclosed `<think>` is kept.
-        assert_eq!(strip_think(" <think>still thinking "), " <think>still thinking ");
+        assert_eq!(
+            strip_think(" <think>still thinking "),
+            " <think>still thinking "
+        );
         assert_eq!(strip_think(" plain "), " plain ");
         // A stray `</think>` without an opening tag still cuts.
         assert_eq!(strip_think("x </think>y"), "y");
