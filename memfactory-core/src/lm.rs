@@ -196,3 +196,166 @@ pub fn check_budget(
 pub fn count_tokens(lm: &dyn LanguageModel, text: &str) -> Result<usize> {
     Ok(lm.encode(text)?.len())
 }
+
+/// Names a chat template receives from MemFactory itself, which `chat_template_kwargs`
+/// may not set.
+pub const RESERVED_TEMPLATE_VARIABLES: [&str; 4] = [
+    "messages",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+];
+
+/// Reads the model table's `chat_template_kwargs` (e.g. `{ enable_thinking = false }` for
+/// Qwen3): extra variables for the model's chat template, as Hugging Face's
+/// `apply_chat_template(**kwargs)` and the `chat_template_kwargs` field of vLLM, SGLang and
+/// llama-server take them. Each value becomes a JSON value (strings, integers, finite
+/// floats, booleans, arrays and tables); a TOML date-time, a non-finite float, a key that is
+/// not a table or a reserved name ([`RESERVED_TEMPLATE_VARIABLES`]) is a config error naming
+/// the dotted key. Absent: an empty map (and nothing is added to the resolved recipe).
+pub fn template_kwargs_from_cfg(
+    cfg: &mut crate::Cfg,
+    key: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let Some(raw) = cfg.raw(key) else {
+        return Ok(serde_json::Map::new());
+    };
+    let toml::Value::Table(table) = &raw else {
+        return Err(cfg.error(
+            key,
+            format!(
+                "expected a table of template variables (e.g. {{ enable_thinking = false }}), \
+                 found {}",
+                raw.type_str()
+            ),
+        ));
+    };
+    let mut out = serde_json::Map::new();
+    for (name, value) in table {
+        let at = format!("{key}.{name}");
+        if RESERVED_TEMPLATE_VARIABLES.contains(&name.as_str()) {
+            return Err(cfg.error(
+                &at,
+                format!(
+                    "`{name}` is set by MemFactory itself and cannot be a template argument \
+                     (reserved: {})",
+                    RESERVED_TEMPLATE_VARIABLES.join(", ")
+                ),
+            ));
+        }
+        out.insert(
+            name.clone(),
+            toml_to_json(value).map_err(|(sub, m)| cfg.error(&format!("{at}{sub}"), m))?,
+        );
+    }
+    cfg.set_resolved(key, raw.clone());
+    Ok(out)
+}
+
+/// A TOML value as JSON; on failure the dotted / indexed suffix of the offending element and
+/// what was expected.
+fn toml_to_json(v: &toml::Value) -> std::result::Result<serde_json::Value, (String, String)> {
+    use serde_json::Value as J;
+    Ok(match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Float(f) => match serde_json::Number::from_f64(*f) {
+            Some(n) => J::Number(n),
+            None => {
+                return Err((
+                    String::new(),
+                    format!("expected a finite number (JSON has no {f}), found {f}"),
+                ));
+            }
+        },
+        toml::Value::Datetime(d) => {
+            return Err((
+                String::new(),
+                format!(
+                    "expected a string, number, boolean, array or table, found the date-time \
+                     {d} (quote it to pass it as a string)"
+                ),
+            ));
+        }
+        toml::Value::Array(a) => J::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| toml_to_json(x).map_err(|(s, m)| (format!("[{i}]{s}"), m)))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, x)| {
+                    toml_to_json(x)
+                        .map(|j| (k.clone(), j))
+                        .map_err(|(s, m)| (format!(".{k}{s}"), m))
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(src: &str) -> crate::Cfg {
+        crate::Cfg::new("model", toml::from_str(src).unwrap())
+    }
+
+    #[test]
+    fn template_kwargs_become_json_and_are_resolved() {
+        let mut c = cfg(
+            "chat_template_kwargs = { enable_thinking = false, n = 3, x = 0.5, s = \"a\", \
+             l = [1, true], t = { u = \"v\" } }",
+        );
+        let k = template_kwargs_from_cfg(&mut c, "chat_template_kwargs").unwrap();
+        assert_eq!(
+            serde_json::Value::Object(k),
+            serde_json::json!({"enable_thinking": false, "n": 3, "x": 0.5, "s": "a",
+                "l": [1, true], "t": {"u": "v"}})
+        );
+        let resolved = c.finish().unwrap();
+        assert_eq!(
+            resolved["chat_template_kwargs"]["enable_thinking"],
+            toml::Value::Boolean(false)
+        );
+        let mut c = cfg("");
+        assert!(
+            template_kwargs_from_cfg(&mut c, "chat_template_kwargs")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!c.finish().unwrap().contains_key("chat_template_kwargs"));
+    }
+
+    #[test]
+    fn bad_template_kwargs_name_the_key() {
+        let err = |src: &str| {
+            template_kwargs_from_cfg(&mut cfg(src), "chat_template_kwargs")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("chat_template_kwargs = false");
+        assert!(
+            e.contains("model.chat_template_kwargs") && e.contains("table"),
+            "{e}"
+        );
+        let e = err("chat_template_kwargs = { when = 1979-05-27T07:32:00Z }");
+        assert!(
+            e.contains("model.chat_template_kwargs.when") && e.contains("date-time"),
+            "{e}"
+        );
+        let e = err("chat_template_kwargs = { t = { l = [1, nan] } }");
+        assert!(
+            e.contains("model.chat_template_kwargs.t.l[1]") && e.contains("finite"),
+            "{e}"
+        );
+        let e = err("chat_template_kwargs = { messages = [] }");
+        assert!(
+            e.contains("model.chat_template_kwargs.messages") && e.contains("reserved"),
+            "{e}"
+        );
+    }
+}
