@@ -12,12 +12,31 @@ use crate::{
     MemoryStore, Prompt, Result, SamplingParams, seed,
 };
 
+/// The model id recorded on calls made through the episode's own model (the run's
+/// `[model]`, which `memfactory train` trains): [`LmCall::model`].
+pub const POLICY_MODEL: &str = "policy";
+
+/// The model id recorded on calls an op makes on its own (frozen) model for `role`
+/// (`op:<role>`): see [`crate::op::op_generate`].
+pub fn op_model_id(role: &str) -> String {
+    format!("op:{role}")
+}
+
+fn policy_model() -> String {
+    POLICY_MODEL.to_string()
+}
+
 /// One LM call as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmCall {
     /// Which role of the paradigm made it (`memory-update`, `answer`, …) — trainers select
     /// turns by role.
     pub role: String,
+    /// Which model produced it: [`POLICY_MODEL`] for the episode's own model, an op's own
+    /// model otherwise ([`op_model_id`]). Only the policy's calls are training samples.
+    /// Trajectories recorded before the field existed read as the policy's.
+    #[serde(default = "policy_model")]
+    pub model: String,
     /// The prompt as given (chat messages or text).
     pub prompt: Prompt,
     /// The sampling parameters actually used (including the seed).
@@ -205,6 +224,7 @@ impl<'a> EpisodeCx<'a> {
         for (r, g) in requests.into_iter().zip(&out) {
             self.episode.steps.push(Step::Lm(LmCall {
                 role: role.to_string(),
+                model: POLICY_MODEL.to_string(),
                 prompt: r.prompt,
                 params: r.params,
                 output: g.clone(),
@@ -272,15 +292,25 @@ pub fn generate_lockstep(
         };
     };
     let lm = first.lm;
-    generate_lockstep_with(lm, cxs, role, requests)
+    lockstep(lm, POLICY_MODEL, cxs, role, requests)
 }
 
 /// [`generate_lockstep`] on another model than the episodes' own — a frozen model a
 /// paradigm holds for one role (Memory-R1's frozen answer agent while its memory manager
-/// trains). The calls are recorded on the episodes like any other, under `role`, so a
-/// trainer leaves them out by not listing that role.
+/// trains). The calls are recorded on the episodes like any other, under `role`, with
+/// model id [`op_model_id`]`(role)`, so a trainer never takes them for the policy's.
 pub fn generate_lockstep_with(
     lm: &dyn LanguageModel,
+    cxs: &mut [EpisodeCx<'_>],
+    role: &str,
+    requests: Vec<GenRequest>,
+) -> Result<Vec<Generation>> {
+    lockstep(lm, &op_model_id(role), cxs, role, requests)
+}
+
+fn lockstep(
+    lm: &dyn LanguageModel,
+    model: &str,
     cxs: &mut [EpisodeCx<'_>],
     role: &str,
     requests: Vec<GenRequest>,
@@ -310,6 +340,7 @@ pub fn generate_lockstep_with(
     for ((cx, r), g) in cxs.iter_mut().zip(requests).zip(&out) {
         cx.episode.steps.push(Step::Lm(LmCall {
             role: role.to_string(),
+            model: model.to_string(),
             prompt: r.prompt,
             params: r.params,
             output: g.clone(),
@@ -407,6 +438,32 @@ mod tests {
     }
 
     #[test]
+    fn a_call_recorded_without_a_model_reads_as_the_policys() {
+        let call = Step::Lm(LmCall {
+            role: "answer".into(),
+            model: "op:answer".into(),
+            prompt: Prompt::Text("q".into()),
+            params: SamplingParams::greedy(4),
+            output: Generation {
+                prompt_ids: vec![],
+                token_ids: vec![1],
+                logprobs: vec![0.0],
+                text: "a".into(),
+                finish: Finish::Eos,
+            },
+        });
+        let mut v = serde_json::to_value(&call).unwrap();
+        assert_eq!(v["model"], "op:answer");
+        assert_eq!(serde_json::from_value::<Step>(v.clone()).unwrap(), call);
+        // A trajectory written before calls carried their model.
+        v.as_object_mut().unwrap().remove("model");
+        let Step::Lm(c) = serde_json::from_value::<Step>(v).unwrap() else {
+            panic!("not an LM step")
+        };
+        assert_eq!(c.model, POLICY_MODEL);
+    }
+
+    #[test]
     fn calls_on_another_model_are_recorded_on_every_episode() {
         let (policy, frozen) = (Echo("policy"), Echo("frozen"));
         let mut cxs: Vec<EpisodeCx<'_>> = (0..2)
@@ -423,6 +480,8 @@ mod tests {
                 .map(|c| (c.role.as_str(), c.output.text.as_str()))
                 .collect();
             assert_eq!(calls, vec![("answer", "frozen"), ("manage", "policy")]);
+            let models: Vec<&str> = cx.episode.lm_calls().map(|c| c.model.as_str()).collect();
+            assert_eq!(models, vec!["op:answer", POLICY_MODEL]);
         }
         // Seeds were filled in per episode, and differ between the two paths.
         let seeds: Vec<u64> = cxs

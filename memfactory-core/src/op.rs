@@ -85,7 +85,10 @@ pub fn model_from_cfg(cfg: &mut Cfg, key: &str) -> Result<Option<Box<dyn Languag
 }
 
 /// One lockstep call for an op: on `own` (see [`model_from_cfg`]) when the op has its own
-/// model, else on the episodes' model. Recorded on every episode under `role` either way.
+/// model, else on the episodes' model. Recorded on every episode under `role` either way,
+/// with the model that produced it ([`LmCall::model`](crate::LmCall::model)): the policy's
+/// id for the episodes' model, `op:<role>` for the op's own, so a trainer never trains on
+/// the calls of a frozen model.
 pub fn op_generate(
     own: Option<&dyn LanguageModel>,
     cxs: &mut [EpisodeCx<'_>],

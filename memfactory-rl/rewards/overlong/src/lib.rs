@@ -99,6 +99,7 @@ mod tests {
     fn call(role: &str, n: usize) -> Step {
         Step::Lm(LmCall {
             role: role.into(),
+            model: memfactory_core::episode::POLICY_MODEL.into(),
             prompt: Prompt::Tokens(vec![1]),
             params: SamplingParams::default(),
             output: Generation {
