@@ -103,13 +103,32 @@
 //! | `path` | string | required | the file (locomo10.json layout); relative paths resolve against the current directory |
 //! | `categories` | array of integers | `[1, 2, 3, 4]` | the QA categories to load (each 1–5) |
 //! | `conversations` | array of strings | all | only these `sample_id`s (each must be in the file) |
+//! | `exclude_conversations` | array of strings | none | leave these `sample_id`s out (each must be in the file) |
+//! | `link_turn` | `"first"` or `"last"` | none | link each QA to one evidence turn (`meta.linked_turn`), see below |
 //! | `window_turns` | integer or `"all"` | none (whole dialogue) | training windows, see above |
 //! | `image_captions` | boolean | `true` | append ` [shares {blip_caption}]` to turns that share a photo |
 //! | `offset` | integer | `0` | skip this many of the selected samples |
 //! | `limit` | integer | none | at most this many samples |
 //!
-//! Samples come in file order (conversations, then QAs), after the `categories` and
-//! `conversations` filters; `offset` and `limit` apply last.
+//! Samples come in file order (conversations, then QAs), after the `categories`,
+//! `conversations`, `exclude_conversations` and `link_turn` filters; `offset` and `limit`
+//! apply last. Memory-R1's LoCoMo protocol (1:1:8 by conversation) on the full
+//! `locomo10.json`: train `conversations = ["conv-26"]`, validate `["conv-30"]`, test
+//! `exclude_conversations = ["conv-26", "conv-30"]` (the other eight conversations).
+//!
+//! ## Linked turns (`link_turn`)
+//!
+//! Memory-R1 trains its memory manager per dialogue turn: the QA pairs whose evidence cites
+//! a turn are the ones that turn's memory operations are rewarded on. With `link_turn`,
+//! each QA is linked to ONE turn of the dialogue: its evidence ids are looked up among the
+//! turns (exactly, or as `D{session}:{turn}` with the numbers parsed, as for windows) and
+//! `"first"` takes the first id of the evidence list that is found — the reading of
+//! `kaicheng-li/memory-r1-thesis:memory_r1_reproduction/scripts/build_manager_training_data.py@2033388b2b0bac476f15e3ed7ce812730bd62955`
+//! (`normalize_locomo_sample`) — while `"last"` takes the latest evidence turn in reading
+//! order. QAs none of whose evidence ids is found (conv-26 has two with empty evidence) are
+//! dropped, as that script drops them. The sample then carries `meta.linked_turn` (the
+//! turn's dia_id as in the file) and `meta.linked_turn_index` (its 0-based position in
+//! reading order). The dialogue is not cut by `link_turn` (`window_turns` still applies).
 //!
 //! ```toml
 //! [data.train]
@@ -724,6 +743,41 @@ pub struct Locomo {
     pub limit: Option<usize>,
     /// Dotted recipe key of `conversations`, for errors.
     pub conversations_key: String,
+    /// Leave these conversations (`sample_id`s) out, when set.
+    pub exclude_conversations: Option<Vec<String>>,
+    /// Dotted recipe key of `exclude_conversations`, for errors.
+    pub exclude_key: String,
+    /// Link each QA to one evidence turn (and drop QAs with none), when set.
+    pub link_turn: Option<LinkTurn>,
+}
+
+/// Which evidence turn a QA is linked to (`link_turn`, see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTurn {
+    /// The first evidence id of the list that names a turn.
+    First,
+    /// The latest evidence turn in reading order.
+    Last,
+}
+
+/// The reading-order position (sessions in order, turns in file order) of the turn a QA with
+/// these evidence ids is linked to, or `None` when no id names a turn of `dialogue`.
+pub fn linked_turn(dialogue: &Dialogue, evidence: &[String], link: LinkTurn) -> Option<usize> {
+    let ids: Vec<&str> = dialogue
+        .sessions
+        .iter()
+        .flat_map(|s| s.turns.iter().map(|t| t.id.as_str()))
+        .collect();
+    let find = |e: &String| {
+        ids.iter().position(|id| *id == e.as_str()).or_else(|| {
+            let k = parse_dia_id(e)?;
+            ids.iter().position(|id| parse_dia_id(id) == Some(k))
+        })
+    };
+    match link {
+        LinkTurn::First => evidence.iter().find_map(find),
+        LinkTurn::Last => evidence.iter().filter_map(find).max(),
+    }
 }
 
 impl Locomo {
@@ -738,6 +792,9 @@ impl Locomo {
             offset: 0,
             limit: None,
             conversations_key: "conversations".into(),
+            exclude_conversations: None,
+            exclude_key: "exclude_conversations".into(),
+            link_turn: None,
         }
     }
 }
@@ -752,6 +809,14 @@ impl DataSource for Locomo {
         );
         if let Some(c) = &self.conversations {
             s.push_str(&format!(", conversations {}", c.join(", ")));
+        }
+        if let Some(c) = &self.exclude_conversations {
+            s.push_str(&format!(", without conversations {}", c.join(", ")));
+        }
+        match self.link_turn {
+            None => {}
+            Some(LinkTurn::First) => s.push_str(", each QA linked to its first evidence turn"),
+            Some(LinkTurn::Last) => s.push_str(", each QA linked to its last evidence turn"),
         }
         match self.window {
             None => {}
@@ -774,12 +839,15 @@ impl DataSource for Locomo {
 
     fn load(&self, _cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
         let convs = read_conversations(&self.path, self.image_captions)?;
-        if let Some(wanted) = &self.conversations {
-            for w in wanted {
+        for (list, key) in [
+            (&self.conversations, &self.conversations_key),
+            (&self.exclude_conversations, &self.exclude_key),
+        ] {
+            for w in list.iter().flatten() {
                 if !convs.iter().any(|c| &c.sample_id == w) {
                     let have: Vec<&str> = convs.iter().map(|c| c.sample_id.as_str()).collect();
                     return Err(Error::config(
-                        &self.conversations_key,
+                        key,
                         format!(
                             "conversation `{w}` is not in {} (it holds {})",
                             self.path.display(),
@@ -796,12 +864,24 @@ impl DataSource for Locomo {
             {
                 continue;
             }
+            if let Some(out) = &self.exclude_conversations
+                && out.contains(&conv.sample_id)
+            {
+                continue;
+            }
             for qa in conv
                 .qa
                 .iter()
                 .filter(|q| self.categories.contains(&q.category))
             {
-                samples.push((conv, qa));
+                let link = match self.link_turn {
+                    None => None,
+                    Some(l) => match linked_turn(&conv.dialogue, &qa.evidence, l) {
+                        Some(p) => Some(p),
+                        None => continue,
+                    },
+                };
+                samples.push((conv, qa, link));
             }
         }
         if samples.is_empty() {
@@ -826,7 +906,16 @@ impl DataSource for Locomo {
             .into_iter()
             .skip(self.offset)
             .take(self.limit.unwrap_or(usize::MAX))
-            .map(|(conv, qa)| qa_to_sample(conv, qa, self.window))
+            .map(|(conv, qa, link)| {
+                let mut sample = qa_to_sample(conv, qa, self.window);
+                if let Some(p) = link
+                    && let Some(turn) = conv.dialogue.sessions.iter().flat_map(|s| &s.turns).nth(p)
+                {
+                    sample.meta.insert("linked_turn".into(), json!(turn.id));
+                    sample.meta.insert("linked_turn_index".into(), json!(p));
+                }
+                sample
+            })
             .collect())
     }
 }
@@ -867,6 +956,24 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
             "must name at least one conversation (leave it out to load them all)",
         ));
     }
+    let exclude_conversations: Option<Vec<String>> = cfg.opt("exclude_conversations")?;
+    if exclude_conversations.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(cfg.error(
+            "exclude_conversations",
+            "must name at least one conversation (leave it out to exclude none)",
+        ));
+    }
+    let link_turn = match cfg.opt::<String>("link_turn")?.as_deref() {
+        None => None,
+        Some("first") => Some(LinkTurn::First),
+        Some("last") => Some(LinkTurn::Last),
+        Some(other) => {
+            return Err(cfg.error(
+                "link_turn",
+                format!("expected \"first\" or \"last\", found \"{other}\""),
+            ));
+        }
+    };
     let window = window_from_cfg(cfg)?;
     let image_captions: bool = cfg.get("image_captions", true)?;
     let offset: usize = cfg.get("offset", 0usize)?;
@@ -880,6 +987,9 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
         offset,
         limit,
         conversations_key: cfg.key("conversations"),
+        exclude_conversations,
+        exclude_key: cfg.key("exclude_conversations"),
+        link_turn,
     }))
 }
 
