@@ -51,6 +51,60 @@ pub fn strip_think(text: &str) -> &str {
     }
 }
 
+/// MemAgent's `extract_answer` (same file as [`strip_think`], lines 41-49; used for the
+/// published RULER-HQA numbers, whose final prompt asks for "Therefore, the answer is …"):
+/// every `*` is deleted, then the text after the **last** `the answer is` (case-sensitive),
+/// stripped, with the DeepSeek markers `<｜Assistant｜>` and `<｜end▁of▁sentence｜>` deleted,
+/// stripped again, leading and trailing `.` removed, stripped once more. `None` when the
+/// phrase does not occur.
+pub fn extract_answer_is(response: &str) -> Option<String> {
+    const PHRASE: &str = "the answer is";
+    let response = response.replace('*', "");
+    let at = response.rfind(PHRASE)?;
+    let tail = py_strip(&response[at + PHRASE.len()..])
+        .replace("<｜Assistant｜>", "")
+        .replace("<｜end▁of▁sentence｜>", "");
+    Some(py_strip(py_strip(&tail).trim_matches('.')).to_string())
+}
+
+/// RULER's `postprocess_pred` (NVIDIA/RULER@c3f5e3b, `scripts/eval/evaluate.py:50-58`):
+/// strip, replace every control character U+0000..U+001F by a newline, strip again.
+pub fn ruler_postprocess(pred: &str) -> String {
+    let replaced: String = py_strip(pred)
+        .chars()
+        .map(|c| if c <= '\u{1f}' { '\n' } else { c })
+        .collect();
+    py_strip(&replaced).to_string()
+}
+
+/// One sample of RULER's `string_match_all` (NVIDIA/RULER@c3f5e3b,
+/// `scripts/eval/synthetic/constants.py`): the mean over `refs` of
+/// `ref.lower() in pred.lower()`. `None` when `refs` is empty (RULER divides by zero).
+pub fn string_match_all<S: AsRef<str>>(pred: &str, refs: &[S]) -> Option<f32> {
+    if refs.is_empty() {
+        return None;
+    }
+    let pred = pred.to_lowercase();
+    let hits = refs
+        .iter()
+        .filter(|r| pred.contains(&r.as_ref().to_lowercase()))
+        .count();
+    Some(hits as f32 / refs.len() as f32)
+}
+
+/// One sample of RULER's `string_match_part`: the max over `refs` of
+/// `ref.lower() in pred.lower()`. `None` when `refs` is empty (Python's `max([])` fails).
+pub fn string_match_part<S: AsRef<str>>(pred: &str, refs: &[S]) -> Option<f32> {
+    if refs.is_empty() {
+        return None;
+    }
+    let pred = pred.to_lowercase();
+    let any = refs
+        .iter()
+        .any(|r| pred.contains(&r.as_ref().to_lowercase()));
+    Some(if any { 1.0 } else { 0.0 })
+}
+
 /// SQuAD / HotpotQA answer normalization.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
@@ -214,6 +268,37 @@ mod tests {
         assert_eq!(strip_think("<think>a</think>"), "");
         // Python's strip also removes U+001C..U+001F and Unicode spaces.
         assert_eq!(strip_think("</think>\u{1f}\u{3000}ans\u{a0}"), "ans");
+    }
+
+    #[test]
+    fn answer_is_follows_memagent() {
+        assert_eq!(
+            extract_answer_is("So, the answer is **Paris**.").as_deref(),
+            Some("Paris")
+        );
+        // The last occurrence wins; the phrase is case-sensitive.
+        assert_eq!(
+            extract_answer_is("the answer is A. No, the answer is B..").as_deref(),
+            Some("B")
+        );
+        assert_eq!(extract_answer_is("The answer is C"), None);
+        assert_eq!(
+            extract_answer_is("the answer is 42<｜end▁of▁sentence｜>").as_deref(),
+            Some("42")
+        );
+        assert_eq!(extract_answer_is("the answer is . ").as_deref(), Some(""));
+        assert_eq!(extract_answer_is("no phrase"), None);
+    }
+
+    #[test]
+    fn ruler_string_match() {
+        let refs = ["12", "34", "56"];
+        assert_eq!(string_match_all("12 and 34", &refs), Some(2.0 / 3.0));
+        assert_eq!(string_match_part("12 and 34", &refs), Some(1.0));
+        assert_eq!(string_match_part("none", &refs), Some(0.0));
+        assert_eq!(string_match_all("ABC", &["abc"]), Some(1.0));
+        assert_eq!(string_match_all("x", &[] as &[&str]), None);
+        assert_eq!(ruler_postprocess(" a\tb\u{0}c \n"), "a\nb\nc");
     }
 
     #[test]
