@@ -25,6 +25,13 @@ pub trait DataSource: Send + Sync {
         samples.truncate(n);
         Ok(samples)
     }
+    /// Called by a run (eval, train) with its run directory: a source that records how it
+    /// selected its samples (ruler-hqa's closed-book filter: the kept ids) writes the record
+    /// there — at once if it has already loaded, else when it loads. Default: nothing.
+    fn attach_run_dir(&self, dir: &std::path::Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// Largest context, in tokens, that a generated dataset sizes one sample to: 2^25 ≈ 33.5 M.
