@@ -200,6 +200,18 @@ impl BurnLm {
         self.tok.render_chat(messages, add_generation_prompt)
     }
 
+    /// Sets the extra chat-template variables of every later render (the recipe's
+    /// `chat_template_kwargs`; see [`crate::tokenizer::TextTokenizer::template_kwargs`]) and
+    /// returns the names the model's template never reads (passing them changes nothing).
+    pub fn set_template_kwargs(
+        &mut self,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<String> {
+        let ignored = crate::tokenizer::ignored_template_kwargs(self.tok.template(), &kwargs);
+        self.tok.template_kwargs = kwargs;
+        ignored
+    }
+
     /// Greedy chat reply to one user message (convenience for CLIs and smoke tests).
     pub fn chat(&self, user: &str, max_new_tokens: usize) -> Result<String> {
         let req = GenRequest {

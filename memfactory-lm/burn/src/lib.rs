@@ -10,6 +10,7 @@
 //! path = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"  # or an HF directory
 //! device = "flex"      # flex (CPU, default) | wgpu | cuda (with the crate features)
 //! max_batch = 8
+//! chat_template_kwargs = { enable_thinking = false }   # optional: extra template variables
 //! ```
 //!
 //! What it does:
@@ -79,9 +80,14 @@ use memfactory_core::{Cfg, LanguageModel, Result};
 
 /// Builds the engine from the keys of a recipe's `[model]` table (`kind = "burn"` already
 /// read): `path`, `device` (default `flex`), `max_batch` (8), `prefill_chunk` (512),
-/// `host_kernels` (decode on the GGUF blocks, see [`BurnLm::load_with`]; default on) and
-/// `init_seed` (random weights for a model directory without weight files). The trainer
-/// calls this directly because it needs the concrete engine.
+/// `host_kernels` (decode on the GGUF blocks, see [`BurnLm::load_with`]; default on),
+/// `init_seed` (random weights for a model directory without weight files) and
+/// `chat_template_kwargs` (a table of extra chat-template variables, e.g.
+/// `{ enable_thinking = false }` to switch Qwen3's thinking off, as HF's
+/// `apply_chat_template(**kwargs)` takes them; see
+/// [`memfactory_core::lm::template_kwargs_from_cfg`] — a variable the model's template never
+/// reads is reported as a warning on stderr naming it). The trainer calls this directly
+/// because it needs the concrete engine.
 pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
     let path: String = cfg.req("path")?;
     let device: String = cfg.get("device", "flex".to_string())?;
@@ -99,6 +105,8 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
         ));
     }
     let init_seed: Option<u64> = cfg.opt("init_seed")?;
+    let template_kwargs =
+        memfactory_core::lm::template_kwargs_from_cfg(cfg, "chat_template_kwargs")?;
     let host_kernels: bool = cfg.get("host_kernels", engine::host_kernels_default())?;
     let p = std::path::Path::new(&path);
     if init_seed.is_some() && !p.is_dir() {
@@ -115,6 +123,22 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
         max_batch,
         prefill_chunk,
     };
+    let ignored = lm.set_template_kwargs(template_kwargs);
+    if !ignored.is_empty() {
+        use std::io::Write as _;
+        // A closed stderr loses the line; it never fails the build.
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {}: the chat template of {path} never reads {} (passing {} changes              nothing)",
+            cfg.key("chat_template_kwargs"),
+            ignored
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if ignored.len() == 1 { "it" } else { "them" }
+        );
+    }
     Ok(lm)
 }
 

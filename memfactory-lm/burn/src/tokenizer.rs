@@ -29,6 +29,10 @@ pub struct TextTokenizer {
     pub eos_token: String,
     /// The Jinja chat template, when the model ships one.
     pub chat_template: Option<String>,
+    /// Extra variables for every render of the chat template (the recipe's
+    /// `chat_template_kwargs`, e.g. `enable_thinking = false` for Qwen3), as Hugging Face's
+    /// `apply_chat_template(**kwargs)` passes them. Empty by default.
+    pub template_kwargs: serde_json::Map<String, Json>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -162,6 +166,7 @@ impl TextTokenizer {
             bos_token: name(bos_id),
             eos_token: name(eos),
             chat_template,
+            template_kwargs: serde_json::Map::new(),
         })
     }
 
@@ -227,6 +232,7 @@ impl TextTokenizer {
             bos_token,
             eos_token,
             chat_template,
+            template_kwargs: serde_json::Map::new(),
         })
     }
 
@@ -251,20 +257,26 @@ impl TextTokenizer {
     }
 
     /// Renders `messages` with the chat template (plus the assistant generation prompt when
-    /// `add_generation_prompt`). Models without a template get ChatML.
+    /// `add_generation_prompt`) and [`TextTokenizer::template_kwargs`]. Models without a
+    /// template get ChatML.
     pub fn render_chat(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self.chat_template.as_deref().unwrap_or(CHATML);
-        render_template(
-            template,
+        render_template_with(
+            self.template(),
             messages,
             add_generation_prompt,
             &self.bos_token,
             &self.eos_token,
+            &self.template_kwargs,
         )
+    }
+
+    /// The chat template text used (the model's, else [`CHATML`]).
+    pub fn template(&self) -> &str {
+        self.chat_template.as_deref().unwrap_or(CHATML)
     }
 }
 
@@ -331,18 +343,48 @@ pub fn render_template(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String> {
-    let terr = |e: minijinja::Error| Error::Template {
-        name: "chat_template".into(),
-        message: format!("{e:#}"),
+    render_template_with(
+        template,
+        messages,
+        add_generation_prompt,
+        bos_token,
+        eos_token,
+        &serde_json::Map::new(),
+    )
+}
+
+/// The names of `kwargs` that `template` never reads: variables it does not reference at
+/// all (minijinja's `undeclared_variables`), so passing them changes nothing — e.g.
+/// `enable_thinking` for SmolLM2's template. A template that does not parse reports none
+/// (rendering reports the parse error).
+pub fn ignored_template_kwargs(
+    template: &str,
+    kwargs: &serde_json::Map<String, Json>,
+) -> Vec<String> {
+    let env = environment();
+    let Ok(tmpl) = env.template_from_str(template) else {
+        return Vec::new();
     };
+    let used = tmpl.undeclared_variables(false);
+    kwargs
+        .keys()
+        .filter(|k| !used.contains(k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// minijinja set up as Hugging Face renders chat templates (`trim_blocks`, `lstrip_blocks`,
+/// `raise_exception`, Python string methods).
+fn environment<'s>() -> minijinja::Environment<'s> {
     let mut env = minijinja::Environment::new();
-    env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(terr)?,
-    );
+    // Both flags are plain booleans: building this syntax cannot fail.
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
     env.add_function(
         "raise_exception",
         |msg: String| -> std::result::Result<JValue, minijinja::Error> {
@@ -353,6 +395,44 @@ pub fn render_template(
         },
     );
     env.set_unknown_method_callback(|_state, value, method, args| py_method(value, method, args));
+    env
+}
+
+/// A JSON value as a template value (objects keep their keys, numbers their integer-ness).
+fn json_value(v: &Json) -> JValue {
+    match v {
+        Json::Null => JValue::from(()),
+        Json::Bool(b) => JValue::from(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => JValue::from(i),
+            (None, Some(u)) => JValue::from(u),
+            _ => JValue::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => JValue::from(s.as_str()),
+        Json::Array(a) => a.iter().map(json_value).collect(),
+        Json::Object(o) => JValue::from(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_value(v)))
+                .collect::<BTreeMap<String, JValue>>(),
+        ),
+    }
+}
+
+/// Renders an HF chat template with minijinja, with `kwargs` as extra template variables
+/// (the recipe's `chat_template_kwargs`; HF's `apply_chat_template(**kwargs)`).
+pub fn render_template_with(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+    kwargs: &serde_json::Map<String, Json>,
+) -> Result<String> {
+    let terr = |e: minijinja::Error| Error::Template {
+        name: "chat_template".into(),
+        message: format!("{e:#}"),
+    };
+    let env = environment();
     let tmpl = env.template_from_str(template).map_err(terr)?;
     let msgs: Vec<JValue> = messages
         .iter()
@@ -364,6 +444,9 @@ pub fn render_template(
         })
         .collect();
     let mut ctx = BTreeMap::new();
+    for (k, v) in kwargs {
+        ctx.insert(k.clone(), json_value(v));
+    }
     ctx.insert("messages".to_string(), JValue::from(msgs));
     ctx.insert(
         "add_generation_prompt".to_string(),
