@@ -157,7 +157,7 @@ fn paths_run_in_lockstep_with_distinct_seeds() {
 #[test]
 fn max_chunks_limits_reading() {
     let lm = lm();
-    let a = agent("kind = \"memagent\"\nchunk_tokens = 100\nmax_chunks = 2\n");
+    let a = agent("kind = \"memagent\"\nchunk_tokens = 100\nmax_chunks = 2\ntruncate = \"head\"\n");
     let eps = run(a.as_ref(), &lm, 1);
     assert_eq!(eps[0].lm_calls().count(), 3);
     // The needle sits past the first 200 bytes, so the memory never saw it.

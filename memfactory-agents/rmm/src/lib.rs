@@ -24,14 +24,27 @@
 //!    order, then unlisted speakers in order of appearance), `question` = the speaker; each
 //!    path's edits are applied with `cx.apply(reflect.kind(), edits, parse_error)`.
 //! 3. Retrieval: `store.search` with the question text, its embedding and `k = retrieve_k`
-//!    (exact dense search; note `candidates`).
-//! 4. Rerank: [`Reranker::rerank_batch`] (note `selected`; an `llm` reranker's parse error
-//!    is recorded with `cx.apply("rerank", [], error)`).
+//!    (exact dense search on the summaries' embeddings; note `candidates`: the ids, and
+//!    note [`RETRIEVED_NOTE`]: the memories with their turn ids, see [`memory_turns_note`]).
+//! 4. Rerank: [`Reranker::rerank_batch`] (note `selected`: the ids, note
+//!    [`RERANKED_NOTE`]: the kept memories with their turn ids; an `llm` reranker's parse
+//!    error is recorded with `cx.apply("rerank", [], error)`). The `recall-at-k` metric
+//!    (`memfactory-reward-recall-at-k`) scores these two notes against the sample's
+//!    evidence turn ids.
 //! 5. Answer (role `answer`, one lockstep call): the prompt lists the kept memories as
-//!    `[0]..[M-1]` (`[i] (speaker, time) text`) and asks for a short answer citing `[i]`.
-//!    [`parse_answer`] reads the citations; `cx.episode.answer` is the answer with the
-//!    markers removed. A malformed answer (an out-of-range citation, an empty answer) is
-//!    recorded with `cx.apply("answer", [], error)`.
+//!    `[0]..[M-1]` and asks for a short answer citing `[i]`. With `memory_view =
+//!    "summary-and-turns"` (default) each memory is its summary line
+//!    `[i] (speaker, time) summary` followed by the raw dialogue turns it was extracted
+//!    from (meta `dialogue`, written by `summarize`), at most `max_turn_chars` characters
+//!    of them per memory ([`render_memory_list_with_turns`]) — RMM's memory entry is the
+//!    pair (topic summary, raw dialogue), the summary being the search key and the
+//!    generator reading "personal summaries with their corresponding original turns"
+//!    (arXiv 2503.08026 §4 and App. D.2). `memory_view = "summary"` shows the summary
+//!    lines only, with the summary-only default prompt (`templates/answer_summary.txt`),
+//!    the behaviour before raw turns were kept. [`parse_answer`] reads the citations;
+//!    `cx.episode.answer` is the answer with the markers removed. A malformed answer (an
+//!    out-of-range citation, an empty answer) is recorded with
+//!    `cx.apply("answer", [], error)`.
 //! 6. Online learning (`online = true` and a learned reranker): every path whose answer
 //!    parsed cleanly gives a [`Feedback`] (`+1` for each cited kept memory, `−1` for the
 //!    others — an answer citing nothing gives all `−1`); one
@@ -69,10 +82,21 @@
 //! [agent.reflect]          # any memory op; default { kind = "summarize" } (also when `kind` is omitted)
 //! [agent.rerank]           # kind must be "rerank" (built concretely; may be omitted)
 //! [agent.answer]
-//! template = "answer.txt"  # optional; placeholders {question} {memories}
+//! memory_view = "summary-and-turns"  # or "summary": summaries only
+//! max_turn_chars = 800     # raw-turn characters shown per memory (0 = no bound)
+//! template = "answer.txt"  # optional; placeholders {question} {memories}; the default
+//!                          # depends on memory_view (answer.txt / answer_summary.txt)
 //! max_new_tokens = 128     # temperature, top_k, top_p, stop (greedy default)
 //! model = { kind = "..." } # optional own model for the answer
 //! ```
+//!
+//! ## Frozen LLM (RMM) and GRPO on the answer (an extension)
+//!
+//! In RMM only the reranker learns (online, from citations); the retriever and the LLM
+//! (Gemini 1.5) are frozen. An `eval` of this paradigm is that protocol
+//! (`configs/repro/rmm_locomo.toml`). `memfactory train` with an `rmm` agent additionally
+//! trains the answering LLM with GRPO (`configs/tests/rmm_grpo_tiny.toml`): an extension
+//! of this project that the paper does not have.
 //!
 //! The learned reranker's weights are shared by every episode of the run; with
 //! `online = true` later questions see weights trained on earlier ones (order-dependent;
@@ -88,10 +112,49 @@ use memfactory_core::{
     SamplingParams, SearchQuery, Session, Step, config::sampling_from_cfg, op::model_from_cfg,
     op::op_generate, prompt::template_from_cfg, registry, seed,
 };
-use memfactory_op_rerank::{Feedback, Reranker, render_memory_list};
+use memfactory_op_rerank::{Feedback, Reranker, render_memory_list, render_memory_list_with_turns};
 
-/// The default answer prompt.
+/// The default answer prompt (`memory_view = "summary-and-turns"`).
 pub const DEFAULT_ANSWER_TEMPLATE: &str = include_str!("../templates/answer.txt");
+/// The default answer prompt with `memory_view = "summary"`.
+pub const DEFAULT_SUMMARY_ANSWER_TEMPLATE: &str = include_str!("../templates/answer_summary.txt");
+
+/// Label of the note listing the retrieved candidates with their turn ids.
+pub const RETRIEVED_NOTE: &str = "retrieved";
+/// Label of the note listing the memories the reranker kept with their turn ids.
+pub const RERANKED_NOTE: &str = "reranked";
+
+/// What the answer prompt shows of each memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryView {
+    /// The summary line, then the raw turns it was extracted from (RMM).
+    SummaryAndTurns,
+    /// The summary line only.
+    Summary,
+}
+
+/// A note listing memories best first with their source turns, the format the
+/// `recall-at-k` metric reads: a JSON array of `{"id": "r3", "turns": ["D1:3", "D2:5"]}`,
+/// the turns taken from meta `turns` (comma-separated; none when absent).
+pub fn memory_turns_note(items: &[MemoryItem]) -> String {
+    let list: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| {
+            let turns: Vec<&str> = i
+                .meta
+                .get("turns")
+                .map(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({ "id": i.id, "turns": turns })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
 
 /// Role of the answer call.
 pub const ANSWER_ROLE: &str = "answer";
@@ -139,6 +202,10 @@ pub struct Rmm {
     pub rerank: Reranker,
     /// The answer prompt (`{question}`, `{memories}`).
     pub answer_template: PromptTemplate,
+    /// What the answer prompt shows of each memory.
+    pub memory_view: MemoryView,
+    /// Raw-turn characters shown per memory (0 = no bound).
+    pub max_turn_chars: usize,
     /// Sampling of the answer.
     pub answer_sampling: SamplingParams,
     /// The answer's own model, when it has one.
@@ -394,6 +461,7 @@ impl Rmm {
             .collect::<Result<_>>()?;
         for (cx, c) in cxs.iter_mut().zip(&candidates) {
             cx.note("candidates", ids(c));
+            cx.note(RETRIEVED_NOTE, memory_turns_note(c));
         }
         let inputs: Vec<OpInput<'_>> = candidates
             .iter()
@@ -410,10 +478,16 @@ impl Rmm {
                 cx.apply("rerank", Vec::new(), Some(e.clone()))?;
             }
             cx.note("selected", ids(&r.output.items));
+            cx.note(RERANKED_NOTE, memory_turns_note(&r.output.items));
             let memories = if r.output.items.is_empty() {
                 NO_MEMORIES.to_string()
             } else {
-                render_memory_list(&r.output.items)
+                match self.memory_view {
+                    MemoryView::SummaryAndTurns => {
+                        render_memory_list_with_turns(&r.output.items, self.max_turn_chars)
+                    }
+                    MemoryView::Summary => render_memory_list(&r.output.items),
+                }
             };
             let text = self.answer_template.render(&[
                 ("question", sample.question.as_str()),
@@ -583,10 +657,22 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
     let mut answer = cfg
         .sub("answer")?
         .unwrap_or_else(|| Cfg::new(cfg.key("answer"), toml::Table::new()));
+    let view: String = answer.get("memory_view", "summary-and-turns".to_string())?;
+    let (memory_view, default_template) = match view.as_str() {
+        "summary-and-turns" => (MemoryView::SummaryAndTurns, DEFAULT_ANSWER_TEMPLATE),
+        "summary" => (MemoryView::Summary, DEFAULT_SUMMARY_ANSWER_TEMPLATE),
+        other => {
+            return Err(answer.error(
+                "memory_view",
+                format!("expected \"summary-and-turns\" or \"summary\", found \"{other}\""),
+            ));
+        }
+    };
+    let max_turn_chars: usize = answer.get("max_turn_chars", 800usize)?;
     let answer_template = template_from_cfg(
         &mut answer,
         "template",
-        DEFAULT_ANSWER_TEMPLATE,
+        default_template,
         &["question", "memories"],
         &["question", "memories"],
     )?;
@@ -601,6 +687,8 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
         reflect,
         rerank,
         answer_template,
+        memory_view,
+        max_turn_chars,
         answer_sampling,
         answer_model,
         cache: Mutex::new(HashMap::new()),

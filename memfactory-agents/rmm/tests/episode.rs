@@ -186,19 +186,38 @@ fn bank_after_two_sessions_is_exact() {
         &sample("q1", "What pet did Caroline adopt?"),
         1,
     );
-    let item = |id: &str, speaker: &str, text: &str, turns: &str| MemoryItem {
+    let item = |id: &str, speaker: &str, text: &str, turns: &str, dialogue: &str| MemoryItem {
         id: id.into(),
         content: text.into(),
         speaker: Some(speaker.into()),
         time: Some("8 May, 2023".into()),
         embedding: Some(bow(text)),
-        meta: BTreeMap::from([("turns".to_string(), turns.to_string())]),
+        meta: BTreeMap::from([
+            ("turns".to_string(), turns.to_string()),
+            ("dialogue".to_string(), dialogue.to_string()),
+        ]),
     };
+    // Every memory keeps the raw turns it summarises; the merged one (deleted and re-added
+    // under its id, so now last) keeps the union of session 1's and session 2's turns and
+    // its first time.
     assert_eq!(
         banks[0],
         [
-            item("r1", "Caroline", MERGED, "D1:1"),
-            item("r2", "Melanie", "Melanie paints sunsets.", "D1:2"),
+            item(
+                "r2",
+                "Melanie",
+                "Melanie paints sunsets.",
+                "D1:2",
+                "[D1:2] Melanie (8 May, 2023): I paint sunsets."
+            ),
+            item(
+                "r1",
+                "Caroline",
+                MERGED,
+                "D1:1,D2:1",
+                "[D1:1] Caroline (8 May, 2023): I want a pet.\n\
+                 [D2:1] Caroline (9 May, 2023): We adopted a dog named Max!"
+            ),
         ]
     );
     // The order of operations: reflect per speaker per session, the merge, the answer.
@@ -251,9 +270,32 @@ fn citations_are_parsed_and_train_the_reranker() {
         Prompt::Chat(m) => m[0].content.clone(),
         _ => panic!(),
     };
-    assert!(answer_prompt.contains(&format!(
-        "Memories:\n[0] (Caroline, 8 May, 2023) {MERGED}\n[1] (Melanie, 8 May, 2023) Melanie paints sunsets.\nQuestion: What pet did Caroline adopt?\nAnswer:"
-    )), "{answer_prompt}");
+    // Each kept memory: its summary line, then the raw turns it was extracted from.
+    assert!(
+        answer_prompt.contains(&format!(
+            "Memories:\n[0] (Caroline, 8 May, 2023) {MERGED}\n    \
+         [D1:1] Caroline (8 May, 2023): I want a pet.\n    \
+         [D2:1] Caroline (9 May, 2023): We adopted a dog named Max!\n\
+         [1] (Melanie, 8 May, 2023) Melanie paints sunsets.\n    \
+         [D1:2] Melanie (8 May, 2023): I paint sunsets.\n\
+         Question: What pet did Caroline adopt?\nAnswer:"
+        )),
+        "{answer_prompt}"
+    );
+    assert!(
+        answer_prompt.starts_with(
+            memfactory_agent_rmm::DEFAULT_ANSWER_TEMPLATE
+                .split("{memories}")
+                .next()
+                .unwrap()
+        )
+    );
+    // The memories and their turn ids are recorded for recall-at-k.
+    assert_eq!(
+        notes(ep, "retrieved"),
+        [r#"[{"id":"r1","turns":["D1:1","D2:1"]},{"id":"r2","turns":["D1:2"]}]"#]
+    );
+    assert_eq!(notes(ep, "reranked"), notes(ep, "retrieved"));
     // One update; the cited memory's score rose, the uncited one's fell.
     assert_eq!(agent.rerank.updates(), 1);
     let w = agent.rerank.weights().unwrap();
@@ -295,6 +337,62 @@ fn citations_are_parsed_and_train_the_reranker() {
         1,
     );
     assert_eq!(agent3.rerank.updates(), 0);
+}
+
+fn answer_prompt_of(ep: &Episode) -> String {
+    match &ep.lm_calls().last().unwrap().prompt {
+        Prompt::Chat(m) => m[0].content.clone(),
+        _ => panic!(),
+    }
+}
+
+#[test]
+fn summary_view_shows_summaries_only_and_turns_are_bounded() {
+    let lm = lm("A dog named Max [0].");
+    // memory_view = "summary": the prompt of before raw turns were kept, word for word.
+    let agent = rmm(&LEARNED_DET.replace(
+        "kind = \"rmm\"",
+        "kind = \"rmm\"\n[answer]\nmemory_view = \"summary\"",
+    ));
+    assert_eq!(agent.memory_view, memfactory_agent_rmm::MemoryView::Summary);
+    let (eps, _) = run(
+        &agent,
+        &lm,
+        &sample("q1", "What pet did Caroline adopt?"),
+        1,
+    );
+    let p = answer_prompt_of(&eps[0]);
+    assert_eq!(
+        p,
+        memfactory_agent_rmm::DEFAULT_SUMMARY_ANSWER_TEMPLATE
+            .replace(
+                "{memories}",
+                &format!("[0] (Caroline, 8 May, 2023) {MERGED}\n[1] (Melanie, 8 May, 2023) Melanie paints sunsets.")
+            )
+            .replace("{question}", "What pet did Caroline adopt?")
+    );
+    assert!(!p.contains("[D1:1]"));
+
+    // max_turn_chars = 50: the first turn line (44 characters) fits, the second is cut to
+    // the 6 left; Melanie's single line (46) fits whole.
+    let agent = rmm(&LEARNED_DET.replace(
+        "kind = \"rmm\"",
+        "kind = \"rmm\"\n[answer]\nmax_turn_chars = 50",
+    ));
+    let (eps, _) = run(
+        &agent,
+        &lm,
+        &sample("q1", "What pet did Caroline adopt?"),
+        1,
+    );
+    let p = answer_prompt_of(&eps[0]);
+    assert!(
+        p.contains(&format!(
+            "[0] (Caroline, 8 May, 2023) {MERGED}\n    \
+             [D1:1] Caroline (8 May, 2023): I want a pet.\n    [D2:1]…\n[1]"
+        )),
+        "{p}"
+    );
 }
 
 fn lm_with_answer(a: &str) -> CountingLm<'static> {
@@ -474,6 +572,14 @@ fn errors_name_what_is_wrong() {
             "kind = \"rmm\"\n[answer]\nmax_tokens = 5",
             "agent.answer.max_tokens",
         ),
+        (
+            "kind = \"rmm\"\n[answer]\nmemory_view = \"turns\"",
+            "agent.answer.memory_view",
+        ),
+        (
+            "kind = \"rmm\"\n[answer]\nmax_turn_chars = -1",
+            "agent.answer.max_turn_chars",
+        ),
     ] {
         let e = build_err(src);
         assert!(e.contains(key), "{src}: {e}");
@@ -488,6 +594,11 @@ fn errors_name_what_is_wrong() {
     assert_eq!(resolved["rerank"]["top_m"].as_integer(), Some(5));
     assert_eq!(resolved["reflect"]["kind"].as_str(), Some("summarize"));
     assert_eq!(resolved["answer"]["max_new_tokens"].as_integer(), Some(128));
+    assert_eq!(
+        resolved["answer"]["memory_view"].as_str(),
+        Some("summary-and-turns")
+    );
+    assert_eq!(resolved["answer"]["max_turn_chars"].as_integer(), Some(800));
 }
 
 #[test]

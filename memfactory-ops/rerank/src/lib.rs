@@ -732,20 +732,80 @@ pub fn render_memory_list(items: &[MemoryItem]) -> String {
     items
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let who: Vec<&str> = [m.speaker.as_deref(), m.time.as_deref()]
-                .into_iter()
-                .flatten()
-                .filter(|s| !s.is_empty())
-                .collect();
-            if who.is_empty() {
-                format!("[{i}] {}", m.content)
-            } else {
-                format!("[{i}] ({}) {}", who.join(", "), m.content)
-            }
-        })
+        .map(|(i, m)| memory_line(i, m))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One memory's line: `[i] (speaker, time) content`.
+fn memory_line(i: usize, m: &MemoryItem) -> String {
+    let who: Vec<&str> = [m.speaker.as_deref(), m.time.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if who.is_empty() {
+        format!("[{i}] {}", m.content)
+    } else {
+        format!("[{i}] ({}) {}", who.join(", "), m.content)
+    }
+}
+
+/// Meta key holding a memory's raw dialogue turns, one rendered turn per line
+/// (`[D1:3] Caroline (8 May, 2023): text`), as the `summarize` op stores them.
+pub const DIALOGUE_META: &str = "dialogue";
+
+/// Memories as RMM's answer prompt shows them: each memory's summary line as
+/// [`render_memory_list`] writes it, followed by the raw dialogue turns it was built from
+/// (meta [`DIALOGUE_META`]), one per line, indented by four spaces — RMM's generator sees
+/// "personal summaries with their corresponding original turns" (arXiv 2503.08026,
+/// App. D.2). A memory without raw turns shows its summary line alone.
+///
+/// `max_turn_chars` bounds the characters (Unicode scalar values) of one memory's turn
+/// lines, indentation not counted, so that the prompt stays inside the model's context
+/// (about 4 characters per token in English): turns are shown whole in order while they
+/// fit; the first that does not fit is cut to the budget left and ends with `…`, and the
+/// turns after it are replaced by one line `    (+N more turns)`. `0` shows every turn
+/// whole.
+pub fn render_memory_list_with_turns(items: &[MemoryItem], max_turn_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, m) in items.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&memory_line(i, m));
+        let Some(dialogue) = m.meta.get(DIALOGUE_META) else {
+            continue;
+        };
+        let turns: Vec<&str> = dialogue
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut left = max_turn_chars;
+        for (i, t) in turns.iter().enumerate() {
+            let n = t.chars().count();
+            if max_turn_chars == 0 || n <= left {
+                out.push_str("\n    ");
+                out.push_str(t);
+                left = left.saturating_sub(n);
+                continue;
+            }
+            let mut dropped = turns.len() - i;
+            if left > 0 {
+                out.push_str("\n    ");
+                out.extend(t.chars().take(left));
+                out.push('…');
+                dropped -= 1;
+            }
+            if dropped > 0 {
+                let s = if dropped == 1 { "" } else { "s" };
+                out.push_str(&format!("\n    (+{dropped} more turn{s})"));
+            }
+            break;
+        }
+    }
+    out
 }
 
 /// Parses a listwise ranking of `n` candidates. Candidate numbers are the bracketed

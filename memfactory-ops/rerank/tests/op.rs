@@ -6,7 +6,9 @@ use memfactory_core::{
     StoreFactory, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
-use memfactory_op_rerank::{Feedback, Reranker, parse_ranking, render_memory_list};
+use memfactory_op_rerank::{
+    Feedback, Reranker, parse_ranking, render_memory_list, render_memory_list_with_turns,
+};
 use memfactory_store_memory::InMemoryFactory;
 use memfactory_testkit::CountingLm;
 
@@ -438,6 +440,43 @@ fn memory_list_format() {
     assert_eq!(
         render_memory_list(&[a, b]),
         "[0] (Mel, 8 May 2023) likes dogs\n[1] plain"
+    );
+}
+
+#[test]
+fn memory_list_with_turns_is_bounded_per_memory() {
+    let mut a = MemoryItem::new("a", "Mel likes dogs");
+    a.speaker = Some("Mel".into());
+    // Three turns of 20, 20 and 19 characters (é is one character).
+    a.meta.insert(
+        "dialogue".into(),
+        "[D1:1] Mel: I'm Mél.\n[D1:2] Mel: dogs!!!!\n\n[D1:3] Mel: so cute".into(),
+    );
+    let b = MemoryItem::new("b", "plain");
+    let items = [a, b];
+    let whole = "[0] (Mel) Mel likes dogs\n    [D1:1] Mel: I'm Mél.\n    [D1:2] Mel: dogs!!!!\n    \
+                 [D1:3] Mel: so cute\n[1] plain";
+    // 0 = no bound; a budget of all 59 characters shows every turn too.
+    assert_eq!(render_memory_list_with_turns(&items, 0), whole);
+    assert_eq!(render_memory_list_with_turns(&items, 59), whole);
+    // 58: the last turn is cut by one character.
+    assert!(
+        render_memory_list_with_turns(&items, 58).contains("    [D1:3] Mel: so cut…\n[1] plain")
+    );
+    // 25: the first turn whole, the second cut to 5 characters, the third counted.
+    assert_eq!(
+        render_memory_list_with_turns(&items, 25),
+        "[0] (Mel) Mel likes dogs\n    [D1:1] Mel: I'm Mél.\n    [D1:2…\n    (+1 more turn)\n[1] plain"
+    );
+    // 20: the first turn exactly fills it; nothing left to cut into.
+    assert_eq!(
+        render_memory_list_with_turns(&items, 20),
+        "[0] (Mel) Mel likes dogs\n    [D1:1] Mel: I'm Mél.\n    (+2 more turns)\n[1] plain"
+    );
+    // Without raw turns it is the summary list.
+    assert_eq!(
+        render_memory_list_with_turns(&items[1..], 5),
+        render_memory_list(&items[1..])
     );
 }
 

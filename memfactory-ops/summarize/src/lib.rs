@@ -42,10 +42,24 @@
 //!
 //! - ADD → [`MemoryEdit::Add`] of an item with a fresh id `r{n}` (`n` = 1 + the largest
 //!   `n` among the store's `r<number>` ids, counting up within the call), content = the
-//!   summary, speaker = the speaker, time = the session date, meta `{"turns": "D1:3,D1:5"}`
-//!   and the summary's embedding (when there is an embedder).
-//! - MERGE → [`MemoryEdit::Update`] `{ id, content: merged summary, embedding }` (the
-//!   merged text's embedding). The store keeps the old item's time and meta.
+//!   summary, speaker = the speaker, time = the session date, the summary's embedding
+//!   (when there is an embedder) and meta:
+//!   - `turns`: the referenced turn ids, comma-separated (`"D1:3,D1:5"`);
+//!   - `dialogue` ([`DIALOGUE_META`]): the referenced turns' raw text, one per line in the
+//!     session rendering `[D1:3] Caroline (1:56 pm on 8 May, 2023): text` (speaker, date,
+//!     text; [`render_turn_line`], read back with [`parse_turn_line`]), in the order of
+//!     `turns`. RMM's memory entries are pairs *(topic summary, raw dialogue)*: the summary
+//!     is the search key, the raw turns go into the answer prompt (arXiv 2503.08026 §4 and
+//!     App. D.2 "a list of memories consisting of personal summaries with their
+//!     corresponding original turns"). The `rmm` paradigm's answer prompt shows them
+//!     (`memfactory_op_rerank::render_memory_list_with_turns`).
+//! - MERGE → [`MemoryEdit::Delete`] of the old item, then [`MemoryEdit::Add`] of the merged
+//!   item under the **same id**: content = the merged summary, embedding = the merged
+//!   text's (the old one without an embedder), the old item's speaker and time, its other
+//!   meta kept, and `turns` / `dialogue` = the **union** of the old item's turns and the
+//!   new memory's (old first, then new ones not already there). A store's `Update` edit
+//!   cannot change meta, hence delete + add; the merged item therefore moves to the end of
+//!   the bank's insertion order.
 //!
 //! Malformed output is data: a malformed reflection gives no memories; a malformed merge
 //! decision falls back to ADD (the new memory itself is fine, only the decision was
@@ -67,7 +81,7 @@
 
 pub mod parse;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use memfactory_core::{
     Cfg, ChatMessage, EpisodeCx, Error, GenRequest, LanguageModel, MemoryEdit, MemoryItem,
@@ -90,6 +104,57 @@ pub const DEFAULT_MERGE_TEMPLATE: &str = include_str!("../templates/merge.txt");
 pub const REFLECT_ROLE: &str = "reflect";
 /// Role of the merge calls.
 pub const MERGE_ROLE: &str = "merge";
+
+/// Meta key of the referenced turns' ids (comma-separated).
+pub const TURNS_META: &str = "turns";
+/// Meta key of the referenced turns' raw text (one rendered turn per line).
+pub const DIALOGUE_META: &str = "dialogue";
+
+/// A turn as the op stores it in meta `dialogue`: `[D1:3] Caroline (date): text`, or
+/// `[D1:3] Caroline: text` without a date (newlines in the text become spaces, so one turn
+/// is one line). [`parse_turn_line`] reads it back.
+pub fn render_turn_line(t: &TurnLine) -> String {
+    let text = t.text.replace(['\n', '\r'], " ");
+    match t.date.as_deref().filter(|d| !d.is_empty()) {
+        Some(d) => format!("[{}] {} ({d}): {text}", t.id, t.speaker),
+        None => format!("[{}] {}: {text}", t.id, t.speaker),
+    }
+}
+
+/// The turns of a memory: ids from meta `turns`, each with its rendered line from meta
+/// `dialogue` when there is one.
+fn item_turns(meta: &BTreeMap<String, String>) -> Vec<(String, Option<String>)> {
+    let mut lines: HashMap<String, String> = meta
+        .get(DIALOGUE_META)
+        .map(|d| {
+            d.lines()
+                .filter_map(|l| parse_turn_line(l).map(|t| (t.id, l.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    meta.get(TURNS_META)
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|id| (id.to_string(), lines.remove(id)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `turns` into `meta` as `turns` and `dialogue` (the latter omitted when no turn
+/// has a line).
+fn set_turns(meta: &mut BTreeMap<String, String>, turns: &[(String, Option<String>)]) {
+    let ids: Vec<&str> = turns.iter().map(|(id, _)| id.as_str()).collect();
+    meta.insert(TURNS_META.into(), ids.join(","));
+    let lines: Vec<&str> = turns.iter().filter_map(|(_, l)| l.as_deref()).collect();
+    if lines.is_empty() {
+        meta.remove(DIALOGUE_META);
+    } else {
+        meta.insert(DIALOGUE_META.into(), lines.join("\n"));
+    }
+}
 
 const REFLECT_NAMES: &[&str] = &["speaker", "session"];
 const MERGE_NAMES: &[&str] = &["speaker", "memories", "new"];
@@ -135,12 +200,17 @@ struct ViewItem {
     content: String,
     time: Option<String>,
     embedding: Option<Vec<f32>>,
+    /// The stored embedding (the one kept by a merge without an embedder).
+    stored_embedding: Option<Vec<f32>>,
+    meta: BTreeMap<String, String>,
 }
 
 /// Per-episode state of one call.
 struct Work {
     speaker: String,
     date: Option<String>,
+    /// The session's turns by id, rendered for meta `dialogue`.
+    lines: HashMap<String, String>,
     pending: Vec<Pending>,
     view: Vec<ViewItem>,
     next_id: u64,
@@ -190,6 +260,10 @@ impl Summarize {
             .collect();
         let known: HashSet<String> = lines.iter().map(|l| l.id.clone()).collect();
         let date = lines.iter().find_map(|l| l.date.clone());
+        let rendered: HashMap<String, String> = lines
+            .iter()
+            .map(|l| (l.id.clone(), render_turn_line(l)))
+            .collect();
         let (memories, error) = parse_reflection(reply, Some(&known), self.max_memories);
         let errors: Vec<String> = error.into_iter().collect();
 
@@ -206,7 +280,9 @@ impl Summarize {
                 id: i.id,
                 content: i.content,
                 time: i.time,
+                stored_embedding: i.embedding.clone(),
                 embedding: i.embedding,
+                meta: i.meta,
             })
             .collect();
         let embed = cx.embedder().is_some();
@@ -241,6 +317,7 @@ impl Summarize {
         Ok(Work {
             speaker,
             date,
+            lines: rendered,
             pending,
             view,
             next_id,
@@ -297,7 +374,45 @@ impl Summarize {
         item.speaker = Some(w.speaker.clone());
         item.time = w.date.clone();
         item.embedding = p.embedding;
-        item.meta.insert("turns".into(), p.memory.turns.join(","));
+        let turns: Vec<(String, Option<String>)> = p
+            .memory
+            .turns
+            .iter()
+            .map(|id| (id.clone(), w.lines.get(id).cloned()))
+            .collect();
+        set_turns(&mut item.meta, &turns);
+        w.edits.push(MemoryEdit::Add { item });
+    }
+
+    /// MERGE of `p` into view item `target` with the merged `summary`: delete + add under
+    /// the same id, turns united (see the crate docs).
+    fn merge(
+        &self,
+        w: &mut Work,
+        p: &Pending,
+        target: usize,
+        summary: String,
+        embedding: Option<Vec<f32>>,
+    ) {
+        let v = &mut w.view[target];
+        let mut turns = item_turns(&v.meta);
+        for id in &p.memory.turns {
+            if !turns.iter().any(|(t, _)| t == id) {
+                turns.push((id.clone(), w.lines.get(id).cloned()));
+            }
+        }
+        set_turns(&mut v.meta, &turns);
+        v.content = summary;
+        if embedding.is_some() {
+            v.embedding = embedding.clone();
+            v.stored_embedding = embedding;
+        }
+        let mut item = MemoryItem::new(v.id.clone(), v.content.clone());
+        item.speaker = Some(w.speaker.clone());
+        item.time = v.time.clone();
+        item.embedding = v.stored_embedding.clone();
+        item.meta = v.meta.clone();
+        w.edits.push(MemoryEdit::Delete { id: v.id.clone() });
         w.edits.push(MemoryEdit::Add { item });
     }
 }
@@ -384,16 +499,7 @@ impl MemoryOp for Summarize {
                         } else {
                             None
                         };
-                        let v = &mut w.view[target];
-                        v.content = summary.clone();
-                        if embedding.is_some() {
-                            v.embedding = embedding.clone();
-                        }
-                        w.edits.push(MemoryEdit::Update {
-                            id: v.id.clone(),
-                            content: summary,
-                            embedding,
-                        });
+                        self.merge(w, &p, target, summary, embedding);
                     }
                     Err(err) => {
                         w.errors.push(format!(

@@ -224,6 +224,86 @@ fn merge_parsing() {
     assert!(parse_merge("ADD", 2).is_err());
 }
 
+/// `item` with meta `turns` and `dialogue` from `(id, line)` pairs.
+fn with_turns(mut item: MemoryItem, turns: &[(&str, &str)]) -> MemoryItem {
+    let ids: Vec<&str> = turns.iter().map(|t| t.0).collect();
+    let lines: Vec<&str> = turns.iter().map(|t| t.1).collect();
+    item.meta.insert("turns".into(), ids.join(","));
+    item.meta.insert("dialogue".into(), lines.join("\n"));
+    item
+}
+
+#[test]
+fn two_merges_into_one_memory_keep_the_union_of_all_turns() {
+    // Both new memories of one reflection merge into r1: the second merge sees the first
+    // one's result, and the final item holds r1's turn and both new memories' turns, once
+    // each, with their raw text.
+    let lm = counting(vec![
+        reflect_rule(
+            "adopted a dog",
+            r#"{"memories": [{"summary": "Caroline adopted a dog named Max.", "turns": ["D2:1"]},
+                             {"summary": "Caroline walks Max, her pet dog.", "turns": ["D2:3", "D2:1"]}]}"#,
+        ),
+        (
+            vec![
+                "Decision (JSON):",
+                "New memory: Caroline adopted a dog named Max.",
+            ],
+            r#"{"action": "MERGE", "index": 0, "summary": "Caroline wanted a pet and adopted Max."}"#,
+        ),
+        (
+            vec![
+                "Decision (JSON):",
+                "[0] (1 May, 2023) Caroline wanted a pet and adopted Max.",
+                "New memory: Caroline walks Max, her pet dog.",
+            ],
+            r#"{"action": "MERGE", "index": 0, "summary": "Caroline adopted Max and walks him."}"#,
+        ),
+    ]);
+    let op = op("kind = \"summarize\"\nmerge_k = 1");
+    let mut cx = cxs(&lm, Some(&Bow), 1);
+    let mut seeded = with_turns(
+        seed_item("r1", "Caroline", "Caroline wants a pet.", true),
+        &[("D1:4", "[D1:4] Caroline (1 May, 2023): I want a pet.")],
+    );
+    seeded.meta.insert("topic".into(), "pets".into());
+    cx[0]
+        .apply("seed", vec![MemoryEdit::Add { item: seeded }], None)
+        .unwrap();
+    let input = OpInput {
+        question: "Caroline",
+        observation: SESSION_A,
+        memory: &[],
+    };
+    let out = op.run(&mut cx[0], input).unwrap();
+    assert_eq!(out.parse_error, None);
+    assert_eq!(out.edits.len(), 4, "{:?}", out.edits);
+    cx[0].apply("summarize", out.edits, None).unwrap();
+    let bank = cx[0].memory().unwrap();
+    assert_eq!(bank.len(), 1);
+    let mut want = with_turns(
+        seed_item(
+            "r1",
+            "Caroline",
+            "Caroline adopted Max and walks him.",
+            true,
+        ),
+        &[
+            ("D1:4", "[D1:4] Caroline (1 May, 2023): I want a pet."),
+            (
+                "D2:1",
+                "[D2:1] Caroline (2:00 pm on 9 May, 2023): We adopted a dog, his name is Max!",
+            ),
+            (
+                "D2:3",
+                "[D2:3] Caroline (2:00 pm on 9 May, 2023): I walk Max every morning.",
+            ),
+        ],
+    );
+    want.meta.insert("topic".into(), "pets".into());
+    assert_eq!(bank[0], want);
+}
+
 fn reflect_rule<'a>(session_marker: &'a str, reply: &'a str) -> (Vec<&'a str>, &'a str) {
     (
         vec!["Memories about Caroline (JSON):", session_marker],
@@ -270,21 +350,34 @@ fn new_memories_are_added_with_fresh_ids_in_one_lockstep_call() {
     ];
     let out = op.run_batch(&mut cxs, &inputs).unwrap();
     assert_eq!(lm.batches(), [2], "one reflect call, no merge call");
-    let add = |id: &str, text: &str, turns: &str| MemoryEdit::Add {
+    let add = |id: &str, text: &str, turns: &str, dialogue: &str| MemoryEdit::Add {
         item: MemoryItem {
             id: id.into(),
             content: text.into(),
             speaker: Some("Caroline".into()),
             time: Some("2:00 pm on 9 May, 2023".into()),
             embedding: Some(bow(text)),
-            meta: BTreeMap::from([("turns".to_string(), turns.to_string())]),
+            meta: BTreeMap::from([
+                ("turns".to_string(), turns.to_string()),
+                ("dialogue".to_string(), dialogue.to_string()),
+            ]),
         },
     };
+    // Each memory carries the raw turns it refers to (speaker, date, text), in its order.
+    let (d1, d3) = (
+        "[D2:1] Caroline (2:00 pm on 9 May, 2023): We adopted a dog, his name is Max!",
+        "[D2:3] Caroline (2:00 pm on 9 May, 2023): I walk Max every morning.",
+    );
     assert_eq!(
         out[0].edits,
         [
-            add("r1", "Caroline adopted a dog named Max.", "D2:1"),
-            add("r2", "Caroline walks Max every morning.", "D2:3,D2:1"),
+            add("r1", "Caroline adopted a dog named Max.", "D2:1", d1),
+            add(
+                "r2",
+                "Caroline walks Max every morning.",
+                "D2:3,D2:1",
+                &format!("{d3}\n{d1}")
+            ),
         ]
     );
     assert_eq!(out[0].parse_error, None);
@@ -340,7 +433,10 @@ fn merges_are_decided_in_ragged_lockstep_rounds() {
             "seed",
             vec![
                 MemoryEdit::Add {
-                    item: seed_item("r1", "Caroline", "Caroline wants a pet.", true),
+                    item: with_turns(
+                        seed_item("r1", "Caroline", "Caroline wants a pet.", true),
+                        &[("D1:4", "[D1:4] Caroline (1 May, 2023): I want a pet.")],
+                    ),
                 },
                 MemoryEdit::Add {
                     item: seed_item("r2", "Melanie", "Melanie has a pet dog Max.", true),
@@ -369,16 +465,29 @@ fn merges_are_decided_in_ragged_lockstep_rounds() {
     // reflect (2 episodes), merge round 0 (2 episodes), merge round 1 (episode 0 only).
     assert_eq!(lm.batches(), [2, 2, 1]);
     let merged = "Caroline wanted a pet and adopted a dog named Max.";
-    assert_eq!(out[0].edits.len(), 2);
-    assert_eq!(
-        out[0].edits[0],
-        MemoryEdit::Update {
-            id: "r1".into(),
-            content: merged.into(),
-            embedding: Some(bow(merged))
-        }
+    assert_eq!(out[0].edits.len(), 3);
+    // MERGE: delete + add under the same id, with the old time and the union of turns.
+    let mut merged_item = with_turns(
+        seed_item("r1", "Caroline", merged, true),
+        &[
+            ("D1:4", "[D1:4] Caroline (1 May, 2023): I want a pet."),
+            (
+                "D2:1",
+                "[D2:1] Caroline (2:00 pm on 9 May, 2023): We adopted a dog, his name is Max!",
+            ),
+        ],
     );
-    let MemoryEdit::Add { item } = &out[0].edits[1] else {
+    merged_item.embedding = Some(bow(merged));
+    assert_eq!(
+        out[0].edits[..2],
+        [
+            MemoryEdit::Delete { id: "r1".into() },
+            MemoryEdit::Add {
+                item: merged_item.clone()
+            }
+        ]
+    );
+    let MemoryEdit::Add { item } = &out[0].edits[2] else {
         panic!("add expected")
     };
     assert_eq!(
@@ -423,14 +532,14 @@ fn merges_are_decided_in_ragged_lockstep_rounds() {
     // Applying the edits gives the merged bank.
     let (edits, err) = (out[0].edits.clone(), out[0].parse_error.clone());
     cxs[0].apply("summarize", edits, err).unwrap();
-    let bank: Vec<(String, String)> = cxs[0]
-        .memory()
-        .unwrap()
-        .into_iter()
-        .map(|i| (i.id, i.content))
-        .collect();
-    assert_eq!(bank[0], ("r1".to_string(), merged.to_string()));
-    assert_eq!(bank.len(), 4);
+    let bank = cxs[0].memory().unwrap();
+    let ids: Vec<&str> = bank.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["r2", "r3", "r1", "r4"],
+        "the merged item moved to the end"
+    );
+    assert_eq!(bank[2], merged_item);
 }
 
 #[test]
