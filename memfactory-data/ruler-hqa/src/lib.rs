@@ -42,7 +42,63 @@
 //! | `docs` | integer | `50` | documents per instance (≥ 1, and ≥ each question's own paragraph count, ≤ the pool size). MemAgent: 50 ≈ 7K tokens, 100 ≈ 14K, 200 ≈ 28K |
 //! | `seed` | integer | `0` | dataset seed |
 //! | `offset` | integer | `0` | first record (0-based) to turn into a sample |
-//! | `limit` | integer | none | at most this many samples |
+//! | `limit` | integer | none | at most this many samples (the candidate range before the closed-book filter) |
+//! | `shuffle` | string | `"per-question"` | document order: `"per-question"` (ChaCha per instance, above) or `"memagent"` (MemAgent's fixed `random.Random(4).shuffle` of own-then-padding documents, the same permutation for every question) |
+//! | `padding` | string | `"per-question"` | padding draw: `"per-question"` (ChaCha, pool in first-seen order) or `"memagent"` (CPython `random.sample` from a fresh `random.seed(42)` state over the code-point-sorted pool minus the question's own documents) |
+//! | `closed_book` | table | none | MemAgent's closed-book filter (below) |
+//!
+//! ## MemAgent's construction (`shuffle = "memagent"`, `padding = "memagent"`)
+//!
+//! BytedTsinghua-SIA/MemAgent@76b7a658988e4ea53d7388a62de6c0ce79084146
+//! `taskutils/memory_data/processing.py` (also `different_docs_eval.py`, which builds the
+//! `eval_N.json` files): the pool is `sorted(set(documents))` of the whole file (lines
+//! 42-44), the instance is the question's own documents in context order followed by
+//! `random.sample(other documents, N - own)` (lines 62-68), then
+//! `random.Random(4).shuffle` (line 72). [`pyrandom`] reproduces CPython's Mersenne Twister,
+//! `_randbelow`, `shuffle` and `sample` bit for bit (golden file from
+//! `tests/golden/memagent_random.py`). Because the shuffle seed is fixed, a question's own
+//! paragraphs always land at the same positions for a given N: documents 11, 18, 27, 29,
+//! 37, 41–44, 48 for N = 50 (checked in the tests). Differences that remain:
+//!
+//! - MemAgent seeds the padding once (`random.seed(42)`, line 116) and draws it in a
+//!   fork-based process pool (`utils.TqdmExecutor`), so each worker starts from the seed-42
+//!   state and a question's padding depends on how many questions its worker drew before —
+//!   not reproducible from the code alone. Here every question draws from a fresh seed-42
+//!   state (what a worker's first question gets).
+//! - MemAgent's pool is the whole dev set (66,635 documents); with the shipped
+//!   `hotpot_dev_distractor_0-1999.json` it is 19,315 documents. Given the full dev file,
+//!   the same keys build MemAgent's instances (the golden test checks whole contexts against
+//!   the Python construction on the file it is given).
+//! - Own documents are de-duplicated (no record of dev 0–1999 repeats a paragraph, where
+//!   the two agree).
+//!
+//! ## Closed-book filter (`closed_book`)
+//!
+//! MemAgent drops the questions a reference model answers with no context
+//! ([`closed_book`]: `filter.py`, `filter2.py:21-34`). The sub-table:
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `model` | table | — | the reference model: any LM backend table (`kind = "burn"`, `"openai"`, ...), built through the registry like an op's own model |
+//! | `keep_ids` | string | — | a kept-ids file written by an earlier run: reused without running a model (with `model` as well, the model only sees the questions the file keeps: two filters chained) |
+//! | `tries` | integer | `2` | samples per question (MemAgent: `n = 2`) |
+//! | `temperature` | float | `1.0` | MemAgent: 1.0 |
+//! | `top_p` | float | `0.7` | MemAgent: 0.7 |
+//! | `max_new_tokens` | integer | `512` | MemAgent: 512 |
+//! | `seed` | integer | `0` | sampling seed (try t of question q samples with `derive_n(derive(seed, q), t)`) |
+//! | `criterion` | string | `"contains-or-boxed"` | what counts as correct: MemAgent's union, `"contains"` or `"boxed"` |
+//! | `keep_first` | integer | none | keep at most the first N surviving questions (MemAgent: 128 of dev 0–199, 8,192 of train) |
+//! | `batch` | integer | `32` | requests per `generate` call |
+//!
+//! At least one of `model` and `keep_ids` is required. The candidates are the records
+//! `offset .. offset + limit`; all of them are judged (a smaller eval limit does not shorten
+//! the filter), in record order, and the kept ids with the model, prompt and settings that
+//! produced them (and every dropped question with its correct response) go to
+//! `closed_book_kept.<split>.json` in the run directory ([`DataSource::attach_run_dir`]; the
+//! split is the last part of the table's key, e.g. `closed_book_kept.eval.json`). Pass that
+//! file as `keep_ids` to reuse it; a candidate the file neither keeps nor drops is an error
+//! (the file was made for another range). The model runs once per process, however many
+//! times the source is loaded.
 //!
 //! ```toml
 //! [data.eval]
@@ -66,12 +122,18 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use memfactory_core::data::{MAX_LOADED_TOKENS, too_much_to_load};
-use memfactory_core::{Cfg, DataSource, Error, LoadCx, Result, Sample};
+use memfactory_core::{Cfg, DataSource, Error, LanguageModel, LoadCx, Result, Sample};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
+
+pub mod closed_book;
+pub mod pyrandom;
+
+use pyrandom::PyRandom;
 
 /// Registry kind of this data source.
 pub const KIND: &str = "ruler-hqa";
@@ -340,17 +402,7 @@ pub fn sample_excluding<R: RngCore + ?Sized>(
     let m = n - excluded.len();
     assert!(k <= m, "sample_excluding: {k} values asked from {m}");
     // The c-th allowed value: skip every excluded value at or below it.
-    let nth_allowed = |c: usize| {
-        let mut v = c;
-        for &e in excluded {
-            if e <= v {
-                v += 1;
-            } else {
-                break;
-            }
-        }
-        v
-    };
+    let nth_allowed = |c: usize| nth_allowed(excluded, c);
     let mut moved: HashMap<usize, usize> = HashMap::with_capacity(2 * k);
     let mut out = Vec::with_capacity(k);
     for i in 0..k {
@@ -368,6 +420,35 @@ pub fn sample_excluding<R: RngCore + ?Sized>(
 // The pure builder
 // ---------------------------------------------------------------------------------------
 
+/// How the documents of an instance are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shuffle {
+    /// A ChaCha shuffle of its own per instance ([`instance_rng`]).
+    #[default]
+    PerQuestion,
+    /// MemAgent's `random.Random(4).shuffle` of own-then-padding documents.
+    MemAgent,
+}
+
+/// How the padding documents are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// ChaCha per instance ([`instance_rng`]) from the pool in first-seen order.
+    #[default]
+    PerQuestion,
+    /// CPython's `random.sample` from a fresh `random.seed(42)` state over the
+    /// code-point-sorted pool minus the question's own documents.
+    MemAgent,
+}
+
+/// Recipe names of [`Shuffle`] / [`Padding`] values.
+pub const ORDER_NAMES: [&str; 2] = ["per-question", "memagent"];
+
+/// The seed MemAgent's `processing.py` gives `random.seed` before drawing padding.
+pub const MEMAGENT_PADDING_SEED: u64 = 42;
+/// The seed of MemAgent's `random.Random(4).shuffle`.
+pub const MEMAGENT_SHUFFLE_SEED: u64 = 4;
+
 /// Construction parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildParams {
@@ -379,6 +460,10 @@ pub struct BuildParams {
     pub offset: usize,
     /// At most this many samples.
     pub limit: Option<usize>,
+    /// Document order.
+    pub shuffle: Shuffle,
+    /// Padding draw.
+    pub padding: Padding,
 }
 
 impl Default for BuildParams {
@@ -388,7 +473,20 @@ impl Default for BuildParams {
             seed: 0,
             offset: 0,
             limit: None,
+            shuffle: Shuffle::PerQuestion,
+            padding: Padding::PerQuestion,
         }
+    }
+}
+
+impl BuildParams {
+    /// The record indices `offset .. offset + limit` of a file of `records` records.
+    pub fn range(&self, records: usize) -> std::ops::Range<usize> {
+        let end = match self.limit {
+            Some(l) => records.min(self.offset.saturating_add(l)),
+            None => records,
+        };
+        self.offset.min(end)..end
     }
 }
 
@@ -460,6 +558,38 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// The distinct documents of `records` sorted by code point, as MemAgent's
+/// `sorted(set(...))` (`processing.py:42-43`; Rust orders `str` by UTF-8 bytes, which is
+/// code-point order).
+pub fn sorted_document_pool(records: &[HotpotRecord]) -> Vec<String> {
+    let mut pool = document_pool(records);
+    pool.sort_unstable();
+    pool
+}
+
+/// The `c`-th value of `0..` that is not in `excluded` (sorted, distinct).
+fn nth_allowed(excluded: &[usize], c: usize) -> usize {
+    let mut v = c;
+    for &e in excluded {
+        if e <= v {
+            v += 1;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// MemAgent's padding: `random.sample([i for i in range(n) if i not in own], k)` from a
+/// fresh `random.seed(42)` state. `excluded` must be sorted and distinct.
+pub fn memagent_padding(n: usize, excluded: &[usize], k: usize) -> Vec<usize> {
+    let mut rng = PyRandom::new(MEMAGENT_PADDING_SEED);
+    rng.sample_indices(n - excluded.len(), k)
+        .into_iter()
+        .map(|c| nth_allowed(excluded, c))
+        .collect()
+}
+
 /// The distinct documents of `records`, in first-seen order.
 pub fn document_pool(records: &[HotpotRecord]) -> Vec<String> {
     let mut seen: HashSet<String> = HashSet::new();
@@ -494,14 +624,28 @@ pub fn build_samples(
     records: &[HotpotRecord],
     params: &BuildParams,
 ) -> std::result::Result<Vec<Sample>, BuildError> {
-    let docs = params.docs;
     if params.offset > 0 && params.offset >= records.len() {
         return Err(BuildError::OffsetPastEnd {
             offset: params.offset,
             records: records.len(),
         });
     }
-    let pool = document_pool(records);
+    let range: Vec<usize> = params.range(records.len()).collect();
+    build_selected(records, params, &range)
+}
+
+/// Builds the samples of `records[i]` for each `i` of `selected` (in that order); the pool
+/// comes from all of `records`. `offset` and `limit` of `params` are not used.
+pub fn build_selected(
+    records: &[HotpotRecord],
+    params: &BuildParams,
+    selected: &[usize],
+) -> std::result::Result<Vec<Sample>, BuildError> {
+    let docs = params.docs;
+    let pool = match params.padding {
+        Padding::PerQuestion => document_pool(records),
+        Padding::MemAgent => sorted_document_pool(records),
+    };
     if docs > pool.len() {
         return Err(BuildError::PoolTooSmall {
             docs,
@@ -514,12 +658,9 @@ pub fn build_samples(
         .map(|(i, d)| (d.as_str(), i))
         .collect();
 
-    let end = match params.limit {
-        Some(l) => records.len().min(params.offset.saturating_add(l)),
-        None => records.len(),
-    };
-    let mut out = Vec::with_capacity(end.saturating_sub(params.offset));
-    for (ri, rec) in records.iter().enumerate().take(end).skip(params.offset) {
+    let mut out = Vec::with_capacity(selected.len());
+    for &ri in selected {
+        let rec = &records[ri];
         // The question's own documents (distinct, in order) and which of them are gold.
         let gold_titles: HashSet<&str> = rec.supporting_titles.iter().map(String::as_str).collect();
         let mut own: Vec<usize> = Vec::with_capacity(rec.context.len());
@@ -545,10 +686,18 @@ pub fn build_samples(
         let mut rng = instance_rng(params.seed, &rec.id, docs);
         let mut excluded = own.clone();
         excluded.sort_unstable();
-        let padding = sample_excluding(&mut rng, pool.len(), &excluded, docs - own.len());
+        let padding = match params.padding {
+            Padding::PerQuestion => {
+                sample_excluding(&mut rng, pool.len(), &excluded, docs - own.len())
+            }
+            Padding::MemAgent => memagent_padding(pool.len(), &excluded, docs - own.len()),
+        };
         let mut order = own;
         order.extend(padding);
-        shuffle(&mut rng, &mut order);
+        match params.shuffle {
+            Shuffle::PerQuestion => shuffle(&mut rng, &mut order),
+            Shuffle::MemAgent => PyRandom::new(MEMAGENT_SHUFFLE_SEED).shuffle(&mut order),
+        }
 
         let gold_docs: Vec<Value> = order
             .iter()
@@ -586,8 +735,42 @@ pub fn build_samples(
 // The data source
 // ---------------------------------------------------------------------------------------
 
+/// The closed-book filter of a [`RulerHqa`] source (recipe table `closed_book`).
+pub struct ClosedBook {
+    /// The reference model, when the filter runs one.
+    pub model: Option<Box<dyn LanguageModel>>,
+    /// The model's resolved recipe table, credentials masked (written into the kept-ids file).
+    pub model_table: Option<toml::Table>,
+    /// A kept-ids file to reuse.
+    pub keep_ids: Option<PathBuf>,
+    /// Sampling and scoring.
+    pub settings: closed_book::Settings,
+    /// Keep at most the first N surviving questions.
+    pub keep_first: Option<usize>,
+}
+
+impl fmt::Debug for ClosedBook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClosedBook")
+            .field("model", &self.model.as_ref().map(|m| m.describe()))
+            .field("keep_ids", &self.keep_ids)
+            .field("settings", &self.settings)
+            .field("keep_first", &self.keep_first)
+            .finish()
+    }
+}
+
+/// What a filter run left: the kept ids (all survivors, before `keep_first`) and the record
+/// written to the run directory.
+#[derive(Debug, Default)]
+struct FilterState {
+    run_dir: Option<PathBuf>,
+    kept: Option<Vec<String>>,
+    record: Option<serde_json::Value>,
+}
+
 /// The `ruler-hqa` data source: a HotpotQA file and the construction parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RulerHqa {
     /// The HotpotQA JSON file.
     pub path: PathBuf,
@@ -595,6 +778,9 @@ pub struct RulerHqa {
     pub params: BuildParams,
     /// Dotted path of the component's recipe table (for errors), empty when built in code.
     pub table: String,
+    /// The closed-book filter, when the recipe has one.
+    pub closed_book: Option<ClosedBook>,
+    state: Mutex<FilterState>,
 }
 
 impl RulerHqa {
@@ -604,6 +790,8 @@ impl RulerHqa {
             path: path.into(),
             params,
             table: String::new(),
+            closed_book: None,
+            state: Mutex::new(FilterState::default()),
         }
     }
 
@@ -615,15 +803,156 @@ impl RulerHqa {
         }
     }
 
+    /// File name of the kept-ids record: `closed_book_kept.<split>.json`, the split being
+    /// the last part of the table's key (`closed_book_kept.json` when built in code).
+    pub fn kept_file_name(&self) -> String {
+        match self.table.rsplit('.').next().filter(|s| !s.is_empty()) {
+            Some(split) => format!("closed_book_kept.{split}.json"),
+            None => "closed_book_kept.json".to_string(),
+        }
+    }
+
+    /// The record of the last filter run (what `closed_book_kept.<split>.json` holds), when
+    /// the filter has run.
+    pub fn closed_book_record(&self) -> Option<serde_json::Value> {
+        self.state.lock().ok().and_then(|s| s.record.clone())
+    }
+
+    /// The record indices the samples are built from: the candidate range, filtered by the
+    /// closed-book filter when there is one (at most `keep_first` of them).
+    fn selected(&self, records: &[HotpotRecord], params: &BuildParams) -> Result<Vec<usize>> {
+        let range: Vec<usize> = params.range(records.len()).collect();
+        let Some(cb) = &self.closed_book else {
+            return Ok(range);
+        };
+        let kept = {
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| Error::config(self.key("closed_book"), "filter state poisoned"))?;
+            if st.kept.is_none() {
+                let (kept, record) = self.run_filter(cb, records, params)?;
+                st.kept = Some(kept);
+                if let Some(dir) = &st.run_dir {
+                    write_record(&dir.join(self.kept_file_name()), &record)?;
+                }
+                st.record = Some(record);
+            }
+            st.kept.clone().unwrap_or_default()
+        };
+        let kept: HashSet<&str> = kept.iter().map(String::as_str).collect();
+        let mut out: Vec<usize> = range
+            .into_iter()
+            .filter(|&i| kept.contains(records[i].id.as_str()))
+            .collect();
+        if let Some(k) = cb.keep_first {
+            out.truncate(k);
+        }
+        Ok(out)
+    }
+
+    /// Runs the filter over the whole candidate range (the source's own `offset` / `limit`).
+    fn run_filter(
+        &self,
+        cb: &ClosedBook,
+        records: &[HotpotRecord],
+        _params: &BuildParams,
+    ) -> Result<(Vec<String>, serde_json::Value)> {
+        let range = self.params.range(records.len());
+        let candidates: Vec<&HotpotRecord> = records[range.clone()].iter().collect();
+        let mut dropped: Vec<serde_json::Value> = Vec::new();
+        // First the file, when one is given.
+        let mut alive: Vec<&HotpotRecord> = match &cb.keep_ids {
+            None => candidates.clone(),
+            Some(path) => {
+                let (kept, dropped_ids) = read_kept_file(path)?;
+                let mut alive = Vec::new();
+                for r in &candidates {
+                    if kept.contains(&r.id) {
+                        alive.push(*r);
+                    } else if dropped_ids.contains(&r.id) {
+                        dropped.push(serde_json::json!({ "id": r.id, "by": "keep_ids" }));
+                    } else {
+                        return Err(Error::config(
+                            self.key("closed_book.keep_ids"),
+                            format!(
+                                "{} neither keeps nor drops question {} (record {} of {}): it was made for another range or file; run the filter again (give `closed_book.model`)",
+                                path.display(),
+                                r.id,
+                                records
+                                    .iter()
+                                    .position(|x| std::ptr::eq(x, *r))
+                                    .unwrap_or(0),
+                                self.path.display()
+                            ),
+                        ));
+                    }
+                }
+                alive
+            }
+        };
+        if let Some(lm) = &cb.model {
+            let questions: Vec<closed_book::Question<'_>> = alive
+                .iter()
+                .map(|r| closed_book::Question {
+                    id: &r.id,
+                    question: &r.question,
+                    answer: &r.answer,
+                })
+                .collect();
+            let verdicts = closed_book::run(lm.as_ref(), &questions, &cb.settings)?;
+            let mut still = Vec::with_capacity(alive.len());
+            for (r, v) in alive.iter().zip(verdicts) {
+                match v.correct_try {
+                    None => still.push(*r),
+                    Some(t) => dropped.push(serde_json::json!({
+                        "id": r.id,
+                        "by": "model",
+                        "try": t,
+                        "response": v.responses[t],
+                    })),
+                }
+            }
+            alive = still;
+        }
+        let kept: Vec<String> = alive.iter().map(|r| r.id.clone()).collect();
+        let p = &self.params;
+        let record = serde_json::json!({
+            "about": "MemAgent's closed-book filter (memfactory-data-ruler-hqa): questions the reference model answered correctly without context are dropped",
+            "dataset": self.table,
+            "path": self.path.display().to_string(),
+            "offset": p.offset,
+            "limit": p.limit,
+            "candidates": candidates.len(),
+            "model": cb.model.as_ref().map(|m| m.describe()),
+            "model_table": cb.model_table,
+            "keep_ids": cb.keep_ids.as_ref().map(|k| k.display().to_string()),
+            "settings": closed_book::settings_json(&cb.settings),
+            "keep_first": cb.keep_first,
+            "kept_count": kept.len(),
+            "kept": kept,
+            "dropped": dropped,
+        });
+        Ok((kept, record))
+    }
+
     /// The samples of `params` (limit included): a load whose contexts would add up to more
     /// than [`MAX_LOADED_TOKENS`] (estimated as `docs` documents of the pool's mean length,
     /// 4 characters per token) is refused, naming `docs`, before any instance is built.
-    fn load_with(&self, params: &BuildParams) -> Result<Vec<Sample>> {
+    fn load_with(&self, params: &BuildParams, first: Option<usize>) -> Result<Vec<Sample>> {
         let records = read_records(&self.path)?;
-        let end = params.limit.map_or(records.len(), |l| {
-            records.len().min(params.offset.saturating_add(l))
-        });
-        let count = end.saturating_sub(params.offset);
+        if params.offset > 0 && params.offset >= records.len() {
+            let e = BuildError::OffsetPastEnd {
+                offset: params.offset,
+                records: records.len(),
+            };
+            return Err(Error::data(&self.path, e.location(), e.message()));
+        }
+        let mut selected = self.selected(&records, params)?;
+        if let Some(n) = first {
+            selected.truncate(n);
+        }
+        let count = selected.len();
         let pool = document_pool(&records);
         let chars: usize = pool.iter().map(String::len).sum();
         let mean = chars.div_ceil(pool.len().max(1));
@@ -636,9 +965,52 @@ impl RulerHqa {
             return Err(too_much_to_load(self.key("docs"), count, each));
         }
         drop(pool);
-        build_samples(&records, params)
+        build_selected(&records, params, &selected)
             .map_err(|e| Error::data(&self.path, e.location(), e.message()))
     }
+}
+
+/// Writes `value` as pretty JSON to `path` (temp file, then rename).
+fn write_record(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::data(path, None, format!("cannot encode the record: {e}")))?;
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a kept-ids file: its `kept` and `dropped[].id` lists.
+pub fn read_kept_file(path: &Path) -> Result<(HashSet<String>, HashSet<String>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::data_read(path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        let pe = json_error(&e);
+        Error::data(path, pe.location, pe.message)
+    })?;
+    let bad = |m: &str| {
+        Error::data(
+            path,
+            None,
+            format!("not a closed-book kept-ids file: {m} (write one with `closed_book.model`)"),
+        )
+    };
+    let ids = |key: &str, field: Option<&str>| -> Result<HashSet<String>> {
+        let arr = v
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(&format!("no `{key}` array")))?;
+        arr.iter()
+            .map(|x| {
+                let s = match field {
+                    Some(f) => x.get(f),
+                    None => Some(x),
+                };
+                s.and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(&format!("an entry of `{key}` is not an id string")))
+            })
+            .collect()
+    };
+    Ok((ids("kept", None)?, ids("dropped", Some("id"))?))
 }
 
 /// Reads and parses a HotpotQA JSON file; every error is an [`Error::Data`] naming `path`.
@@ -662,23 +1034,141 @@ impl DataSource for RulerHqa {
         if let Some(l) = p.limit {
             s.push_str(&format!(", at most {l} questions"));
         }
+        if p.shuffle == Shuffle::MemAgent {
+            s.push_str(", MemAgent's document order");
+        }
+        if p.padding == Padding::MemAgent {
+            s.push_str(", MemAgent's padding");
+        }
+        if let Some(cb) = &self.closed_book {
+            s.push_str(", closed-book filtered");
+            if let Some(m) = &cb.model {
+                s.push_str(&format!(" by {}", m.describe()));
+            }
+            if let Some(k) = &cb.keep_ids {
+                s.push_str(&format!(" (ids kept in {})", k.display()));
+            }
+            if let Some(k) = cb.keep_first {
+                s.push_str(&format!(", first {k} kept"));
+            }
+        }
         s.push(')');
         s
     }
 
     fn load(&self, _cx: &LoadCx<'_>) -> Result<Vec<Sample>> {
-        self.load_with(&self.params)
+        self.load_with(&self.params, None)
     }
 
-    /// Builds only the first `n` samples (the recipe's `limit`, if smaller, still applies).
+    /// Builds only the first `n` samples (the recipe's `limit`, if smaller, still applies;
+    /// the closed-book filter judges the whole candidate range first).
     fn load_first(&self, _cx: &LoadCx<'_>, n: usize) -> Result<Vec<Sample>> {
-        let mut params = self.params;
-        params.limit = Some(params.limit.map_or(n, |l| l.min(n)));
-        self.load_with(&params)
+        self.load_with(&self.params, Some(n))
+    }
+
+    /// Writes the closed-book record into `dir` (now if the filter already ran, else when it
+    /// runs).
+    fn attach_run_dir(&self, dir: &Path) -> Result<()> {
+        if self.closed_book.is_none() {
+            return Ok(());
+        }
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| Error::config(self.key("closed_book"), "filter state poisoned"))?;
+        st.run_dir = Some(dir.to_path_buf());
+        if let Some(r) = &st.record {
+            write_record(&dir.join(self.kept_file_name()), r)?;
+        }
+        Ok(())
     }
 }
 
-/// Builds a [`RulerHqa`] from its recipe table (no IO).
+fn order_from_cfg(cfg: &mut Cfg, key: &str) -> Result<bool> {
+    let v: String = cfg.get(key, ORDER_NAMES[0].to_string())?;
+    match v.as_str() {
+        "per-question" => Ok(false),
+        "memagent" => Ok(true),
+        other => Err(cfg.error(
+            key,
+            format!("expected \"per-question\" or \"memagent\", found {other:?}"),
+        )),
+    }
+}
+
+/// Reads the `closed_book` sub-table (builds its model).
+fn closed_book_from_cfg(mut cb: Cfg) -> Result<(ClosedBook, toml::Table)> {
+    let tries = cb.get_checked("tries", 2usize, |t| *t >= 1, "at least 1 try")?;
+    let temperature: f32 = cb.get_checked(
+        "temperature",
+        1.0f32,
+        |t| t.is_finite() && *t >= 0.0,
+        "a temperature ≥ 0 (0 = greedy)",
+    )?;
+    let top_p: f32 = cb.get_checked(
+        "top_p",
+        0.7f32,
+        |p| *p > 0.0 && *p <= 1.0,
+        "a nucleus mass in (0, 1]",
+    )?;
+    let max_new_tokens =
+        cb.get_checked("max_new_tokens", 512usize, |m| *m >= 1, "at least 1 token")?;
+    let seed: u64 = cb.get("seed", 0u64)?;
+    let criterion_name: String =
+        cb.get("criterion", closed_book::Criterion::NAMES[0].to_string())?;
+    let criterion = closed_book::Criterion::parse(&criterion_name).ok_or_else(|| {
+        cb.error(
+            "criterion",
+            format!(
+                "expected one of {}, found {criterion_name:?}",
+                closed_book::Criterion::NAMES
+                    .map(|n| format!("\"{n}\""))
+                    .join(", ")
+            ),
+        )
+    })?;
+    let keep_first: Option<usize> = cb.opt("keep_first")?;
+    if keep_first == Some(0) {
+        return Err(cb.error("keep_first", "expected at least 1 question"));
+    }
+    let batch = cb.get_checked("batch", 32usize, |b| *b >= 1, "at least 1 request per call")?;
+    let keep_ids: Option<String> = cb.opt("keep_ids")?;
+    if keep_ids.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(cb.error("keep_ids", "must not be empty"));
+    }
+    let model = memfactory_core::op::model_from_cfg(&mut cb, "model")?;
+    if model.is_none() && keep_ids.is_none() {
+        return Err(cb.error(
+            "model",
+            "the closed-book filter needs a reference model (`model`, an LM table) or a kept-ids file from an earlier run (`keep_ids`)",
+        ));
+    }
+    let resolved = cb.finish()?;
+    let model_table = resolved
+        .get("model")
+        .and_then(|v| v.as_table())
+        .map(memfactory_core::redact::mask_table);
+    Ok((
+        ClosedBook {
+            model,
+            model_table,
+            keep_ids: keep_ids.map(PathBuf::from),
+            settings: closed_book::Settings {
+                tries,
+                temperature,
+                top_p,
+                max_new_tokens,
+                seed,
+                criterion,
+                batch,
+            },
+            keep_first,
+        },
+        resolved,
+    ))
+}
+
+/// Builds a [`RulerHqa`] from its recipe table (no IO, but a `closed_book.model` is built).
 fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     let path: String = cfg.req("path")?;
     if path.trim().is_empty() {
@@ -688,6 +1178,24 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     let seed: u64 = cfg.get("seed", 0u64)?;
     let offset: usize = cfg.get("offset", 0usize)?;
     let limit: Option<usize> = cfg.opt("limit")?;
+    let shuffle = if order_from_cfg(cfg, "shuffle")? {
+        Shuffle::MemAgent
+    } else {
+        Shuffle::PerQuestion
+    };
+    let padding = if order_from_cfg(cfg, "padding")? {
+        Padding::MemAgent
+    } else {
+        Padding::PerQuestion
+    };
+    let closed_book = match cfg.sub("closed_book")? {
+        None => None,
+        Some(cb) => {
+            let (cb, resolved) = closed_book_from_cfg(cb)?;
+            cfg.set_resolved("closed_book", toml::Value::Table(resolved));
+            Some(cb)
+        }
+    };
     let mut source = RulerHqa::new(
         path,
         BuildParams {
@@ -695,16 +1203,19 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
             seed,
             offset,
             limit,
+            shuffle,
+            padding,
         },
     );
     source.table = cfg.path().to_string();
+    source.closed_book = closed_book;
     Ok(Box::new(source))
 }
 
 memfactory_core::inventory::submit! {
     memfactory_core::Registration::<dyn memfactory_core::DataSource> {
         kind: KIND,
-        about: "RULER-HotpotQA (MemAgent): a HotpotQA file's questions padded to `docs` shuffled documents",
+        about: "RULER-HotpotQA (MemAgent): a HotpotQA file's questions padded to `docs` shuffled documents, optionally closed-book filtered",
         build,
     }
 }

@@ -167,6 +167,7 @@ fn real_hotpotqa_file_at_50_docs() {
             seed: 0,
             offset: 0,
             limit: Some(20),
+            ..Default::default()
         },
     );
     let samples = src.load(&LoadCx::default()).unwrap();
@@ -198,6 +199,7 @@ fn real_hotpotqa_file_at_50_docs() {
             seed: 0,
             offset: 5,
             limit: Some(3),
+            ..Default::default()
         },
     )
     .load(&LoadCx::default())

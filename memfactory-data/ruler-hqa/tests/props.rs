@@ -73,7 +73,7 @@ proptest! {
     fn instances_hold_their_invariants((sizes, shared, docs, seed) in arb_case()) {
         let recs = records(&sizes, shared);
         let pool: HashSet<String> = document_pool(&recs).into_iter().collect();
-        let params = BuildParams { docs, seed, offset: 0, limit: None };
+        let params = BuildParams { docs, seed, offset: 0, limit: None, ..Default::default() };
         let samples = build_samples(&recs, &params).unwrap();
         prop_assert_eq!(samples.len(), recs.len());
         for (rec, s) in recs.iter().zip(&samples) {
@@ -144,6 +144,7 @@ fn different_seeds_usually_differ() {
                 seed,
                 offset: 0,
                 limit: Some(1),
+                ..Default::default()
             },
         )
         .unwrap()
