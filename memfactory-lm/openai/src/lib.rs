@@ -24,7 +24,18 @@
 //! require_logprobs = false             # true: a response lacking token ids or log-probs is an error
 //! tokenize = false                     # true: fill `Generation::prompt_ids` via /tokenize
 //! extra_body = {}                      # fields merged into every request body (win over ours)
+//! chat_template_kwargs = { enable_thinking = false }  # optional: chat-template variables
 //! ```
+//!
+//! `chat_template_kwargs` (the same key as the burn engine's) is sent as the
+//! `chat_template_kwargs` field of every chat request — and of the chat `/apply-template`
+//! (llama-server) and `/tokenize` (vLLM) calls behind [`LanguageModel::prompt_ids`] — which
+//! vLLM, SGLang and llama-server hand to the model's chat template (e.g.
+//! `enable_thinking = false` switches Qwen3's thinking off; llama-server also reads it as its
+//! own thinking switch). Values are any TOML value but date-times (see
+//! [`memfactory_core::lm::template_kwargs_from_cfg`]). The server's template is not visible
+//! here, so a variable it ignores cannot be reported (the burn engine reports it); an
+//! `extra_body.chat_template_kwargs` replaces this field whole.
 //!
 //! ## Requests
 //!
@@ -143,6 +154,8 @@ pub struct OpenAiConfig {
     pub tokenize: bool,
     /// Fields merged into every request body.
     pub extra_body: Map<String, Value>,
+    /// Chat-template variables sent with chat requests (recipe `chat_template_kwargs`).
+    pub chat_template_kwargs: Map<String, Value>,
     /// Dotted recipe path of the table (`model`, `agent.update.model`), for messages.
     pub table: String,
 }
@@ -168,6 +181,7 @@ impl OpenAiConfig {
             require_logprobs: false,
             tokenize: false,
             extra_body: Map::new(),
+            chat_template_kwargs: Map::new(),
             table: "model".to_string(),
         }
     }
@@ -263,6 +277,8 @@ impl OpenAiConfig {
             ));
         }
         let extra_body: Map<String, Value> = cfg.get("extra_body", Map::new())?;
+        let chat_template_kwargs =
+            memfactory_core::lm::template_kwargs_from_cfg(cfg, "chat_template_kwargs")?;
         let config = OpenAiConfig {
             base_url,
             model,
@@ -281,6 +297,7 @@ impl OpenAiConfig {
             require_logprobs,
             tokenize,
             extra_body,
+            chat_template_kwargs,
             table: cfg.path().to_string(),
         };
         Ok((config, key))
@@ -390,6 +407,20 @@ impl OpenAiLm {
             server: self.config.server,
             logprobs: self.config.logprobs,
             extra: &self.config.extra_body,
+            template_kwargs: &self.config.chat_template_kwargs,
+        }
+    }
+
+    /// Adds the recipe's `chat_template_kwargs` to a chat-rendering request body.
+    fn add_template_kwargs(&self, body: &mut Value) {
+        if let (Some(o), false) = (
+            body.as_object_mut(),
+            self.config.chat_template_kwargs.is_empty(),
+        ) {
+            o.insert(
+                "chat_template_kwargs".into(),
+                Value::Object(self.config.chat_template_kwargs.clone()),
+            );
         }
     }
 
@@ -686,7 +717,9 @@ impl LanguageModel for OpenAiLm {
                     .collect();
                 match self.config.server {
                     ServerKind::LlamaServer => {
-                        let v = self.post("/apply-template", &json!({ "messages": messages }))?;
+                        let mut body = json!({ "messages": messages });
+                        self.add_template_kwargs(&mut body);
+                        let v = self.post("/apply-template", &body)?;
                         let Some(text) = v.get("prompt").and_then(Value::as_str) else {
                             return Err(self.backend(format!(
                                 "POST {}/apply-template: expected {{\"prompt\": text}}, got {}",
@@ -697,14 +730,13 @@ impl LanguageModel for OpenAiLm {
                         self.tokenize(text, true)
                     }
                     ServerKind::Vllm => {
-                        let v = self.post(
-                            "/tokenize",
-                            &json!({
-                                "model": self.config.model,
-                                "messages": messages,
-                                "add_generation_prompt": true
-                            }),
-                        )?;
+                        let mut body = json!({
+                            "model": self.config.model,
+                            "messages": messages,
+                            "add_generation_prompt": true
+                        });
+                        self.add_template_kwargs(&mut body);
+                        let v = self.post("/tokenize", &body)?;
                         self.ids_from(&v, "/tokenize")
                     }
                     ServerKind::Generic => Err(self.no_tokenizer("prompt_ids")),

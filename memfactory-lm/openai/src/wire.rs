@@ -83,6 +83,9 @@ pub struct BodyOptions<'a> {
     pub logprobs: bool,
     /// Extra fields merged into every body (recipe `extra_body`; they win over ours).
     pub extra: &'a Map<String, Value>,
+    /// Chat-template variables (recipe `chat_template_kwargs`), sent as the
+    /// `chat_template_kwargs` field of chat requests when not empty.
+    pub template_kwargs: &'a Map<String, Value>,
 }
 
 /// The JSON body for `req`.
@@ -143,6 +146,15 @@ pub fn request_body(req: &GenRequest, o: &BodyOptions<'_>) -> Value {
     }
     if o.server == ServerKind::Vllm {
         b.insert("return_token_ids".into(), json!(true));
+    }
+    if chat && !o.template_kwargs.is_empty() {
+        // vLLM, SGLang and llama-server pass these to the chat template (llama-server:
+        // `oaicompat_chat_params_parse` in tools/server/server-common.cpp, which also reads
+        // `enable_thinking` from them); a raw-text prompt has no template to pass them to.
+        b.insert(
+            "chat_template_kwargs".into(),
+            Value::Object(o.template_kwargs.clone()),
+        );
     }
     for (k, v) in o.extra {
         b.insert(k.clone(), v.clone());
@@ -423,6 +435,7 @@ mod tests {
             server: ServerKind::LlamaServer,
             logprobs: true,
             extra: &extra,
+            template_kwargs: &Map::new(),
         };
         let b = request_body(&chat_req(), &o);
         assert_eq!(b["model"], "m");
@@ -447,6 +460,7 @@ mod tests {
             server: ServerKind::Vllm,
             logprobs: true,
             extra: &extra,
+            template_kwargs: &Map::new(),
         };
         let b = request_body(&text, &o);
         assert_eq!(b["prompt"], json!([1, 2]));
@@ -456,6 +470,45 @@ mod tests {
         assert_eq!(b["return_tokens_as_token_ids"], true);
         assert_eq!(b["repetition_penalty"], 1.1);
         assert_eq!(endpoint(&text.prompt), "/v1/completions");
+    }
+
+    #[test]
+    fn chat_template_kwargs_go_with_chat_requests_only() {
+        let extra = Map::new();
+        let kwargs: Map<String, Value> = [("enable_thinking".to_string(), json!(false))]
+            .into_iter()
+            .collect();
+        for server in [
+            ServerKind::Generic,
+            ServerKind::LlamaServer,
+            ServerKind::Vllm,
+        ] {
+            let o = BodyOptions {
+                model: "m",
+                server,
+                logprobs: true,
+                extra: &extra,
+                template_kwargs: &kwargs,
+            };
+            let b = request_body(&chat_req(), &o);
+            assert_eq!(b["chat_template_kwargs"], json!({"enable_thinking": false}));
+            let mut text = chat_req();
+            text.prompt = Prompt::Text("hi".into());
+            assert!(
+                request_body(&text, &o)
+                    .get("chat_template_kwargs")
+                    .is_none()
+            );
+            let none = BodyOptions {
+                template_kwargs: &extra,
+                ..o
+            };
+            assert!(
+                request_body(&chat_req(), &none)
+                    .get("chat_template_kwargs")
+                    .is_none()
+            );
+        }
     }
 
     #[test]

@@ -704,3 +704,62 @@ fn the_first_failure_is_kept_when_the_last_one_differs() {
         "{e}"
     );
 }
+
+#[test]
+fn chat_template_kwargs_from_the_recipe_reach_every_chat_body() {
+    let mock = Mock::start(|r| match r.path.as_str() {
+        "/apply-template" => ok(json!({"prompt": "<|im_start|>user\nq<|im_end|>\n"})),
+        "/tokenize" => ok(json!({"tokens": [1, 2]})),
+        _ => ok(llama_answer(r)),
+    });
+    let src = format!(
+        "base_url = \"{}\"\nmodel = \"qwen3\"\nserver = \"llama-server\"\n\
+         tokenize = true\nchat_template_kwargs = {{ enable_thinking = false, budget = 2 }}",
+        mock.url
+    );
+    let table: toml::Table = toml::from_str(&src).unwrap();
+    let mut cfg = Cfg::new("model", table);
+    let (config, key) = OpenAiConfig::from_cfg(&mut cfg).unwrap();
+    let resolved = cfg.finish().unwrap();
+    assert_eq!(
+        resolved["chat_template_kwargs"]["enable_thinking"],
+        toml::Value::Boolean(false)
+    );
+    let lm = OpenAiLm::new(config, key).unwrap();
+    let text = GenRequest {
+        prompt: Prompt::Text("raw".into()),
+        params: SamplingParams::greedy(4),
+    };
+    lm.generate(&[chat("q"), text]).unwrap();
+    let reqs = mock.requests();
+    let want = json!({"enable_thinking": false, "budget": 2});
+    let chat_body = &reqs
+        .iter()
+        .find(|r| r.path == "/v1/chat/completions")
+        .unwrap()
+        .body;
+    assert_eq!(chat_body["chat_template_kwargs"], want);
+    // The chat prompt's ids are rendered by the server with the same arguments.
+    let apply = &reqs
+        .iter()
+        .find(|r| r.path == "/apply-template")
+        .unwrap()
+        .body;
+    assert_eq!(apply["chat_template_kwargs"], want);
+    // A raw-text completion has no chat template.
+    let raw = &reqs
+        .iter()
+        .find(|r| r.path == "/v1/completions")
+        .unwrap()
+        .body;
+    assert!(raw.get("chat_template_kwargs").is_none(), "{raw}");
+
+    let e = build_err(
+        "kind = \"openai\"\nbase_url = \"http://h\"\nmodel = \"m\"\n\
+         chat_template_kwargs = [\"enable_thinking\"]",
+    );
+    assert!(
+        e.contains("`agent.update.model.chat_template_kwargs`") && e.contains("table"),
+        "{e}"
+    );
+}
