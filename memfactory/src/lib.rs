@@ -12,9 +12,9 @@
 //!
 //! | feature | component |
 //! |---|---|
-//! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-format` |
-//! | `memory-r1` (profile) | Memory-R1: `agent-memory-r1`, `op-extract`, `op-update`, `op-retrieve`, `op-distill`, `store-memory`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format` |
-//! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format` |
+//! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-sub-em-memagent`, `reward-f1`, `reward-format` |
+//! | `memory-r1` (profile) | Memory-R1: `agent-memory-r1`, `op-extract`, `op-update`, `op-retrieve`, `op-distill`, `store-memory`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk` |
+//! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk` |
 //! | `agent-memagent` | MemAgent paradigm |
 //! | `agent-memory-r1` | Memory-R1 paradigm (memory manager + answer agent with distillation) |
 //! | `agent-rmm` | RMM paradigm (prospective + retrospective reflection) |
@@ -41,11 +41,14 @@
 //! | `data-convgen` | generated multi-session dialogues with fact updates, five question types and gold memory operations |
 //! | `reward-exact-match`, `reward-sub-em`, `reward-f1`, `reward-bleu1`, `reward-format` | answer metrics / rewards |
 //! | `reward-overlong` | DAPO's soft overlong penalty |
+//! | `reward-sub-em-memagent` | MemAgent's sub-EM (substring either way, first gold) |
+//! | `reward-string-match-all`, `reward-string-match-part`, `reward-ruler-string-match` | RULER's scoring (the last: by each sample's `meta.metric`) |
+//! | `reward-f1-mem0`, `reward-bleu1-nltk` | Mem0 / A-Mem LoCoMo F1 (token sets) and BLEU-1 (NLTK tokens) |
 //! | `reward-judge` | LLM judge (True / False) through any LM backend, cached per (judge, question, gold, prediction) |
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
 //! Default: `memagent`, `memory-r1`, `rmm`, `data-ruler`, `data-locomo`, `data-convgen`, `data-babi`,
-//! `reward-bleu1`, `reward-judge`, `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `lm-openai`, `train`.
+//! `reward-bleu1`, `reward-judge`, `reward-string-match-all`, `reward-string-match-part`, `reward-ruler-string-match`, `store-sqlite`, `store-pgvector`, `lm-scripted`, `lm-burn`, `lm-openai`, `train`.
 //!
 //! ## Running a recipe
 //!
@@ -125,6 +128,18 @@ use memfactory_reward_judge as _;
 use memfactory_reward_overlong as _;
 #[cfg(feature = "reward-sub-em")]
 use memfactory_reward_sub_em as _;
+#[cfg(feature = "reward-sub-em-memagent")]
+use memfactory_reward_sub_em_memagent as _;
+#[cfg(feature = "reward-string-match-all")]
+use memfactory_reward_string_match_all as _;
+#[cfg(feature = "reward-string-match-part")]
+use memfactory_reward_string_match_part as _;
+#[cfg(feature = "reward-ruler-string-match")]
+use memfactory_reward_ruler_string_match as _;
+#[cfg(feature = "reward-f1-mem0")]
+use memfactory_reward_f1_mem0 as _;
+#[cfg(feature = "reward-bleu1-nltk")]
+use memfactory_reward_bleu1_nltk as _;
 #[cfg(feature = "store-memory")]
 use memfactory_store_memory as _;
 #[cfg(feature = "store-pgvector")]
@@ -177,6 +192,12 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
         (cfg!(feature = "reward-bleu1"), Family::Reward, "bleu1"),
         (cfg!(feature = "reward-judge"), Family::Reward, "judge"),
+        (cfg!(feature = "reward-sub-em-memagent"), Family::Reward, "sub-em-memagent"),
+        (cfg!(feature = "reward-string-match-all"), Family::Reward, "string-match-all"),
+        (cfg!(feature = "reward-string-match-part"), Family::Reward, "string-match-part"),
+        (cfg!(feature = "reward-ruler-string-match"), Family::Reward, "ruler-string-match"),
+        (cfg!(feature = "reward-f1-mem0"), Family::Reward, "f1-mem0"),
+        (cfg!(feature = "reward-bleu1-nltk"), Family::Reward, "bleu1-nltk"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
         (
             cfg!(feature = "reward-overlong"),
