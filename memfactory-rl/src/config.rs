@@ -8,7 +8,12 @@
 //! advantage = "dr-grpo"      # "grpo" | "dr-grpo"
 //! adv_eps = 1e-6
 //! mask_final_turn = false    # true: train only the memory updates
-//! roles = []                 # LM-call roles to train; empty = all
+//! roles = []                 # LM-call roles to train; empty = all the policy's (a role an
+//!                            # op's own model serves is never trained: naming it is an error)
+//! zero_variance = "drop"     # "drop" | "keep" (rows with A = 0, verl/MemAgent) | "resample" (DAPO)
+//! resample_max_rounds = 10   # "resample": extra rollout rounds per step at most
+//! old_logprobs = "sampler"   # "sampler" (recorded at sampling) | "recompute" (verl: training
+//!                            # forward before the update, no grad)
 //! ppo_epochs = 2             # passes over the rollout's rows
 //! mini_batch_size = 8        # rows per optimizer micro-batch
 //! micro_batch_tokens = 4096  # memory bound: rows × longest row per forward/backward chunk
@@ -16,7 +21,10 @@
 //! clip_low = 0.2
 //! clip_high = 0.2
 //! kl_beta = 1e-3             # 0: no reference model
-//! loss_agg = "token-mean"    # "token-mean" | "seq-mean-token-mean"
+//! kl_clamp = 10.0            # bound on the k3 term per token (verl); 0 = off
+//! clip_ratio_c = 3.0         # dual-clip bound for A < 0 (verl); 0 = off
+//! loss_agg = "token-mean"    # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
+//! loss_agg_norm = 1024.0     # "seq-mean-token-sum-norm" only (required): the constant divisor
 //! lr = 1e-6
 //! betas = [0.9, 0.999]
 //! eps = 1e-8
@@ -36,11 +44,48 @@
 
 use memfactory_core::{Cfg, Result};
 use memfactory_lm_burn::{LoraConfig, train::PROJECTIONS};
+use serde::Serialize;
 
 use crate::advantage::AdvantageKind;
-use crate::loss::{Aggregation, LossConfig};
+use crate::loss::{Aggregation, DEFAULT_CLIP_RATIO_C, DEFAULT_KL_CLAMP, LossConfig};
 use crate::optim::{OptimConfig, Schedule};
 use crate::reward::CompositeReward;
+
+/// Where the `old_logprobs` of the PPO ratio come from (`train.old_logprobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OldLogprobs {
+    /// The log-probs the sampler recorded (`"sampler"`): cheap, but under top-k / top-p
+    /// they are those of the truncated distribution, and quantized inference kernels differ
+    /// from the training forward, so the first ratio is not exactly 1.
+    #[serde(rename = "sampler")]
+    Sampler,
+    /// Recomputed by the training forward before the step's first update, at the rollout
+    /// temperature, without gradient (`"recompute"`, verl's `compute_log_prob`): the first
+    /// mini-batch's ratio is exactly 1.
+    #[serde(rename = "recompute")]
+    Recompute,
+}
+
+/// What a group whose rewards are all equal (no learning signal) becomes
+/// (`train.zero_variance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ZeroVariance {
+    /// No rows (`"drop"`): the batch shrinks.
+    #[serde(rename = "drop")]
+    Drop,
+    /// Rows with advantage 0 (`"keep"`, verl's default and MemAgent's setting): they count
+    /// in the token-mean denominator and carry the KL term.
+    #[serde(rename = "keep")]
+    Keep,
+    /// DAPO's dynamic sampling (`"resample"`): more groups are rolled out until
+    /// `samples_per_step` groups with signal are in hand, at most `max_rounds` extra rounds;
+    /// the batch is then cut to `samples_per_step` groups (or is what was found).
+    #[serde(rename = "resample")]
+    Resample {
+        /// Extra rollout rounds per step at most.
+        max_rounds: usize,
+    },
+}
 
 /// Parsed `[train]` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +102,12 @@ pub struct TrainConfig {
     pub adv_eps: f32,
     /// Drop the final turn (answer) of each trajectory from training.
     pub mask_final_turn: bool,
-    /// Roles trained (empty = all).
+    /// Roles trained (empty = all the policy's).
     pub roles: Vec<String>,
+    /// Zero-variance groups: drop, keep or resample.
+    pub zero_variance: ZeroVariance,
+    /// Source of the old log-probs.
+    pub old_logprobs: OldLogprobs,
     /// Passes over the rollout's rows.
     pub ppo_epochs: usize,
     /// Rows per micro-batch.
@@ -115,6 +164,49 @@ impl TrainConfig {
         )?;
         let mask_final_turn = cfg.get("mask_final_turn", false)?;
         let roles: Vec<String> = cfg.get("roles", Vec::new())?;
+        let zv: String = cfg.get("zero_variance", "drop".to_string())?;
+        let max_rounds: Option<usize> = cfg.opt("resample_max_rounds")?;
+        let zero_variance = match zv.as_str() {
+            "drop" | "keep" if max_rounds.is_some() => {
+                return Err(cfg.error(
+                    "resample_max_rounds",
+                    format!("only used with zero_variance = \"resample\" (found {zv:?})"),
+                ));
+            }
+            "drop" => ZeroVariance::Drop,
+            "keep" => ZeroVariance::Keep,
+            "resample" => {
+                let max_rounds = max_rounds.unwrap_or(10);
+                if max_rounds == 0 {
+                    return Err(cfg.error(
+                        "resample_max_rounds",
+                        "expected at least 1 extra rollout round (or zero_variance = \"drop\")",
+                    ));
+                }
+                cfg.set_resolved(
+                    "resample_max_rounds",
+                    toml::Value::Integer(max_rounds as i64),
+                );
+                ZeroVariance::Resample { max_rounds }
+            }
+            _ => {
+                return Err(cfg.error(
+                    "zero_variance",
+                    format!("expected \"drop\", \"keep\" or \"resample\", found {zv:?}"),
+                ));
+            }
+        };
+        let olp: String = cfg.get("old_logprobs", "sampler".to_string())?;
+        let old_logprobs = match olp.as_str() {
+            "sampler" => OldLogprobs::Sampler,
+            "recompute" => OldLogprobs::Recompute,
+            _ => {
+                return Err(cfg.error(
+                    "old_logprobs",
+                    format!("expected \"sampler\" or \"recompute\", found {olp:?}"),
+                ));
+            }
+        };
         let ppo_epochs = cfg.get_checked("ppo_epochs", 2usize, positive, "a positive count")?;
         let mini_batch_size =
             cfg.get_checked("mini_batch_size", 8usize, positive, "a positive row count")?;
@@ -148,13 +240,62 @@ impl TrainConfig {
             |b| b.is_finite() && *b >= 0.0,
             "a value >= 0",
         )?;
+        let kl_clamp = cfg.get_checked(
+            "kl_clamp",
+            DEFAULT_KL_CLAMP,
+            |c| c.is_finite() && *c >= 0.0,
+            "a bound > 0 on the k3 term (0 = off)",
+        )?;
+        let clip_ratio_c = cfg.get_checked(
+            "clip_ratio_c",
+            DEFAULT_CLIP_RATIO_C,
+            |c| c.is_finite() && (*c == 0.0 || *c > 1.0),
+            "a dual-clip bound > 1 (0 = off)",
+        )?;
         let agg: String = cfg.get("loss_agg", "token-mean".to_string())?;
-        let aggregation = Aggregation::parse(&agg).ok_or_else(|| {
-            cfg.error(
-                "loss_agg",
-                format!("expected \"token-mean\" or \"seq-mean-token-mean\", found {agg:?}"),
-            )
-        })?;
+        let norm: Option<f32> = cfg.opt("loss_agg_norm")?;
+        let aggregation = match (Aggregation::parse_with(&agg, norm.unwrap_or(0.0)), norm) {
+            (None, _) => {
+                return Err(cfg.error(
+                    "loss_agg",
+                    format!(
+                        "expected one of {}, found {agg:?}",
+                        Aggregation::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                    ),
+                ));
+            }
+            (Some(Aggregation::SeqMeanTokenSumNorm { .. }), None) => {
+                return Err(cfg.error(
+                    "loss_agg_norm",
+                    "loss_agg = \"seq-mean-token-sum-norm\" divides each row's token sum by this \
+                     constant: set it, e.g. to the longest response allowed (max_new_tokens)",
+                ));
+            }
+            (Some(Aggregation::SeqMeanTokenSumNorm { .. }), Some(n))
+                if !(n.is_finite() && n > 0.0) =>
+            {
+                return Err(cfg.error(
+                    "loss_agg_norm",
+                    format!("expected a positive number of tokens, found {n}"),
+                ));
+            }
+            (Some(Aggregation::SeqMeanTokenSumNorm { .. }), Some(_)) => {
+                cfg.set_resolved(
+                    "loss_agg_norm",
+                    toml::Value::Float(f64::from(norm.unwrap_or(0.0))),
+                );
+                Aggregation::parse_with(&agg, norm.unwrap_or(0.0)).expect("parsed above")
+            }
+            (Some(_), Some(_)) => {
+                return Err(cfg.error(
+                    "loss_agg_norm",
+                    format!(
+                        "only used with loss_agg = \"seq-mean-token-sum-norm\" (found {agg:?})"
+                    ),
+                ));
+            }
+            (Some(a), None) => a,
+        };
         let lr = cfg.get_checked(
             "lr",
             1e-6f64,
@@ -252,6 +393,8 @@ impl TrainConfig {
                 adv_eps,
                 mask_final_turn,
                 roles,
+                zero_variance,
+                old_logprobs,
                 ppo_epochs,
                 mini_batch_size,
                 micro_batch_tokens,
@@ -260,6 +403,8 @@ impl TrainConfig {
                     clip_high,
                     kl_beta,
                     aggregation,
+                    clip_ratio_c,
+                    kl_clamp,
                 },
                 optim: OptimConfig {
                     lr,
@@ -305,6 +450,32 @@ mod tests {
         assert_eq!(r.components.len(), 1);
         assert_eq!(t["lr"].as_float(), Some(1e-6));
         assert_eq!(t["rewards"][0]["kind"].as_str(), Some("sub-em"));
+        assert_eq!(c.zero_variance, ZeroVariance::Drop);
+        assert_eq!(c.old_logprobs, OldLogprobs::Sampler);
+        assert_eq!(c.loss.clip_ratio_c, 3.0);
+        assert_eq!(c.loss.kl_clamp, 10.0);
+        assert_eq!(t["zero_variance"].as_str(), Some("drop"));
+        assert_eq!(t["old_logprobs"].as_str(), Some("sampler"));
+    }
+
+    #[test]
+    fn new_modes_parse() {
+        let (c, _, t) = parse(&format!(
+            "loss_agg = \"seq-mean-token-sum-norm\"\nloss_agg_norm = 256.0\n\
+             zero_variance = \"resample\"\nold_logprobs = \"recompute\"\n\
+             clip_ratio_c = 0.0\nkl_clamp = 0.0{REW}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.loss.aggregation,
+            Aggregation::SeqMeanTokenSumNorm { norm: 256.0 }
+        );
+        assert_eq!(c.zero_variance, ZeroVariance::Resample { max_rounds: 10 });
+        assert_eq!(t["resample_max_rounds"].as_integer(), Some(10));
+        assert_eq!(c.old_logprobs, OldLogprobs::Recompute);
+        assert_eq!((c.loss.clip_ratio_c, c.loss.kl_clamp), (0.0, 0.0));
+        let (c, _, _) = parse(&format!("zero_variance = \"keep\"{REW}")).unwrap();
+        assert_eq!(c.zero_variance, ZeroVariance::Keep);
     }
 
     #[test]
@@ -319,6 +490,25 @@ mod tests {
             ("lr = -1e-5", "train.lr"),
             ("advantage = \"ppo\"", "train.advantage"),
             ("loss_agg = \"sum\"", "train.loss_agg"),
+            (
+                "loss_agg = \"seq-mean-token-sum-norm\"",
+                "train.loss_agg_norm",
+            ),
+            (
+                "loss_agg = \"seq-mean-token-sum-norm\"\nloss_agg_norm = 0.0",
+                "train.loss_agg_norm",
+            ),
+            ("loss_agg_norm = 512.0", "train.loss_agg_norm"),
+            ("clip_ratio_c = 1.0", "train.clip_ratio_c"),
+            ("clip_ratio_c = -3.0", "train.clip_ratio_c"),
+            ("kl_clamp = -1.0", "train.kl_clamp"),
+            ("zero_variance = \"filter\"", "train.zero_variance"),
+            ("resample_max_rounds = 3", "train.resample_max_rounds"),
+            (
+                "zero_variance = \"resample\"\nresample_max_rounds = 0",
+                "train.resample_max_rounds",
+            ),
+            ("old_logprobs = \"vllm\"", "train.old_logprobs"),
             ("clip_low = 1.5", "train.clip_low"),
             ("lora = { rank = 0 }", "train.lora.rank"),
             ("lora = { targets = [\"embed\"] }", "train.lora.targets"),

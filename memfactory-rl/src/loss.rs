@@ -4,19 +4,38 @@
 //!
 //! ```text
 //! surrogate = −min(ratio · A, clamp(ratio, 1 − clip_low, 1 + clip_high) · A)
-//! kl        = exp(ref − logp) − (ref − logp) − 1          (k3, always ≥ 0)
+//! surrogate = min(surrogate, −A · clip_ratio_c)   when A < 0 and clip_ratio_c > 0 (dual-clip)
+//! d         = clamp(ref − logp, −20, 20)                   (when kl_clamp > 0)
+//! kl        = exp(d) − d − 1                               (k3, always ≥ 0)
+//! kl        = clamp(kl, −kl_clamp, kl_clamp)               (when kl_clamp > 0)
 //! per_token = surrogate + kl_beta · kl
 //! ```
 //!
 //! aggregated over the masked tokens either as
 //! - [`Aggregation::TokenMean`]: sum over all tokens / number of tokens (DAPO, MemAgent), or
 //! - [`Aggregation::SeqMeanTokenMean`]: mean over tokens of each row, then mean over rows
-//!   (TRL's original `grpo` loss); rows without any unmasked token do not count.
+//!   (TRL's original `grpo` loss); rows without any unmasked token do not count, or
+//! - [`Aggregation::SeqMeanTokenSumNorm`]: sum over the tokens of each row divided by a
+//!   constant (`loss_agg_norm`, e.g. the longest response allowed), then mean over rows —
+//!   Dr. GRPO's length-unbiased loss (arXiv 2503.20783, §3.1: no `1/|o_i|`).
 //!
-//! These are TRL's GRPO formulas (`memfactory-rl/scripts/grpo_reference.py` is the PyTorch
-//! peer; `tests/golden_grpo.rs` matches loss and gradient to 1e-5). Everything is written on
-//! burn's `Tensor<2>`, so it runs — and differentiates — on any device; the aggregation
-//! weights come from the (non-differentiable) mask on the host.
+//! Dual-clip PPO (Ye et al., arXiv 1912.09729) bounds the loss of a token whose advantage is
+//! negative and whose ratio has grown past `clip_ratio_c`, and the k3 clamp bounds the KL
+//! term; both are verl's `compute_policy_loss` / `kl_penalty("low_var_kl")`
+//! (`volcengine/verl:verl/trainer/ppo/core_algos.py@012be9d9dcb7c38499f23616142870d2682757fc`,
+//! `clip_ratio_c` default 3.0, KL clamped to ±10 after the log-difference is clamped to ±20).
+//! Deviation: verl's `seq-mean-token-sum-norm` divides the *sum* over the mini-batch's rows
+//! by the padded response length (no division by the row count); ours takes the mean over
+//! rows as the Dr. GRPO paper writes it, so the two differ by the row count (a learning-rate
+//! scale).
+//!
+//! The clipped surrogate, the k3 KL and the two first aggregations are TRL's GRPO formulas
+//! (`memfactory-rl/scripts/grpo_reference.py` is the PyTorch peer; `tests/golden_grpo.rs`
+//! matches loss and gradient to 1e-5); the dual-clip, the k3 clamp and the constant
+//! normaliser are checked against `scripts/verl_loss_reference.py` (numpy, verl's formulas;
+//! `tests/golden_verl_loss.rs`). Everything is written on burn's `Tensor<2>`, so it runs —
+//! and differentiates — on any device; the aggregation weights come from the
+//! (non-differentiable) mask on the host.
 
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -24,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use memfactory_core::{Error, Result};
 
 /// How per-token losses are averaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Aggregation {
     /// Mean over every unmasked token of the batch (recipe value `"token-mean"`).
     #[serde(rename = "token-mean")]
@@ -32,15 +51,49 @@ pub enum Aggregation {
     /// Mean over the tokens of each row, then over rows (`"seq-mean-token-mean"`).
     #[serde(rename = "seq-mean-token-mean")]
     SeqMeanTokenMean,
+    /// Sum over the tokens of each row divided by the constant `norm`, then mean over rows
+    /// (`"seq-mean-token-sum-norm"`, Dr. GRPO).
+    #[serde(rename = "seq-mean-token-sum-norm")]
+    SeqMeanTokenSumNorm {
+        /// The constant normaliser (tokens), e.g. the longest response allowed.
+        norm: f32,
+    },
 }
 
 impl Aggregation {
-    /// Parses the recipe spelling.
+    /// The recipe spellings of [`Aggregation::parse`].
+    pub const NAMES: [&'static str; 3] = [
+        "token-mean",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum-norm",
+    ];
+
+    /// Parses the recipe spelling; `seq-mean-token-sum-norm` gets `norm` (the recipe's
+    /// `loss_agg_norm`).
+    pub fn parse_with(s: &str, norm: f32) -> Option<Self> {
+        match s {
+            "token-mean" => Some(Aggregation::TokenMean),
+            "seq-mean-token-mean" => Some(Aggregation::SeqMeanTokenMean),
+            "seq-mean-token-sum-norm" => Some(Aggregation::SeqMeanTokenSumNorm { norm }),
+            _ => None,
+        }
+    }
+
+    /// Parses the spellings without a parameter (`token-mean`, `seq-mean-token-mean`).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "token-mean" => Some(Aggregation::TokenMean),
             "seq-mean-token-mean" => Some(Aggregation::SeqMeanTokenMean),
             _ => None,
+        }
+    }
+
+    /// The recipe spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::TokenMean => "token-mean",
+            Aggregation::SeqMeanTokenMean => "seq-mean-token-mean",
+            Aggregation::SeqMeanTokenSumNorm { .. } => "seq-mean-token-sum-norm",
         }
     }
 }
@@ -56,7 +109,20 @@ pub struct LossConfig {
     pub kl_beta: f32,
     /// Token aggregation.
     pub aggregation: Aggregation,
+    /// Dual-clip bound `c` (> 1) on the ratio for tokens with a negative advantage: their
+    /// loss is at most `−A · c`. 0 = off. Default 3.0 (verl's, always on there).
+    pub clip_ratio_c: f32,
+    /// Bound on the k3 KL term per token (verl's `low_var_kl` clamps it to ±10, and the
+    /// log-difference inside it to ±20). 0 = off. Default 10.0.
+    pub kl_clamp: f32,
 }
+
+/// verl's dual-clip bound (`clip_ratio_c`).
+pub const DEFAULT_CLIP_RATIO_C: f32 = 3.0;
+/// verl's bound on the k3 KL term.
+pub const DEFAULT_KL_CLAMP: f32 = 10.0;
+/// verl's bound on the log-difference inside k3.
+pub const KL_LOG_CLAMP: f32 = 20.0;
 
 impl Default for LossConfig {
     fn default() -> Self {
@@ -65,6 +131,8 @@ impl Default for LossConfig {
             clip_high: 0.2,
             kl_beta: 1e-3,
             aggregation: Aggregation::TokenMean,
+            clip_ratio_c: DEFAULT_CLIP_RATIO_C,
+            kl_clamp: DEFAULT_KL_CLAMP,
         }
     }
 }
@@ -75,7 +143,14 @@ pub struct LossStats {
     /// Fraction of tokens where the clipped term is the active one (ratio beyond the clip
     /// range in the direction the advantage pushes it).
     pub clip_fraction: f32,
-    /// Mean k3 KL to the reference (0 without a reference).
+    /// Fraction of tokens whose loss the dual-clip bounds (negative advantage, ratio above
+    /// `clip_ratio_c`).
+    #[serde(default)]
+    pub dual_clip_fraction: f32,
+    /// Fraction of tokens whose k3 KL term the clamp bounds.
+    #[serde(default)]
+    pub kl_clamp_fraction: f32,
+    /// Mean k3 KL to the reference (0 without a reference; after the clamp).
     pub kl_mean: f32,
     /// Mean ratio `exp(logp − old_logp)`.
     pub ratio_mean: f32,
@@ -138,6 +213,14 @@ pub fn aggregation_weights(mask: &[f32], rows: usize, cols: usize, agg: Aggregat
                 }
             }
             w
+        }
+        Aggregation::SeqMeanTokenSumNorm { norm } => {
+            let live = (0..rows)
+                .filter(|&r| mask[r * cols..(r + 1) * cols].iter().any(|&m| m > 0.0))
+                .count()
+                .max(1) as f32;
+            let inv = 1.0 / (norm * live);
+            mask.iter().map(|m| m * inv).collect()
         }
     }
 }
@@ -204,19 +287,50 @@ pub fn grpo_loss_weighted(
     let unclipped_obj = ratio.clone() * advantages.clone();
     let clipped_obj = clipped * advantages.clone();
     let mut per_token = unclipped_obj.min_pair(clipped_obj).neg();
+    let adv_h = host(&advantages)?;
+    let mut dual_n = 0usize;
+    if cfg.clip_ratio_c > 0.0 {
+        // Dual-clip: for A < 0 the loss is at most −A · c (its gradient is then 0).
+        let per_h = host(&per_token)?;
+        let mut neg = vec![0f32; rows * cols];
+        for i in 0..rows * cols {
+            if adv_h[i] < 0.0 {
+                neg[i] = 1.0;
+                if mask_h[i] > 0.0 && per_h[i] > -adv_h[i] * cfg.clip_ratio_c {
+                    dual_n += 1;
+                }
+            }
+        }
+        let neg: Tensor<2> = Tensor::from_data(TensorData::new(neg, [rows, cols]), &device);
+        let cap = advantages.clone().mul_scalar(-cfg.clip_ratio_c);
+        let capped = per_token.clone().min_pair(cap);
+        per_token = capped * neg.clone() + per_token * (neg.neg() + 1.0);
+    }
     let mut kl_h = None;
+    let mut kl_clamped_n = 0usize;
     if cfg.kl_beta > 0.0
         && let Some(r) = ref_logprobs
     {
-        let d = (r - logprobs) * mask.clone();
-        let kl = d.clone().exp() - d - 1.0;
+        let mut d = (r - logprobs) * mask.clone();
+        if cfg.kl_clamp > 0.0 {
+            d = d.clamp(-KL_LOG_CLAMP, KL_LOG_CLAMP);
+        }
+        let mut kl = d.clone().exp() - d - 1.0;
+        if cfg.kl_clamp > 0.0 {
+            let raw = host(&kl)?;
+            kl_clamped_n = raw
+                .iter()
+                .zip(&mask_h)
+                .filter(|&(k, m)| *m > 0.0 && k.abs() > cfg.kl_clamp)
+                .count();
+            kl = kl.clamp(-cfg.kl_clamp, cfg.kl_clamp);
+        }
         kl_h = Some(host(&kl)?);
         per_token = per_token + kl.mul_scalar(cfg.kl_beta);
     }
     let loss = (per_token * weights).sum();
 
     let ratio_h = host(&ratio)?;
-    let adv_h = host(&advantages)?;
     let (mut clipped_n, mut ratio_sum, mut kl_sum) = (0usize, 0f64, 0f64);
     for i in 0..rows * cols {
         if mask_h[i] <= 0.0 {
@@ -236,6 +350,8 @@ pub fn grpo_loss_weighted(
         loss,
         stats: LossStats {
             clip_fraction: (clipped_n as f64 / n) as f32,
+            dual_clip_fraction: (dual_n as f64 / n) as f32,
+            kl_clamp_fraction: (kl_clamped_n as f64 / n) as f32,
             kl_mean: (kl_sum / n) as f32,
             ratio_mean: (ratio_sum / n) as f32,
             tokens,

@@ -5,9 +5,16 @@
 //! ids the model consumed, the sampled action ids and the log-probs recorded at sampling
 //! time (`old_logprobs`), and the trajectory's advantage. Nothing is re-tokenized.
 //!
-//! Rows are not emitted for: trajectories of skipped (zero-variance) groups, turns masked
-//! by `mask_final_turn`, roles not listed in `roles` (when non-empty), and empty actions.
+//! Rows are not emitted for: trajectories of skipped (zero-variance) groups (unless
+//! `keep_zero_variance`: then they are rows with advantage 0), turns masked by
+//! `mask_final_turn`, roles not listed in `roles` (when non-empty), empty actions, and calls
+//! not made by the policy — an op's own (frozen) model records its calls with another
+//! [`LmCall::model`](memfactory_core::LmCall::model) id: those tokens were not sampled from
+//! the policy, so their log-probs are not the policy's and training on them would teach the
+//! policy the frozen model's outputs. Listing such a role in `roles` is an error naming
+//! `train.roles`.
 
+use memfactory_core::episode::POLICY_MODEL;
 use memfactory_core::{Episode, Error, Result, Sample};
 use serde::Serialize;
 
@@ -53,8 +60,11 @@ pub struct RowOptions {
     pub eps: f32,
     /// Drop each trajectory's final turn.
     pub mask_final_turn: bool,
-    /// Roles to train (empty = all).
+    /// Roles to train (empty = all the policy's).
     pub roles: Vec<String>,
+    /// Zero-variance groups give rows with advantage 0 (verl's default, MemAgent's setting:
+    /// they count in the token-mean denominator and the KL) instead of none.
+    pub keep_zero_variance: bool,
 }
 
 /// A scored rollout turned into rows.
@@ -64,10 +74,29 @@ pub struct RolloutBatch {
     pub rows: Vec<Row>,
     /// Reward of every episode, `[group][trajectory]`.
     pub rewards: Vec<Vec<RewardBreakdown>>,
-    /// Groups skipped for zero reward variance.
+    /// Groups skipped for zero reward variance (no rows).
     pub skipped_groups: usize,
+    /// Groups whose rewards have zero variance (skipped or, with `keep_zero_variance`, kept
+    /// with advantage 0).
+    pub zero_variance_groups: usize,
     /// Generated tokens of every LM call of the rollout (for response-length stats).
     pub response_lengths: Vec<usize>,
+}
+
+/// Scores every episode: `[group][trajectory]`.
+pub fn score_groups(
+    groups: &[Group],
+    reward: &CompositeReward,
+) -> Result<Vec<Vec<RewardBreakdown>>> {
+    groups
+        .iter()
+        .map(|g| {
+            g.episodes
+                .iter()
+                .map(|e| reward.score(&g.sample, e))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
 }
 
 /// Scores every episode, computes advantages and emits the rows.
@@ -76,27 +105,63 @@ pub fn build_rows(
     reward: &CompositeReward,
     opts: &RowOptions,
 ) -> Result<RolloutBatch> {
-    let mut rewards = Vec::with_capacity(groups.len());
-    for g in groups {
-        let scored = g
-            .episodes
+    build_rows_scored(groups, score_groups(groups, reward)?, opts)
+}
+
+/// [`build_rows`] with the episodes already scored (`rewards[g][t]`, see [`score_groups`]).
+pub fn build_rows_scored(
+    groups: &[Group],
+    rewards: Vec<Vec<RewardBreakdown>>,
+    opts: &RowOptions,
+) -> Result<RolloutBatch> {
+    if rewards.len() != groups.len()
+        || rewards
             .iter()
-            .map(|e| reward.score(&g.sample, e))
-            .collect::<Result<Vec<_>>>()?;
-        rewards.push(scored);
+            .zip(groups)
+            .any(|(r, g)| r.len() != g.episodes.len())
+    {
+        return Err(Error::Invalid(
+            "rewards do not match the groups' episodes".into(),
+        ));
     }
     let totals: Vec<Vec<f32>> = rewards
         .iter()
         .map(|g| g.iter().map(|b| b.total).collect())
         .collect();
     let adv = advantage::compute(&totals, opts.advantage, opts.eps)?;
+    let zero_variance_groups = adv.skipped_groups;
+    let per_group: Vec<Option<Vec<f32>>> = adv
+        .per_group
+        .into_iter()
+        .zip(&totals)
+        .map(|(a, t)| match a {
+            None if opts.keep_zero_variance => Some(vec![0.0; t.len()]),
+            a => a,
+        })
+        .collect();
+    let skipped_groups = per_group.iter().filter(|a| a.is_none()).count();
     let mut rows = Vec::new();
     let mut response_lengths = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         for (ti, e) in g.episodes.iter().enumerate() {
             let calls: Vec<_> = e.lm_calls().collect();
             response_lengths.extend(calls.iter().map(|c| c.output.token_ids.len()));
-            let Some(a) = &adv.per_group[gi] else {
+            // A role the recipe asks to train must be the policy's.
+            if let Some(c) = calls
+                .iter()
+                .find(|c| c.model != POLICY_MODEL && opts.roles.contains(&c.role))
+            {
+                return Err(Error::config(
+                    "train.roles",
+                    format!(
+                        "role `{}` is served by its own model (`{}`), not the policy being trained: \
+                         its tokens were not sampled from the policy; remove it from train.roles \
+                         (or drop that op's `model` table to let the policy play the role)",
+                        c.role, c.model
+                    ),
+                ));
+            }
+            let Some(a) = &per_group[gi] else {
                 continue;
             };
             for (c, (a, m)) in calls.iter().zip(advantage::broadcast(
@@ -105,6 +170,7 @@ pub fn build_rows(
                 opts.mask_final_turn,
             )) {
                 if m == 0.0
+                    || c.model != POLICY_MODEL
                     || c.output.token_ids.is_empty()
                     || (!opts.roles.is_empty() && !opts.roles.contains(&c.role))
                 {
@@ -135,7 +201,8 @@ pub fn build_rows(
     Ok(RolloutBatch {
         rows,
         rewards,
-        skipped_groups: adv.skipped_groups,
+        skipped_groups,
+        zero_variance_groups,
         response_lengths,
     })
 }
@@ -160,6 +227,7 @@ mod tests {
     fn call(role: &str, tokens: Vec<u32>) -> Step {
         Step::Lm(LmCall {
             role: role.into(),
+            model: memfactory_core::episode::POLICY_MODEL.into(),
             prompt: Prompt::Tokens(vec![1, 2]),
             params: SamplingParams {
                 temperature: 0.7,
@@ -226,6 +294,7 @@ mod tests {
             eps: 1e-6,
             mask_final_turn: false,
             roles: vec![],
+            keep_zero_variance: false,
         };
         let b = build_rows(&groups(), &reward(), &opts).unwrap();
         assert_eq!(b.skipped_groups, 1);
@@ -262,5 +331,103 @@ mod tests {
         )
         .unwrap();
         assert!(answers.rows.iter().all(|r| r.role == "answer"));
+    }
+
+    fn opts() -> RowOptions {
+        RowOptions {
+            advantage: AdvantageKind::DrGrpo,
+            eps: 1e-6,
+            mask_final_turn: false,
+            roles: vec![],
+            keep_zero_variance: false,
+        }
+    }
+
+    #[test]
+    fn kept_zero_variance_groups_give_rows_with_advantage_zero() {
+        let b = build_rows(
+            &groups(),
+            &reward(),
+            &RowOptions {
+                keep_zero_variance: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!((b.skipped_groups, b.zero_variance_groups), (0, 1));
+        assert_eq!(b.rows.len(), 8);
+        let g1: Vec<f32> = b
+            .rows
+            .iter()
+            .filter(|r| r.group == 1)
+            .map(|r| r.advantage)
+            .collect();
+        assert_eq!(g1, vec![0.0; 4]);
+        let dropped = build_rows(&groups(), &reward(), &opts()).unwrap();
+        assert_eq!(
+            (dropped.skipped_groups, dropped.zero_variance_groups),
+            (1, 1)
+        );
+        assert!(dropped.rows.iter().all(|r| r.group == 0));
+    }
+
+    /// The groups of `groups()` with each answer made by a frozen op model instead.
+    fn frozen_answer_groups() -> Vec<Group> {
+        let mut gs = groups();
+        for g in &mut gs {
+            for e in &mut g.episodes {
+                for s in &mut e.steps {
+                    if let Step::Lm(c) = s
+                        && c.role == "answer"
+                    {
+                        c.model = memfactory_core::episode::op_model_id("answer");
+                    }
+                }
+            }
+        }
+        gs
+    }
+
+    #[test]
+    fn calls_of_a_frozen_model_never_become_rows() {
+        let b = build_rows(&frozen_answer_groups(), &reward(), &opts()).unwrap();
+        // Group 0: 2 trajectories × 1 policy call (the non-empty memory update).
+        assert_eq!(b.rows.len(), 2);
+        assert!(
+            b.rows.iter().all(|r| r.role == "memory-update"),
+            "{:?}",
+            b.rows
+        );
+        // The same rollout with the policy answering trains the answers too.
+        let all = build_rows(&groups(), &reward(), &opts()).unwrap();
+        assert_eq!(all.rows.iter().filter(|r| r.role == "answer").count(), 2);
+        // Naming the frozen role is refused, with the key and the role.
+        let err = build_rows(
+            &frozen_answer_groups(),
+            &reward(),
+            &RowOptions {
+                roles: vec!["answer".into()],
+                ..opts()
+            },
+        )
+        .unwrap_err();
+        assert!(err.is_user_error());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`train.roles`") && msg.contains("role `answer`"),
+            "{msg}"
+        );
+        assert!(msg.contains("op:answer"), "{msg}");
+        // Naming only the policy's role is fine.
+        let upd = build_rows(
+            &frozen_answer_groups(),
+            &reward(),
+            &RowOptions {
+                roles: vec!["memory-update".into()],
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(upd.rows.len(), 2);
     }
 }

@@ -11,8 +11,20 @@
 //! the updated policy. Each step appends one JSON line to `metrics.jsonl`.
 //!
 //! The log-probs recomputed for training divide the logits by the row's sampling
-//! temperature; with `top_k`/`top_p` sampling the recorded log-probs come from the
-//! truncated distribution and the first ratio is not exactly 1.
+//! temperature. The ratio's denominator (`old_logprobs`) is, with `old_logprobs =
+//! "sampler"`, what the sampler recorded — with `top_k`/`top_p` sampling the log-probs of the
+//! truncated distribution, and on CPU those of the quantized inference kernels — so the
+//! first ratio is not exactly 1; with `"recompute"` (verl's `compute_log_prob` before the
+//! update) the training forward recomputes them once per step, without gradient, before the
+//! first update, and the first mini-batch's ratio is exactly 1. Either way every step logs
+//! the sampler-vs-trainer gap over action tokens (`logprob_gap_mean`, `logprob_gap_max`):
+//! over every row with `"recompute"`, over the mini-batches run before the step's first
+//! update with `"sampler"` (no extra forward).
+//!
+//! Zero-variance groups (`zero_variance`) are dropped, kept with advantage 0, or — DAPO's
+//! dynamic sampling (arXiv 2503.14476, §3.2) — replaced by groups of further rollout rounds
+//! ([`Trainer::step_with`] and its [`MoreFn`]) until the batch is full or
+//! `resample_max_rounds` rounds were drawn.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -28,12 +40,13 @@ use memfactory_lm_burn::train::Decoder;
 use memfactory_lm_burn::{BurnLm, TrainModel};
 use serde::Serialize;
 
+use crate::advantage;
 use crate::checkpoint::{self, CheckpointState};
-use crate::config::TrainConfig;
+use crate::config::{OldLogprobs, TrainConfig, ZeroVariance};
 use crate::loss::{LossInputs, aggregation_weights, grpo_loss_weighted};
 use crate::optim::Optim;
-use crate::reward::CompositeReward;
-use crate::rollout::{Group, Row, RowOptions, build_rows};
+use crate::reward::{CompositeReward, RewardBreakdown};
+use crate::rollout::{Group, Row, RowOptions, build_rows_scored, score_groups};
 
 /// Mean and (population) standard deviation.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -86,8 +99,26 @@ pub struct StepMetrics {
     pub updates: usize,
     /// Training rows.
     pub rows: usize,
-    /// Groups skipped for zero reward variance.
+    /// Groups skipped for zero reward variance (no rows).
     pub skipped_groups: usize,
+    /// Groups of the trained batch whose rewards had zero variance (skipped, or kept with
+    /// advantage 0).
+    pub zero_variance_groups: usize,
+    /// `zero_variance = "resample"`: extra rollout rounds drawn this step.
+    pub resample_rounds: usize,
+    /// `zero_variance = "resample"`: zero-variance groups left out of the batch.
+    pub resample_dropped_groups: usize,
+    /// Mean |sampler − trainer| log-prob over the action tokens compared (the trainer's
+    /// forward before the step's first update, at the rollout temperature).
+    pub logprob_gap_mean: f64,
+    /// Largest such |Δ|.
+    pub logprob_gap_max: f64,
+    /// Action tokens compared for the gap.
+    pub logprob_gap_tokens: usize,
+    /// Mean fraction of tokens bounded by the dual-clip over micro-batches.
+    pub dual_clip_fraction: f64,
+    /// Mean fraction of tokens whose k3 term was clamped over micro-batches.
+    pub kl_clamp_fraction: f64,
     /// Generated tokens per LM call.
     pub response_length: MeanStd,
     /// Longest generation.
@@ -102,6 +133,31 @@ pub struct StepMetrics {
 
 /// Samples the groups of one step from the current policy: `(policy, step) → groups`.
 pub type RolloutFn<'a> = dyn FnMut(&dyn LanguageModel, usize) -> Result<Vec<Group>> + 'a;
+
+/// Samples further groups for `zero_variance = "resample"`: `(policy, step, round) →
+/// groups`, round 1, 2, … — other samples than the step's own (and than each other round's),
+/// chosen deterministically from the step and round so that a resumed run draws the same.
+/// An empty answer ends the resampling.
+pub type MoreFn<'a> = dyn FnMut(&dyn LanguageModel, usize, usize) -> Result<Vec<Group>> + 'a;
+
+/// Sampler-vs-trainer log-prob gap accumulator.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gap {
+    sum: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Gap {
+    fn add(&mut self, sampler: &[f32], trainer: &[f32]) {
+        for (a, b) in sampler.iter().zip(trainer) {
+            let d = (*a as f64 - *b as f64).abs();
+            self.sum += d;
+            self.max = self.max.max(d);
+            self.n += 1;
+        }
+    }
+}
 
 /// The GRPO trainer.
 pub struct Trainer {
@@ -246,11 +302,79 @@ impl Trainer {
     /// One training step: `rollout(policy, step)` returns the groups sampled from the
     /// current policy; the trainer updates on them.
     pub fn step(&mut self, rollout: &mut RolloutFn<'_>) -> Result<StepMetrics> {
+        self.step_with(rollout, None)
+    }
+
+    /// [`Trainer::step`] with a source of further groups for `zero_variance = "resample"`
+    /// (required then): groups whose rewards have zero variance are left out and `more`
+    /// rolls out further rounds until the step has as many groups with signal as the first
+    /// round had, or `resample_max_rounds` rounds were drawn; groups beyond that count are
+    /// not trained on. The logged `reward` covers every group rolled out in the step.
+    pub fn step_with(
+        &mut self,
+        rollout: &mut RolloutFn<'_>,
+        more: Option<&mut MoreFn<'_>>,
+    ) -> Result<StepMetrics> {
         let t = Instant::now();
         let groups = rollout(self.lm.as_ref(), self.step)?;
+        let scores = score_groups(&groups, &self.reward)?;
+        let (groups, scores, all_scores, rounds, dropped) = match self.cfg.zero_variance {
+            ZeroVariance::Resample { max_rounds } => {
+                let Some(more) = more else {
+                    return Err(Error::config(
+                        "train.zero_variance",
+                        "\"resample\" needs a rollout that can draw further groups \
+                         (Trainer::step_with with a MoreFn); use \"drop\" or \"keep\" here",
+                    ));
+                };
+                let wanted = groups.len();
+                let mut all_scores = scores.clone();
+                let mut kept: Vec<(Group, Vec<RewardBreakdown>)> = Vec::new();
+                let mut dropped = 0usize;
+                let mut take =
+                    |gs: Vec<Group>,
+                     ss: Vec<Vec<RewardBreakdown>>,
+                     kept: &mut Vec<(Group, Vec<RewardBreakdown>)>| {
+                        for (g, s) in gs.into_iter().zip(ss) {
+                            let totals: Vec<f32> = s.iter().map(|b| b.total).collect();
+                            let signal = advantage::group_advantages(
+                                &totals,
+                                self.cfg.advantage,
+                                self.cfg.adv_eps,
+                            )
+                            .is_some();
+                            if signal && kept.len() < wanted {
+                                kept.push((g, s));
+                            } else {
+                                dropped += 1;
+                            }
+                        }
+                    };
+                take(groups, scores, &mut kept);
+                let mut rounds = 0;
+                while kept.len() < wanted && rounds < max_rounds {
+                    rounds += 1;
+                    let extra = more(self.lm.as_ref(), self.step, rounds)?;
+                    if extra.is_empty() {
+                        break;
+                    }
+                    let s = score_groups(&extra, &self.reward)?;
+                    all_scores.extend(s.iter().cloned());
+                    take(extra, s, &mut kept);
+                }
+                let (groups, scores): (Vec<Group>, Vec<_>) = kept.into_iter().unzip();
+                (groups, scores, all_scores, rounds, dropped)
+            }
+            _ => {
+                let all = scores.clone();
+                (groups, scores, all, 0, 0)
+            }
+        };
         let rollout_s = t.elapsed().as_secs_f64();
-        let mut m = self.train_on(&groups)?;
+        let mut m = self.train_scored(&groups, scores, &all_scores)?;
         m.rollout_s = rollout_s;
+        m.resample_rounds = rounds;
+        m.resample_dropped_groups = dropped;
         self.append_metrics(&m)?;
         Ok(m)
     }
@@ -271,7 +395,51 @@ impl Trainer {
         f.write_all(line.as_bytes()).map_err(io(p))
     }
 
-    fn micro_batch(&mut self, rows: &[&Row]) -> Result<(crate::loss::LossStats, f32)> {
+    /// The trainer's log-probs of every row's actions (no gradient kept), at each row's
+    /// temperature, in chunks bounded like the micro-batches.
+    fn trainer_logprobs(&self, rows: &[Row]) -> Result<Vec<Vec<f32>>> {
+        let model = self.model.as_ref().expect("model present");
+        let budget = self.cfg.micro_batch_tokens.max(1);
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        while start < rows.len() {
+            let temp = rows[start].temperature;
+            let mut end = start + 1;
+            let mut longest = rows[start].prompt_ids.len() + rows[start].action_ids.len();
+            while end < rows.len() && rows[end].temperature == temp {
+                let len = rows[end].prompt_ids.len() + rows[end].action_ids.len();
+                let l = longest.max(len);
+                if l * (end + 1 - start) > budget {
+                    break;
+                }
+                longest = l;
+                end += 1;
+            }
+            let batch: Vec<(Vec<u32>, Vec<u32>)> = rows[start..end]
+                .iter()
+                .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
+                .collect();
+            let lp = model.action_logprobs(&batch, temp)?.logprobs.detach();
+            let [_, am] = lp.dims();
+            let v: Vec<f32> = lp
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::backend("burn", format!("reading tensor: {e:?}")))?;
+            for (k, r) in rows[start..end].iter().enumerate() {
+                out.push(v[k * am..k * am + r.action_ids.len()].to_vec());
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn micro_batch(
+        &mut self,
+        rows: &[&Row],
+        gap: Option<&mut Gap>,
+    ) -> Result<(crate::loss::LossStats, f32)> {
+        let mut gap = gap;
         let temp = rows[0].temperature;
         if rows.iter().any(|r| r.temperature != temp) {
             return Err(Error::Invalid(
@@ -305,6 +473,7 @@ impl Trainer {
 
         let (mut loss_sum, mut tokens) = (0f64, 0usize);
         let (mut clip_w, mut kl_w, mut ratio_w) = (0f64, 0f64, 0f64);
+        let (mut dual_w, mut klc_w) = (0f64, 0f64);
         for range in chunks {
             let part = &rows[range.clone()];
             let batch: Vec<(Vec<u32>, Vec<u32>)> = part
@@ -314,6 +483,18 @@ impl Trainer {
             let model = self.model.as_ref().expect("model present");
             let out = model.action_logprobs(&batch, temp)?;
             let [b, am] = out.logprobs.dims();
+            if let Some(g) = gap.as_deref_mut() {
+                let v: Vec<f32> = out
+                    .logprobs
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| Error::backend("burn", format!("reading tensor: {e:?}")))?;
+                for (k, r) in part.iter().enumerate() {
+                    g.add(&r.old_logprobs, &v[k * am..k * am + r.action_ids.len()]);
+                }
+            }
             let device = out.logprobs.device();
             let mut old = vec![0f32; b * am];
             let mut adv = vec![0f32; b * am];
@@ -359,12 +540,16 @@ impl Trainer {
             clip_w += st.clip_fraction as f64 * t;
             kl_w += st.kl_mean as f64 * t;
             ratio_w += st.ratio_mean as f64 * t;
+            dual_w += st.dual_clip_fraction as f64 * t;
+            klc_w += st.kl_clamp_fraction as f64 * t;
         }
         self.optim.end_micro_batch();
         let t = tokens.max(1) as f64;
         Ok((
             crate::loss::LossStats {
                 clip_fraction: (clip_w / t) as f32,
+                dual_clip_fraction: (dual_w / t) as f32,
+                kl_clamp_fraction: (klc_w / t) as f32,
                 kl_mean: (kl_w / t) as f32,
                 ratio_mean: (ratio_w / t) as f32,
                 tokens,
@@ -396,19 +581,43 @@ impl Trainer {
     /// Updates the policy on `groups` (already sampled from it): rows, `ppo_epochs` ×
     /// shuffled mini-batches, optimizer updates, then refreshes the inference weights.
     pub fn train_on(&mut self, groups: &[Group]) -> Result<StepMetrics> {
+        let scores = score_groups(groups, &self.reward)?;
+        let all = scores.clone();
+        self.train_scored(groups, scores, &all)
+    }
+
+    /// [`Trainer::train_on`] with the groups' rewards already scored (`scores[g][t]`);
+    /// `all_scores` are the rewards logged (every group rolled out in the step).
+    fn train_scored(
+        &mut self,
+        groups: &[Group],
+        scores: Vec<Vec<RewardBreakdown>>,
+        all_scores: &[Vec<RewardBreakdown>],
+    ) -> Result<StepMetrics> {
         let t = Instant::now();
-        let batch = build_rows(
+        let mut batch = build_rows_scored(
             groups,
-            &self.reward,
+            scores,
             &RowOptions {
                 advantage: self.cfg.advantage,
                 eps: self.cfg.adv_eps,
                 mask_final_turn: self.cfg.mask_final_turn,
                 roles: self.cfg.roles.clone(),
+                keep_zero_variance: self.cfg.zero_variance == ZeroVariance::Keep,
             },
         )?;
+        let mut gap = Gap::default();
+        let recompute = self.cfg.old_logprobs == OldLogprobs::Recompute;
+        if recompute && !batch.rows.is_empty() {
+            let fresh = self.trainer_logprobs(&batch.rows)?;
+            for (r, f) in batch.rows.iter_mut().zip(fresh) {
+                gap.add(&r.old_logprobs, &f);
+                r.old_logprobs = f;
+            }
+        }
         let (mut losses, mut kls, mut clips, mut ratios, mut last_clips) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut duals, mut klcs) = (Vec::new(), Vec::new());
         let mut grad_norms = Vec::new();
         let mut tokens = 0usize;
         let updates_before = self.optim.updates;
@@ -424,7 +633,11 @@ impl Trainer {
                 );
                 for chunk in order.chunks(self.cfg.mini_batch_size) {
                     let rows: Vec<&Row> = chunk.iter().map(|&i| &batch.rows[i]).collect();
-                    let (stats, loss) = self.micro_batch(&rows)?;
+                    // Before the step's first update the forward is the sampling policy's.
+                    let pre_update = !recompute && self.optim.updates == updates_before;
+                    let (stats, loss) = self.micro_batch(&rows, pre_update.then_some(&mut gap))?;
+                    duals.push(stats.dual_clip_fraction as f64);
+                    klcs.push(stats.kl_clamp_fraction as f64);
                     losses.push(loss as f64);
                     kls.push(stats.kl_mean as f64);
                     clips.push(stats.clip_fraction as f64);
@@ -445,7 +658,7 @@ impl Trainer {
         }
         let update_s = t.elapsed().as_secs_f64();
         let mut components: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for b in batch.rewards.iter().flatten() {
+        for b in all_scores.iter().flatten() {
             for (name, v) in &b.components {
                 components.entry(name.clone()).or_default().push(*v as f64);
             }
@@ -459,7 +672,7 @@ impl Trainer {
         };
         let m = StepMetrics {
             step: self.step,
-            reward: MeanStd::of(batch.rewards.iter().flatten().map(|b| b.total as f64)),
+            reward: MeanStd::of(all_scores.iter().flatten().map(|b| b.total as f64)),
             reward_components: components
                 .into_iter()
                 .map(|(k, v)| (k, MeanStd::of(v)))
@@ -474,6 +687,14 @@ impl Trainer {
             updates: self.optim.updates - updates_before,
             rows: n,
             skipped_groups: batch.skipped_groups,
+            zero_variance_groups: batch.zero_variance_groups,
+            resample_rounds: 0,
+            resample_dropped_groups: 0,
+            logprob_gap_mean: gap.sum / gap.n.max(1) as f64,
+            logprob_gap_max: gap.max,
+            logprob_gap_tokens: gap.n,
+            dual_clip_fraction: mean(&duals),
+            kl_clamp_fraction: mean(&klcs),
             response_length: MeanStd::of(batch.response_lengths.iter().map(|&l| l as f64)),
             response_length_max: batch.response_lengths.iter().copied().max().unwrap_or(0),
             tokens_per_s: tokens as f64 / update_s.max(1e-9),

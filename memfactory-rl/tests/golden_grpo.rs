@@ -89,6 +89,10 @@ fn advantages_loss_and_gradient_match_pytorch() {
             clip_high: g["clip_high"].as_f64().unwrap() as f32,
             kl_beta: g["kl_beta"].as_f64().unwrap() as f32,
             aggregation: agg,
+            // TRL's formulas: no dual-clip, no k3 clamp (the inputs stay far from both
+            // bounds, so the defaults would give the same numbers).
+            clip_ratio_c: 0.0,
+            kl_clamp: 0.0,
         };
         let out = grpo_loss(
             LossInputs {

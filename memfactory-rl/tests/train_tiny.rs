@@ -71,6 +71,7 @@ fn rollout(lm: &dyn LanguageModel, step: usize, groups: usize, g: usize) -> Resu
                 answer: Some(o.text.clone()),
                 steps: vec![Step::Lm(LmCall {
                     role: "answer".into(),
+                    model: memfactory_core::episode::POLICY_MODEL.into(),
                     prompt: r.prompt,
                     params: r.params,
                     output: o,
