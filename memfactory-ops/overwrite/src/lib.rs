@@ -6,6 +6,16 @@
 //! to `memory_tokens` tokens of the LM's tokenizer (reproductions insist on the cap).
 //! An empty bank is shown to the model as `empty_memory` ("No previous memory").
 //!
+//! A reasoning model's `<think>…</think>` block is stripped before the memory is stored
+//! (`strip_think`, default on): the stored memory is the text after the last `</think>`, as
+//! MemAgent's evaluation does to every memory update
+//! ([`memfactory_core::text::strip_think`], MemAgent's `extract_solution`,
+//! BytedTsinghua-SIA/MemAgent@76b7a658988e4ea53d7388a62de6c0ce79084146
+//! `taskutils/memory_eval/utils/__init__.py:20-38`). Text without `</think>` is stored as is
+//! (an unclosed `<think>` — reasoning cut off by the budget — is kept whole, as MemAgent
+//! does). Only the stored text changes: the LM call recorded in the episode keeps the raw
+//! generation and its token ids, which is what training learns from.
+//!
 //! The op decides an [`MemoryEdit::Overwrite`]; the paradigm applies it. Registered as op
 //! kind `overwrite`. Recipe keys (defaults):
 //!
@@ -16,6 +26,7 @@
 //! template = "my_update.txt"    # optional; placeholders {prompt} {memory} {chunk}
 //! empty_memory = "No previous memory"
 //! temperature = 0.0             # sampling of the update (0 = greedy); top_k, top_p, stop
+//! strip_think = true            # store only the text after the last </think>
 //! ```
 
 use memfactory_core::{
@@ -41,6 +52,8 @@ pub struct Overwrite {
     pub empty_memory: String,
     /// Sampling of the update.
     pub sampling: SamplingParams,
+    /// Store only the text after the last `</think>` (recipe `strip_think`, default true).
+    pub strip_think: bool,
 }
 
 impl Overwrite {
@@ -56,6 +69,7 @@ impl Overwrite {
             )?,
             empty_memory: "No previous memory".into(),
             sampling: SamplingParams::greedy(memory_tokens),
+            strip_think: true,
         })
     }
 
@@ -83,6 +97,11 @@ impl Overwrite {
     }
 
     fn output(&self, cx: &EpisodeCx<'_>, text: &str) -> Result<OpOutput> {
+        let text = if self.strip_think {
+            memfactory_core::text::strip_think(text)
+        } else {
+            text
+        };
         let text = text.trim();
         let ids = cx.encode(text)?;
         let content = if ids.len() > self.memory_tokens {
@@ -137,6 +156,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     )?;
     op.empty_memory = cfg.get("empty_memory", op.empty_memory.clone())?;
     op.sampling = sampling_from_cfg(cfg, memory_tokens)?;
+    op.strip_think = cfg.get("strip_think", true)?;
     if op.sampling.max_new_tokens > memory_tokens {
         return Err(cfg.error(
             "max_new_tokens",
