@@ -83,12 +83,27 @@
 //! max_turns = 0             # 0 = read every turn; else only the first N turns of the dialogue
 //! related_k = 5             # at most this many related memories shown to the manager per fact (>= 1)
 //! bank_cache = false        # eval only: build each conversation's bank once per path, reuse it
+//! stage = "trajectory"      # or "manager-turn": Memory-R1's per-turn manager stage (module `turns`)
 //! [agent.extract]           # default { kind = "extract" }
 //! [agent.related]           # default { kind = "retrieve", k = <related_k> }
 //! [agent.manage]            # default { kind = "update" }
 //! [agent.retrieve]          # default { kind = "retrieve", k = 30, per_speaker = true }
 //! [agent.answer]            # default { kind = "distill" }
+//! [agent.teacher]           # stage "manager-turn" only (required there)
+//! model = { kind = "openai", ... }   # the teacher's own model (required)
+//! history_turns = 50        # the snapshot is built from this many preceding turns (0 = all)
+//! tuples_dir = "runs/memory-r1-turns"   # where the tuple file is kept and reused
+//! extract = "extract"       # the teacher's ops, defaults as the agent's
+//! related = "retrieve"
+//! manage = "update"
 //! ```
+//!
+//! Stage `manager-turn` (see [`turns`]) replaces the bank building: every path starts from
+//! the same teacher snapshot of the turns before the sample's linked turn, the policy's
+//! `manage` op acts on that turn's teacher-extracted facts, and the answer phase is the
+//! same. Stage 2 of the paper (the answer agent trained with the manager fixed) is the
+//! trajectory stage with frozen `[agent.extract] model` and `[agent.manage] model` and
+//! `[train] roles = ["answer"]`.
 //!
 //! An op table may be written as a kind name (`answer = "distill"`). A table that omits
 //! `kind`, or names the default kind, is **merged over the default table** (its keys win):
@@ -101,6 +116,8 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub mod turns;
 
 use memfactory_core::{
     Cfg, Dialogue, EpisodeCx, Error, MemoryEdit, MemoryItem, MemoryOp, OpInput, OpOutput, Paradigm,
@@ -145,7 +162,21 @@ pub struct MemoryR1 {
     pub retrieve: Box<dyn MemoryOp>,
     /// The answer agent with memory distillation (`[agent.answer]`).
     pub answer: Box<dyn MemoryOp>,
+    /// Which training stage an episode runs (`stage`).
+    pub stage: Stage,
+    /// The teacher of stage `manager-turn` (`[agent.teacher]`).
+    pub teacher: Option<turns::Teacher>,
     cache: Mutex<HashMap<(u64, usize), Slot>>,
+}
+
+/// What an episode of the paradigm runs (`[agent] stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `"trajectory"` (default): every path builds its own bank over the dialogue with the
+    /// agent's ops, then answers.
+    Trajectory,
+    /// `"manager-turn"`: Memory-R1's per-turn manager stage ([`turns`]).
+    ManagerTurn,
 }
 
 /// One extraction step: consecutive turns of one session.
@@ -283,7 +314,7 @@ fn ids(items: &[MemoryItem]) -> String {
         .join(", ")
 }
 
-fn check_outputs(op: &str, asked: usize, got: usize) -> Result<()> {
+pub(crate) fn check_outputs(op: &str, asked: usize, got: usize) -> Result<()> {
     if asked != got {
         return Err(Error::Invalid(format!(
             "op `{op}` returned {got} outputs for {asked} episodes"
@@ -315,17 +346,40 @@ impl Drop for Claims<'_> {
     }
 }
 
+/// The ops that build a bank: the agent's own, or the teacher's (stage `manager-turn`).
+pub(crate) struct BankOps<'a> {
+    pub(crate) extract: &'a dyn MemoryOp,
+    pub(crate) related: &'a dyn MemoryOp,
+    pub(crate) manage: &'a dyn MemoryOp,
+    pub(crate) related_k: usize,
+}
+
 impl MemoryR1 {
+    /// The agent's own bank-building ops.
+    pub(crate) fn ops(&self) -> BankOps<'_> {
+        BankOps {
+            extract: self.extract.as_ref(),
+            related: self.related.as_ref(),
+            manage: self.manage.as_ref(),
+            related_k: self.related_k,
+        }
+    }
+
     /// Builds the memory bank of `dialogue` on every episode of `cxs`, in lockstep.
     pub fn build_bank(&self, dialogue: &Dialogue, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
         for step in dialogue_steps(dialogue, self.turns_per_step, self.max_turns) {
-            self.bank_step(&step, cxs)?;
+            self.bank_step(&self.ops(), &step, cxs)?;
         }
         Ok(())
     }
 
     /// One extraction step and the manager's decisions on its facts.
-    fn bank_step(&self, step: &DialogueStep<'_>, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
+    fn bank_step(
+        &self,
+        ops: &BankOps<'_>,
+        step: &DialogueStep<'_>,
+        cxs: &mut [EpisodeCx<'_>],
+    ) -> Result<()> {
         if cxs.is_empty() {
             return Ok(());
         }
@@ -336,8 +390,8 @@ impl MemoryR1 {
             memory: &[],
         };
         let inputs = vec![input; cxs.len()];
-        let outs = self.extract.run_batch(cxs, &inputs)?;
-        check_outputs(self.extract.kind(), cxs.len(), outs.len())?;
+        let outs = ops.extract.run_batch(cxs, &inputs)?;
+        check_outputs(ops.extract.kind(), cxs.len(), outs.len())?;
         let mut facts: Vec<Vec<MemoryItem>> = Vec::with_capacity(cxs.len());
         for (cx, out) in cxs.iter_mut().zip(outs) {
             let listed: Vec<serde_json::Value> = out
@@ -356,7 +410,7 @@ impl MemoryR1 {
                 "facts",
                 format!("[{}] {}", step.turn_ids(), serde_json::Value::Array(listed)),
             );
-            record_parse_error(cx, self.extract.kind(), out.parse_error)?;
+            record_parse_error(cx, ops.extract.kind(), out.parse_error)?;
             facts.push(out.items);
         }
 
@@ -365,15 +419,16 @@ impl MemoryR1 {
         order.sort_by_key(|&i| (Reverse(facts[i].len()), i));
         permute(cxs, &order);
         permute(&mut facts, &order);
-        let result = self.manage_facts(step, &facts, cxs);
+        let result = self.manage_facts(ops, step, &facts, cxs);
         permute(cxs, &inverse(&order));
         result
     }
 
     /// The manager's loop over fact indices; `facts[i]` belongs to `cxs[i]` and the counts
     /// are non-increasing.
-    fn manage_facts(
+    pub(crate) fn manage_facts(
         &self,
+        ops: &BankOps<'_>,
         step: &DialogueStep<'_>,
         facts: &[Vec<MemoryItem>],
         cxs: &mut [EpisodeCx<'_>],
@@ -392,13 +447,13 @@ impl MemoryR1 {
                     memory: &[],
                 })
                 .collect();
-            let related = self.related.run_batch(sub, &rel_inputs)?;
-            check_outputs(self.related.kind(), m, related.len())?;
+            let related = ops.related.run_batch(sub, &rel_inputs)?;
+            check_outputs(ops.related.kind(), m, related.len())?;
             let mut shown: Vec<Vec<MemoryItem>> = Vec::with_capacity(m);
             for (cx, out) in sub.iter_mut().zip(related) {
-                record_parse_error(cx, self.related.kind(), out.parse_error)?;
+                record_parse_error(cx, ops.related.kind(), out.parse_error)?;
                 let mut items = out.items;
-                items.truncate(self.related_k);
+                items.truncate(ops.related_k);
                 shown.push(items);
             }
 
@@ -411,12 +466,12 @@ impl MemoryR1 {
                     memory: mem,
                 })
                 .collect();
-            let outs = self.manage.run_batch(sub, &inputs)?;
-            check_outputs(self.manage.kind(), m, outs.len())?;
+            let outs = ops.manage.run_batch(sub, &inputs)?;
+            check_outputs(ops.manage.kind(), m, outs.len())?;
             let facts_j: Vec<&MemoryItem> = facts[..m].iter().map(|f| &f[j]).collect();
             let outs = self.enrich(sub, step, &facts_j, outs)?;
             for (cx, out) in sub.iter_mut().zip(outs) {
-                cx.apply(self.manage.kind(), out.edits, out.parse_error)?;
+                cx.apply(ops.manage.kind(), out.edits, out.parse_error)?;
             }
         }
         Ok(())
@@ -583,7 +638,7 @@ impl MemoryR1 {
     }
 
     /// Retrieval of candidates and the answer agent, on every episode in lockstep.
-    fn answer_phase(&self, sample: &Sample, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
+    pub(crate) fn answer_phase(&self, sample: &Sample, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
         let n = cxs.len();
         let input = OpInput {
             question: &sample.question,
@@ -656,6 +711,15 @@ impl Paradigm for MemoryR1 {
                 ),
             ));
         };
+        if self.stage == Stage::ManagerTurn {
+            let Some(teacher) = self.teacher.as_ref() else {
+                return Err(Error::config(
+                    "agent.teacher.model",
+                    "stage `manager-turn` needs a teacher model",
+                ));
+            };
+            return turns::run_turn_group(self, teacher, sample, dialogue, cxs);
+        }
         if self.bank_cache {
             self.cached_bank(dialogue, cxs)?;
         } else {
@@ -736,6 +800,36 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
         ]),
     )?;
     let answer = op_from_cfg(cfg, "answer", table(&[("kind", s("distill"))]))?;
+    let stage = match cfg.get("stage", "trajectory".to_string())?.as_str() {
+        "trajectory" => Stage::Trajectory,
+        "manager-turn" => Stage::ManagerTurn,
+        other => {
+            return Err(cfg.error(
+                "stage",
+                format!("expected \"trajectory\" or \"manager-turn\", found \"{other}\""),
+            ));
+        }
+    };
+    let teacher = match (stage, cfg.sub("teacher")?) {
+        (Stage::ManagerTurn, None) => {
+            return Err(cfg.error(
+                "teacher",
+                "stage = \"manager-turn\" needs a teacher table with its own model                  (`[agent.teacher] model = { kind = ..., ... }`) that builds the bank snapshots",
+            ));
+        }
+        (Stage::Trajectory, Some(_)) => {
+            return Err(cfg.error(
+                "teacher",
+                "only stage = \"manager-turn\" reads a teacher; remove it or set the stage",
+            ));
+        }
+        (Stage::Trajectory, None) => None,
+        (Stage::ManagerTurn, Some(mut tcfg)) => {
+            let t = teacher_from_cfg(&mut tcfg, related_k, bank_cache)?;
+            cfg.set_resolved("teacher", toml::Value::Table(tcfg.finish()?));
+            Some(t)
+        }
+    };
     Ok(Box::new(MemoryR1 {
         paths,
         turns_per_step,
@@ -747,8 +841,72 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
         manage,
         retrieve,
         answer,
+        stage,
+        teacher,
         cache: Mutex::new(HashMap::new()),
     }))
+}
+
+/// Reads `[agent.teacher]` (stage `manager-turn`): its model, ops, `history_turns` and
+/// `tuples_dir`; the teacher key hashes the resolved table without `tuples_dir`.
+fn teacher_from_cfg(tcfg: &mut Cfg, related_k: usize, bank_cache: bool) -> Result<turns::Teacher> {
+    if bank_cache {
+        return Err(Error::config(
+            tcfg.path()
+                .rsplit_once('.')
+                .map_or("bank_cache", |(p, _)| p)
+                .to_string()
+                + ".bank_cache",
+            "stage = \"manager-turn\" replays teacher snapshots, not banks: leave bank_cache off",
+        ));
+    }
+    let Some(lm) = memfactory_core::op::model_from_cfg(tcfg, "model")? else {
+        return Err(tcfg.error(
+            "model",
+            "the teacher needs its own model table (e.g. `model = { kind = \"openai\", ... }`,              or a `scripted` model in tests)",
+        ));
+    };
+    let history_turns: usize = tcfg.get("history_turns", 50usize)?;
+    let dir: String = tcfg.get("tuples_dir", turns::DEFAULT_TUPLES_DIR.to_string())?;
+    if dir.trim().is_empty() {
+        return Err(tcfg.error("tuples_dir", "must not be empty"));
+    }
+    let s = |v: &str| toml::Value::String(v.to_string());
+    let extract = op_from_cfg(tcfg, "extract", table(&[("kind", s("extract"))]))?;
+    let related = op_from_cfg(
+        tcfg,
+        "related",
+        table(&[
+            ("kind", s("retrieve")),
+            ("k", toml::Value::Integer(related_k as i64)),
+        ]),
+    )?;
+    let manage = op_from_cfg(tcfg, "manage", table(&[("kind", s("update"))]))?;
+    let mut resolved = tcfg.clone().finish()?;
+    resolved.remove("tuples_dir");
+    if let Some(ctx) = lm.context_length() {
+        let mut ops = resolved.clone();
+        ops.remove("model");
+        memfactory_core::config::check_token_budgets(&ops, tcfg.path(), ctx)?;
+    }
+    let key = seed::fnv1a(
+        format!(
+            "{}\n{}",
+            turns::TUPLE_FORMAT,
+            toml::to_string(&resolved).unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+    Ok(turns::Teacher::new(
+        lm,
+        extract,
+        related,
+        manage,
+        related_k,
+        history_turns,
+        turns::tuple_file(std::path::Path::new(&dir), key),
+        key,
+    ))
 }
 
 memfactory_core::inventory::submit! {
