@@ -26,6 +26,10 @@
 //!   trusted). Other keys of an entry are ignored.
 //! - `max_facts` caps the list: entries past the cap are dropped *before* validation and
 //!   this is not an error.
+//! - a reasoning model's `<think>…</think>` is stripped first (`strip_think`, default on;
+//!   [`memfactory_core::text::strip_think`], MemAgent's `extract_solution`), so a draft
+//!   object inside the reasoning is not taken for the reply. The recorded LM call keeps the
+//!   raw generation.
 //!
 //! Recipe keys (defaults):
 //!
@@ -35,6 +39,7 @@
 //! max_facts = 8                 # at most this many facts per call (>= 1)
 //! template = "my_extract.txt"   # optional; placeholders {turns} (required) {max_facts}
 //! max_new_tokens = 256          # sampling (greedy by default): temperature, top_k, top_p, stop
+//! strip_think = true            # parse only the text after the last </think>
 //! [agent.extract.model]         # optional: this role's own (e.g. frozen) model; absent = the episode's model
 //! kind = "burn"
 //! ```
@@ -94,6 +99,8 @@ pub struct Extract {
     pub sampling: SamplingParams,
     /// This role's own model (`None` = the episode's model).
     pub model: Option<Box<dyn LanguageModel>>,
+    /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
+    pub strip_think: bool,
 }
 
 impl std::fmt::Debug for Extract {
@@ -103,6 +110,7 @@ impl std::fmt::Debug for Extract {
             .field("template", &self.template.name())
             .field("sampling", &self.sampling)
             .field("model", &self.model.as_ref().map(|m| m.describe()))
+            .field("strip_think", &self.strip_think)
             .finish()
     }
 }
@@ -120,6 +128,7 @@ impl Extract {
             )?,
             sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
             model: None,
+            strip_think: true,
         })
     }
 
@@ -140,6 +149,11 @@ impl Extract {
 
     /// The op's output for the model's reply `text`.
     pub fn output(&self, text: &str) -> OpOutput {
+        let text = if self.strip_think {
+            memfactory_core::text::strip_think(text)
+        } else {
+            text
+        };
         match parse_facts(text, self.max_facts) {
             Ok(facts) => OpOutput {
                 items: facts.into_iter().map(Fact::into_item).collect(),
@@ -245,6 +259,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     )?;
     op.template = template_from_cfg(cfg, "template", DEFAULT_TEMPLATE, PLACEHOLDERS, &["turns"])?;
     op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
+    op.strip_think = cfg.get("strip_think", true)?;
     op.model = model_from_cfg(cfg, "model")?;
     Ok(Box::new(op))
 }

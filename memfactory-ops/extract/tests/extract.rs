@@ -315,3 +315,23 @@ fn template_override_and_config_errors_name_keys() {
     assert!(err.contains("`agent.extract.model.bogus`"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn think_is_stripped_before_parsing_and_kept_in_the_trajectory() {
+    let reply = "<think>\nDraft: {\"facts\": [{\"speaker\": \"Caroline\", \"fact\": \"draft\"}]}\n</think>\n\n{\"facts\": [{\"speaker\": \"Caroline\", \"fact\": \"Caroline went to a support group\"}]}";
+    let lm = ScriptedLm::new(vec![], reply);
+    for (src, want) in [
+        ("kind = \"extract\"", "Caroline went to a support group"),
+        // Off: the first valid object — the draft inside the reasoning — is taken.
+        ("kind = \"extract\"\nstrip_think = false", "draft"),
+    ] {
+        let op = op(src);
+        let mut c = cx(&lm, 0);
+        let out = op.run(&mut c, input("[D1:1] Caroline: hi")).unwrap();
+        assert_eq!(out.items, vec![item(Some("Caroline"), want)], "{src}");
+        let call = c.episode.lm_calls().next().unwrap();
+        assert_eq!(call.output.text, reply);
+    }
+    let e = build_err("kind = \"extract\"\nstrip_think = 1");
+    assert!(e.contains("agent.extract.strip_think"), "{e}");
+}
