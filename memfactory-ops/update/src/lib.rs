@@ -24,6 +24,9 @@
 //! (single-quoted keys included), an unknown op, a missing, non-integer or out-of-range id,
 //! a missing, non-string or empty content → the edit is [`MemoryEdit::Noop`] and
 //! [`OpOutput::parse_error`] says what was wrong. Never `Err` for model output.
+//! A reasoning model's `<think>…</think>` is stripped before parsing (`strip_think`, default
+//! on; [`memfactory_core::text::strip_think`], MemAgent's `extract_solution`), so a draft
+//! decision inside the reasoning is not taken; the recorded LM call keeps the raw generation.
 //!
 //! Output: `edits` holds exactly one edit ([`Decision::into_edit`]):
 //! - ADD → [`MemoryEdit::Add`] of an item with a fresh id `m{n}`, n = 1 + the largest `n`
@@ -41,6 +44,7 @@
 //! template = "my_manage.txt"    # optional; placeholders {fact} {memories} (both required)
 //! empty_memory = "(none)"       # what an empty list of related memories reads as
 //! max_new_tokens = 128          # sampling (greedy by default): temperature, top_k, top_p, stop
+//! strip_think = true            # parse only the text after the last </think>
 //! [agent.manage.model]          # optional: this role's own (e.g. frozen) model; absent = the episode's model
 //! kind = "burn"
 //! ```
@@ -144,6 +148,8 @@ pub struct Update {
     pub sampling: SamplingParams,
     /// This role's own model (`None` = the episode's model).
     pub model: Option<Box<dyn LanguageModel>>,
+    /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
+    pub strip_think: bool,
 }
 
 impl std::fmt::Debug for Update {
@@ -153,6 +159,7 @@ impl std::fmt::Debug for Update {
             .field("empty_memory", &self.empty_memory)
             .field("sampling", &self.sampling)
             .field("model", &self.model.as_ref().map(|m| m.describe()))
+            .field("strip_think", &self.strip_think)
             .finish()
     }
 }
@@ -170,6 +177,7 @@ impl Update {
             empty_memory: DEFAULT_EMPTY_MEMORY.into(),
             sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
             model: None,
+            strip_think: true,
         })
     }
 
@@ -206,6 +214,11 @@ impl Update {
     /// The op's output for the model's reply `text` in episode `cx` (whose store gives the
     /// fresh id of an ADD).
     pub fn output(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, text: &str) -> Result<OpOutput> {
+        let text = if self.strip_think {
+            memfactory_core::text::strip_think(text)
+        } else {
+            text
+        };
         Ok(match parse_decision(text, input.memory) {
             Ok(d) => {
                 let id = match d {
@@ -342,6 +355,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     )?;
     op.empty_memory = cfg.get("empty_memory", op.empty_memory.clone())?;
     op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
+    op.strip_think = cfg.get("strip_think", true)?;
     op.model = model_from_cfg(cfg, "model")?;
     Ok(Box::new(op))
 }

@@ -429,3 +429,34 @@ fn config_errors_name_keys() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn think_is_stripped_before_parsing_and_kept_in_the_trajectory() {
+    let reply = "<think>\nMaybe {\"op\": \"DELETE\", \"id\": 0}? No, it is new.\n</think>\n\n{\"op\": \"ADD\", \"content\": \"Melanie plays the violin.\"}";
+    let lm = ScriptedLm::new(Vec::new(), reply);
+    let memory = related();
+    let input = OpInput {
+        question: "",
+        observation: "Melanie plays the violin.",
+        memory: &memory,
+    };
+    for (src, add) in [
+        ("kind = \"update\"", true),
+        // Off: the draft DELETE inside the reasoning is taken.
+        ("kind = \"update\"\nstrip_think = false", false),
+    ] {
+        let op = op(src);
+        let mut c = EpisodeCx::new(&lm, store(&memory), "s", 0, 1);
+        let out = op.run(&mut c, input.clone()).unwrap();
+        match (&out.edits[..], add) {
+            ([MemoryEdit::Add { item }], true) => {
+                assert_eq!(item.content, "Melanie plays the violin.")
+            }
+            ([MemoryEdit::Delete { id }], false) => assert_eq!(id, "m2"),
+            (e, _) => panic!("{src}: unexpected edits {e:?}"),
+        }
+        assert_eq!(c.episode.lm_calls().next().unwrap().output.text, reply);
+    }
+    let e = build_err("kind = \"update\"\nstrip_think = \"no\"");
+    assert!(e.contains("agent.manage.strip_think"), "{e}");
+}
