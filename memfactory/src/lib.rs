@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-sub-em-memagent`, `reward-f1`, `reward-format` |
 //! | `memory-r1` (profile) | Memory-R1: `agent-memory-r1`, `op-extract`, `op-update`, `op-retrieve`, `op-distill`, `store-memory`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk` |
-//! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk` |
+//! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk`, `reward-recall-at-k` |
 //! | `agent-memagent` | MemAgent paradigm |
 //! | `agent-memory-r1` | Memory-R1 paradigm (memory manager + answer agent with distillation) |
 //! | `agent-rmm` | RMM paradigm (prospective + retrospective reflection) |
@@ -44,6 +44,7 @@
 //! | `reward-sub-em-memagent` | MemAgent's sub-EM (substring either way, first gold) |
 //! | `reward-string-match-all`, `reward-string-match-part`, `reward-ruler-string-match` | RULER's scoring (the last: by each sample's `meta.metric`) |
 //! | `reward-f1-mem0`, `reward-bleu1-nltk` | Mem0 / A-Mem LoCoMo F1 (token sets) and BLEU-1 (NLTK tokens) |
+//! | `reward-recall-at-k` | Recall@K of retrieved memories' turns against evidence turn ids (LongMemEval / RMM) |
 //! | `reward-judge` | LLM judge (True / False) through any LM backend, cached per (judge, question, gold, prediction) |
 //! | `train` | the GRPO trainer (`memfactory train`) |
 //!
@@ -140,6 +141,8 @@ use memfactory_reward_ruler_string_match as _;
 use memfactory_reward_f1_mem0 as _;
 #[cfg(feature = "reward-bleu1-nltk")]
 use memfactory_reward_bleu1_nltk as _;
+#[cfg(feature = "reward-recall-at-k")]
+use memfactory_reward_recall_at_k as _;
 #[cfg(feature = "store-memory")]
 use memfactory_store_memory as _;
 #[cfg(feature = "store-pgvector")]
@@ -198,6 +201,7 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "reward-ruler-string-match"), Family::Reward, "ruler-string-match"),
         (cfg!(feature = "reward-f1-mem0"), Family::Reward, "f1-mem0"),
         (cfg!(feature = "reward-bleu1-nltk"), Family::Reward, "bleu1-nltk"),
+        (cfg!(feature = "reward-recall-at-k"), Family::Reward, "recall-at-k"),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
         (
             cfg!(feature = "reward-overlong"),
