@@ -154,7 +154,7 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 30] = [
+    let all: [(bool, Family, &'static str); 37] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
         (
             cfg!(feature = "agent-memory-r1"),
