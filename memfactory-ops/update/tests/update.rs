@@ -447,7 +447,7 @@ fn think_is_stripped_before_parsing_and_kept_in_the_trajectory() {
     ] {
         let op = op(src);
         let mut c = EpisodeCx::new(&lm, store(&memory), "s", 0, 1);
-        let out = op.run(&mut c, input.clone()).unwrap();
+        let out = op.run(&mut c, input).unwrap();
         match (&out.edits[..], add) {
             ([MemoryEdit::Add { item }], true) => {
                 assert_eq!(item.content, "Melanie plays the violin.")
