@@ -11,6 +11,7 @@ use memfactory_core::{
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize as _;
+use memfactory_reward_recall_at_k as _;
 use memfactory_store_memory::InMemoryFactory;
 use memfactory_testkit::CountingLm;
 
@@ -392,6 +393,59 @@ fn summary_view_shows_summaries_only_and_turns_are_bounded() {
              [D1:1] Caroline (8 May, 2023): I want a pet.\n    [D2:1]…\n[1]"
         )),
         "{p}"
+    );
+}
+
+#[test]
+fn recall_at_k_scores_the_recorded_memories_against_evidence() {
+    // The bank: r1 (Caroline, turns D1:1 + D2:1 after the merge), r2 (Melanie, D1:2); the
+    // question's retrieval ranks r1 first.
+    let lm = lm("A dog named Max [0].");
+    let agent = rmm(LEARNED_DET);
+    let mut s = sample("q1", "What pet did Caroline adopt?");
+    s.meta
+        .insert("evidence".into(), serde_json::json!(["D2:1", "D1:2"]));
+    let (eps, _) = run(&agent, &lm, &s, 1);
+    let score_of = |s: &Sample, src: &str| {
+        let (m, _) = registry::build::<dyn memfactory_core::Reward>(Cfg::new(
+            "eval.metrics[0]",
+            toml::from_str(src).unwrap(),
+        ))
+        .unwrap();
+        m.score(s, &eps[0]).unwrap()
+    };
+    let score = |src: &str| score_of(&s, src);
+    // Top-1 (r1) covers D2:1 (merged into it from session 2) of {D2:1, D1:2}: 1/2; top-2
+    // adds r2's D1:2: 1.
+    assert_eq!(
+        score("kind = \"recall-at-k\"\nk = 1\nlist = \"retrieved\""),
+        Some(0.5)
+    );
+    assert_eq!(
+        score("kind = \"recall-at-k\"\nk = 2\nlist = \"retrieved\""),
+        Some(1.0)
+    );
+    assert_eq!(score("kind = \"recall-at-k\"\nk = 1"), Some(0.5));
+    assert_eq!(
+        score("kind = \"recall-at-k\"\nk = 1\naggregate = \"all\""),
+        Some(0.0)
+    );
+    // r1 keeps the turn it had before the merge too (the union of turns counts).
+    let mut s1 = s.clone();
+    s1.meta
+        .insert("evidence".into(), serde_json::json!(["D1:1"]));
+    assert_eq!(score_of(&s1, "kind = \"recall-at-k\"\nk = 1"), Some(1.0));
+    assert_eq!(
+        memfactory_reward_recall_at_k::RETRIEVED_NOTE,
+        memfactory_agent_rmm::RETRIEVED_NOTE
+    );
+    assert_eq!(
+        memfactory_reward_recall_at_k::RERANKED_NOTE,
+        memfactory_agent_rmm::RERANKED_NOTE
+    );
+    assert_eq!(
+        memfactory_op_summarize::DIALOGUE_META,
+        memfactory_op_rerank::DIALOGUE_META
     );
 }
 
