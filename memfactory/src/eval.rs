@@ -792,6 +792,11 @@ pub fn run_eval_on_with(
     for m in &asm.metrics {
         m.attach_run_dir(out)?;
     }
+    // A dataset that records how it chose its samples (ruler-hqa's closed-book filter: the
+    // kept ids) writes the record into the run directory.
+    if let Some(d) = &asm.eval_data {
+        d.attach_run_dir(out)?;
+    }
     progress(Progress::Start {
         total: samples.len(),
         done,

@@ -227,6 +227,7 @@ impl TrainJob {
                 "periodic evaluation needs a [data.dev] table (or set eval_every = 0)",
             ));
         }
+        check_disjoint_splits(&asm.resolved)?;
 
         // The eval agent's `paths` (avg@k) does not carry over: a rollout group has
         // group_size episodes.
@@ -286,6 +287,60 @@ impl TrainJob {
             settings,
         })
     }
+}
+
+/// The training split must not hold questions the dev or eval split scores. Splits whose ids
+/// cannot be known before loading are compared by id when they load (`run_train`); here,
+/// before anything loads, `ruler-hqa` splits over the same file are refused when their
+/// record ranges (`offset .. offset + limit`) overlap. The error names both keys.
+fn check_disjoint_splits(resolved: &toml::Table) -> Result<()> {
+    let split = |name: &str| {
+        resolved
+            .get("data")
+            .and_then(|d| d.get(name))
+            .and_then(|t| t.as_table())
+    };
+    // (file, first record, one past the last record) of a ruler-hqa split.
+    let range = |t: &toml::Table| -> Option<(PathBuf, u64, u64)> {
+        if t.get("kind")?.as_str()? != "ruler-hqa" {
+            return None;
+        }
+        let path = t.get("path")?.as_str()?;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
+        let offset = t.get("offset").and_then(|v| v.as_integer()).unwrap_or(0) as u64;
+        let end = match t.get("limit").and_then(|v| v.as_integer()) {
+            Some(l) => offset.saturating_add(l as u64),
+            None => u64::MAX,
+        };
+        Some((path, offset, end))
+    };
+    let show = |a: u64, b: u64| match b {
+        u64::MAX => format!("records {a}.."),
+        b => format!("records {a}..{b}"),
+    };
+    let Some((file, t0, t1)) = split("train").and_then(range) else {
+        return Ok(());
+    };
+    for other in ["dev", "eval"] {
+        let Some((f, o0, o1)) = split(other).and_then(range) else {
+            continue;
+        };
+        if f == file && t0 < o1 && o0 < t1 {
+            return Err(Error::config(
+                format!("data.{other}"),
+                format!(
+                    "data.train ({}) and data.{other} ({}) take questions from the same file {}: \
+                     training would see questions the {other} split scores; make the ranges \
+                     disjoint with `offset` / `limit` (MemAgent evaluates on dev records 0..200: \
+                     train with data.train.offset = 200)",
+                    show(t0, t1),
+                    show(o0, o1),
+                    file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The recipe's components with `[model]` built as the burn engine (shared with the
@@ -528,7 +583,6 @@ pub fn run_train(
     } = job;
     let asm = &asm;
     // Data first: a missing or malformed split fails before the run directory is touched.
-    let mut early_notes = Vec::new();
     let cx = LoadCx {
         tokenizer: Some(asm.model.as_ref()),
     };
@@ -554,13 +608,20 @@ pub fn run_train(
             }
             let train_ids: std::collections::HashSet<&str> =
                 train.iter().map(|s| s.id.as_str()).collect();
-            let leaked = v
+            let leaked: Vec<&str> = v
                 .iter()
-                .filter(|s| train_ids.contains(s.id.as_str()))
-                .count();
-            if leaked > 0 {
-                early_notes.push(format!(
-                    "warning: {leaked} dev samples share their id with training samples"
+                .map(|s| s.id.as_str())
+                .filter(|id| train_ids.contains(id))
+                .collect();
+            if let Some(first) = leaked.first() {
+                return Err(Error::config(
+                    "data.dev",
+                    format!(
+                        "{} dev samples share their id with samples of data.train (first: {first}): \
+                         the dev split must hold out the questions the model trains on; make \
+                         data.train and data.dev disjoint",
+                        leaked.len()
+                    ),
                 ));
             }
             v
@@ -568,10 +629,12 @@ pub fn run_train(
         _ => Vec::new(),
     };
 
-    for n in early_notes {
-        progress(TrainEvent::Note(n));
-    }
     std::fs::create_dir_all(out).map_err(io(out))?;
+    // A dataset that records how it chose its samples (ruler-hqa's closed-book filter: the
+    // kept ids) writes the record into the run directory.
+    for d in [&asm.train_data, &asm.dev_data].into_iter().flatten() {
+        d.attach_run_dir(out)?;
+    }
     if resume {
         // A kill may have cut the last line of any JSONL file the run appends to (the
         // judge's verdict cache among them, read below): keep whole lines only, so that the
