@@ -5,8 +5,13 @@
 //!   naming the training checkpoint when [`EvalOptions::checkpoint`] is set);
 //! - `trajectories.jsonl` — one line per episode: every LM call with prompt token ids,
 //!   generated token ids and their log-probs, every memory edit, the answer;
-//! - `scores.jsonl` — one line per sample: each metric averaged over its paths;
+//! - `scores.jsonl` — one line per sample: each metric averaged over its paths (and, with
+//!   k > 1 paths, its best path: `best`);
 //! - `metrics.json` — `{"metrics": {name: mean}, "ci95": {name: half-width}, "n": N, ...}`,
+//!   where `metrics` is avg@k: the mean over each sample's k paths (`paths`), then over
+//!   samples (`"aggregate": "avg@k"` says so); with k > 1 paths also `pass_at_k`
+//!   (`{name: mean}`: the best of each sample's k paths, then the mean over samples —
+//!   pass@k for a 0/1 metric),
 //!   with `reward_counters` (e.g. the judge's verdicts asked, cache hits, unparsable outputs);
 //! - files a metric keeps, e.g. the LLM judge's verdict cache `judge-cache.jsonl`;
 //! - `report.md` — a readable summary with a few examples.
@@ -54,6 +59,10 @@ pub struct SampleScore {
     pub id: String,
     /// Each metric averaged over the sample's paths (avg@k).
     pub scores: BTreeMap<String, f64>,
+    /// Each metric's best path (the maximum over the sample's paths), when it has more than
+    /// one path; `metrics.json`'s `pass_at_k` is its mean.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub best: BTreeMap<String, f64>,
     /// Answer of path 0.
     pub answer: Option<String>,
     /// Gold answers.
@@ -93,8 +102,15 @@ pub fn category_label(sample: &Sample) -> Option<String> {
 /// What an eval run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSummary {
-    /// Mean of each metric over samples.
+    /// How `metrics` aggregates a sample's paths: `"avg@k"` with k = `paths` (mean over
+    /// the paths, then over samples).
+    pub aggregate: String,
+    /// Mean of each metric over samples (avg@k).
     pub metrics: BTreeMap<String, f64>,
+    /// With more than one path per sample: the mean over samples of each metric's best
+    /// path (pass@k for a 0/1 metric); empty with one path.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pass_at_k: BTreeMap<String, f64>,
     /// 95 % confidence half-width of each mean (normal approximation over samples).
     pub ci95: BTreeMap<String, f64>,
     /// The same per category, when the samples have categories (LoCoMo's multi-hop,
@@ -392,7 +408,18 @@ pub fn score_sample(
     sample: &Sample,
     episodes: &[Episode],
 ) -> Result<BTreeMap<String, f64>> {
+    Ok(score_sample_paths(asm, sample, episodes)?.0)
+}
+
+/// Scores `episodes` of `sample` with every metric: the mean over paths (avg@k) and, with
+/// more than one episode, the best path (the maximum; empty with one episode).
+pub fn score_sample_paths(
+    asm: &Assembly,
+    sample: &Sample,
+    episodes: &[Episode],
+) -> Result<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
     let mut out = BTreeMap::new();
+    let mut best = BTreeMap::new();
     for m in &asm.metrics {
         let mut vals = Vec::new();
         for e in episodes {
@@ -411,9 +438,13 @@ pub fn score_sample(
                 m.name().to_string(),
                 vals.iter().sum::<f64>() / vals.len() as f64,
             );
+            if episodes.len() > 1 {
+                let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                best.insert(m.name().to_string(), max);
+            }
         }
     }
-    Ok(out)
+    Ok((out, best))
 }
 
 fn mean_ci(values: &[f64]) -> (f64, f64) {
@@ -703,6 +734,7 @@ fn reward_counters(asm: &Assembly) -> BTreeMap<String, BTreeMap<String, u64>> {
 #[derive(Default)]
 struct Tally {
     per_metric: BTreeMap<String, Vec<f64>>,
+    per_metric_best: BTreeMap<String, Vec<f64>>,
     per_category: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     category_n: BTreeMap<String, usize>,
     counters: BTreeMap<String, BTreeMap<String, u64>>,
@@ -720,6 +752,9 @@ impl Tally {
         }
         for (k, v) in &score.scores {
             self.per_metric.entry(k.clone()).or_default().push(*v);
+            if let Some(b) = score.best.get(k) {
+                self.per_metric_best.entry(k.clone()).or_default().push(*b);
+            }
             if let Some(c) = &score.category {
                 self.per_category
                     .entry(c.clone())
@@ -834,7 +869,7 @@ pub fn run_eval_on_with(
                         append_line(&mut traj, traj_path, &json_line(e)?)?;
                     }
                     let before = reward_counters(asm);
-                    let scores = score_sample(asm, sample, &episodes)?;
+                    let (scores, best) = score_sample_paths(asm, sample, &episodes)?;
                     let mut counters = reward_counters(asm);
                     for (m, counts) in &mut counters {
                         for (k, v) in counts.iter_mut() {
@@ -847,6 +882,7 @@ pub fn run_eval_on_with(
                     let score = SampleScore {
                         id: sample.id.clone(),
                         scores,
+                        best,
                         answer: episodes.first().and_then(|e| e.answer.clone()),
                         gold: sample.answers.clone(),
                         category: category_label(sample),
@@ -888,6 +924,14 @@ pub fn run_eval_on_with(
         metrics.insert(k.clone(), m);
         ci95.insert(k.clone(), c);
     }
+    // pass@k of a metric only when every sample scored by it has its best path (a resumed
+    // eval's older lines may lack it).
+    let pass_at_k: BTreeMap<String, f64> = tally
+        .per_metric_best
+        .iter()
+        .filter(|(k, b)| tally.per_metric.get(*k).is_some_and(|v| v.len() == b.len()))
+        .map(|(k, b)| (k.clone(), b.iter().sum::<f64>() / b.len() as f64))
+        .collect();
     let by_category = std::mem::take(&mut tally.per_category)
         .into_iter()
         .map(|(c, per)| {
@@ -920,7 +964,9 @@ pub fn run_eval_on_with(
         }
     }
     let summary = EvalSummary {
+        aggregate: format!("avg@{paths}"),
         metrics,
+        pass_at_k,
         ci95,
         by_category,
         n: samples.len(),
@@ -964,14 +1010,31 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
         s.generated_tokens,
         s.seconds
     ));
-    r.push_str("| metric | mean | 95% CI |\n|---|---|---|\n");
+    if s.pass_at_k.is_empty() {
+        r.push_str(&format!(
+            "| metric | {} | 95% CI |\n|---|---|---|\n",
+            s.aggregate
+        ));
+    } else {
+        r.push_str(&format!(
+            "| metric | {} | 95% CI | pass@{} |\n|---|---|---|---|\n",
+            s.aggregate, s.paths
+        ));
+    }
     for (k, v) in &s.metrics {
         let c = s.ci95.get(k).copied().unwrap_or(0.0);
         r.push_str(&format!(
-            "| {k} | {v:.4} | [{:.4}, {:.4}] |\n",
+            "| {k} | {v:.4} | [{:.4}, {:.4}] |",
             (v - c).max(0.0),
             v + c
         ));
+        if !s.pass_at_k.is_empty() {
+            match s.pass_at_k.get(k) {
+                Some(p) => r.push_str(&format!(" {p:.4} |")),
+                None => r.push_str(" – |"),
+            }
+        }
+        r.push('\n');
     }
     for (metric, counters) in &s.reward_counters {
         let parts: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -1172,7 +1235,8 @@ mod run_dir_tests {
     feature = "data-ruler",
     feature = "reward-sub-em",
     feature = "reward-exact-match",
-    feature = "reward-format"
+    feature = "reward-format",
+    feature = "reward-ruler-string-match"
 ))]
 mod eval_dir_tests {
     use super::*;
