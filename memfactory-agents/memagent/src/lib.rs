@@ -63,7 +63,7 @@
 use memfactory_core::{
     Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryOp, OpInput, Paradigm, Prompt, PromptTemplate,
     Result, Sample, SamplingParams, config::sampling_from_cfg, episode::generate_lockstep,
-    prompt::template_from_cfg, registry,
+    prompt::template_from_cfg, registry, text::py_strip,
 };
 
 /// The default final prompt (MemAgent's `TEMPLATE_FINAL_BOXED`), `final = "boxed"`.
@@ -142,12 +142,6 @@ impl Truncate {
             }
         })
     }
-}
-
-/// Trims what Python's `str.strip()` trims: characters with `str.isspace()`, i.e. Unicode
-/// White_Space plus U+001C–U+001F (checked over every code point against Python 3.11).
-pub fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 /// Role name of the final answering call.

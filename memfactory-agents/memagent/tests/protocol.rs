@@ -6,9 +6,9 @@
 //! centre_truncation.json` made by `scripts/memagent_reference.py golden` from a
 //! re-implementation of `memory.py` + `postprocess_data`. Scripted LM, byte tokens.
 
-use memfactory_agent_memagent::{ANSWER_IS_FINAL_TEMPLATE, ANSWER_ROLE, Truncate, py_strip};
+use memfactory_agent_memagent::{ANSWER_IS_FINAL_TEMPLATE, ANSWER_ROLE, Truncate};
 use memfactory_core::{
-    Cfg, Episode, EpisodeCx, Paradigm, Prompt, Sample, Step, StoreFactory, registry,
+    Cfg, Episode, EpisodeCx, Paradigm, Prompt, Sample, Step, StoreFactory, registry, text::py_strip,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_overwrite as _;
