@@ -31,6 +31,16 @@
 //!   *unparsable*: it scores 0 for that gold and is counted ([`Judge::stats`]); it is never
 //!   an error.
 //!
+//! ## Mem0's prompt
+//!
+//! `template = "mem0"` asks with Mem0's `ACCURACY_PROMPT` (`templates/mem0.txt`, from
+//! mem0ai/mem0@240dc10a9708c209afa7760c33cfab75e536a6c8, `evaluation/metrics/llm_judge.py`):
+//! CORRECT / WRONG, generous about topic and date format, answered as JSON with the key
+//! `label`. Its verdicts are read as Mem0 reads them ([`parse_mem0_verdict`]): `label` exactly
+//! `"CORRECT"` is correct, any other label wrong, no JSON label unparsable. Mem0 also asks
+//! `gpt-4o-mini` at temperature 0 with `response_format = json_object`; here decoding is greedy
+//! on whatever model the recipe names, without forced JSON.
+//!
 //! ## Cache
 //!
 //! Verdicts are kept per (judge, template, question, gold, prediction), where *judge* is the
@@ -60,8 +70,8 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `model` | required | the judge's LM table, any backend: `burn`, `openai`, `scripted`, … |
-//! | `template` | built-in `templates/judge.txt` | prompt file; placeholders `{question}` `{gold}` `{prediction}` (`{gold}` and `{prediction}` required) |
-//! | `max_new_tokens` | `16` | cap of the judge's output (greedy) |
+//! | `template` | built-in `templates/judge.txt` | `"mem0"`: Mem0's LoCoMo prompt (below); anything else is a prompt file (write `./mem0` for a file of that name); placeholders `{question}` `{gold}` `{prediction}` (`{gold}` and `{prediction}` required) |
+//! | `max_new_tokens` | `16` (`96` with `template = "mem0"`) | cap of the judge's output (greedy) |
 //! | `require_boxed` | `true` | judge the last `\boxed{}` only; `false`: the whole answer when there is no box |
 //! | `name` | `"judge"` | the metric's name in reports (to report two judges side by side) |
 //! | `cache` | `<run dir>/<name>-cache.jsonl` in an eval (memory only elsewhere) | JSONL verdict cache file, relative to the working directory (read at build, appended; created with its folder on the first new verdict) |
@@ -95,6 +105,47 @@ use serde::{Deserialize, Serialize};
 
 /// The default judge prompt (`templates/judge.txt`).
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/judge.txt");
+
+/// Mem0's LoCoMo judge prompt (`templates/mem0.txt`, recipe `template = "mem0"`):
+/// `ACCURACY_PROMPT` of mem0ai/mem0@240dc10a9708c209afa7760c33cfab75e536a6c8,
+/// `evaluation/metrics/llm_judge.py`, verbatim except that its placeholders
+/// `{gold_answer}` / `{generated_answer}` are named `{gold}` / `{prediction}` here.
+pub const MEM0_TEMPLATE: &str = include_str!("../templates/mem0.txt");
+
+/// Default output cap with `template = "mem0"`: its prompt asks for a one-sentence
+/// explanation before the JSON label.
+pub const MEM0_MAX_NEW_TOKENS: usize = 96;
+
+/// How a judge's output becomes a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictParser {
+    /// [`parse_verdict`]: the first verdict word (the default prompt's True / False).
+    Words,
+    /// [`parse_mem0_verdict`]: the `label` of the JSON object (Mem0's prompt).
+    Mem0Label,
+}
+
+impl VerdictParser {
+    /// The verdict of `output` (`None`: unparsable).
+    pub fn parse(self, output: &str) -> Option<bool> {
+        match self {
+            VerdictParser::Words => parse_verdict(output),
+            VerdictParser::Mem0Label => parse_mem0_verdict(output),
+        }
+    }
+}
+
+/// Mem0's verdict reading (`evaluate_llm_judge`: `json.loads(content)['label']`, 1 when it
+/// is `"CORRECT"`, else 0): the first JSON object in the output (prose and code fences
+/// around it are skipped, [`memfactory_core::text::find_json_object`]) with a string `label`;
+/// exactly `"CORRECT"` → `Some(true)`, any other label → `Some(false)`. `None` (unparsable,
+/// scored 0 and counted) when there is no such object — where Mem0, which forces JSON output
+/// through the API's `response_format`, would stop with an exception.
+pub fn parse_mem0_verdict(output: &str) -> Option<bool> {
+    let object = memfactory_core::text::find_json_object(output).ok()?;
+    let label = object.get("label")?.as_str()?;
+    Some(label == "CORRECT")
+}
 
 /// Placeholders the template may use.
 pub const TEMPLATE_NAMES: &[&str] = &["question", "gold", "prediction"];
@@ -228,6 +279,7 @@ pub struct Judge {
     template: PromptTemplate,
     max_new_tokens: usize,
     require_boxed: bool,
+    parser: VerdictParser,
     name: String,
     /// `describe()` of the model plus the output cap: the `judge` part of cache keys.
     judge_id: String,
@@ -272,6 +324,7 @@ impl Judge {
             template,
             max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             require_boxed: true,
+            parser: VerdictParser::Words,
             name: "judge".into(),
             judge_id: String::new(),
             slots: Mutex::new(HashMap::new()),
@@ -316,6 +369,12 @@ impl Judge {
     /// Whether only a `\boxed{}` answer is judged (else the whole answer without a box).
     pub fn with_require_boxed(mut self, require_boxed: bool) -> Self {
         self.require_boxed = require_boxed;
+        self
+    }
+
+    /// Sets how outputs are read (the `mem0` template uses [`VerdictParser::Mem0Label`]).
+    pub fn with_verdict_parser(mut self, parser: VerdictParser) -> Self {
+        self.parser = parser;
         self
     }
 
@@ -507,7 +566,7 @@ impl Judge {
         }
         for (&i, g) in missing.iter().zip(gens) {
             let verdict = Verdict {
-                verdict: parse_verdict(&g.text),
+                verdict: self.parser.parse(&g.text),
                 output: g.text,
             };
             match verdict.verdict {
@@ -617,16 +676,27 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<Judge> {
              `model = { kind = \"openai\", base_url = \"http://127.0.0.1:8080/v1\" }`",
         ));
     };
-    let template = template_from_cfg(
-        cfg,
-        "template",
-        DEFAULT_TEMPLATE,
-        TEMPLATE_NAMES,
-        TEMPLATE_REQUIRED,
-    )?;
+    let mem0 = cfg.table().get("template").and_then(|v| v.as_str()) == Some("mem0");
+    let (template, parser, default_max) = if mem0 {
+        let _: Option<String> = cfg.opt("template")?;
+        (
+            PromptTemplate::new("mem0", MEM0_TEMPLATE, TEMPLATE_NAMES, TEMPLATE_REQUIRED)?,
+            VerdictParser::Mem0Label,
+            MEM0_MAX_NEW_TOKENS,
+        )
+    } else {
+        let template = template_from_cfg(
+            cfg,
+            "template",
+            DEFAULT_TEMPLATE,
+            TEMPLATE_NAMES,
+            TEMPLATE_REQUIRED,
+        )?;
+        (template, VerdictParser::Words, DEFAULT_MAX_NEW_TOKENS)
+    };
     let max_new_tokens = cfg.get_checked(
         "max_new_tokens",
-        DEFAULT_MAX_NEW_TOKENS,
+        default_max,
         |n| *n > 0,
         "a positive token count",
     )?;
@@ -641,6 +711,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<Judge> {
         .with_template(template)
         .with_max_new_tokens(max_new_tokens)?
         .with_require_boxed(require_boxed)
+        .with_verdict_parser(parser)
         .with_name(name);
     if let Some(path) = cache {
         if path.trim().is_empty() {

@@ -46,6 +46,10 @@ fn rules() -> Vec<Rule> {
         rule(&["Generated answer: paris city\n"], "yes"),
         rule(&["Generated answer: PARIS!\n"], "{\"label\": \"CORRECT\"}"),
         rule(&["Generated answer: Nice\n"], "WRONG"),
+        rule(
+            &["Generated answer: Lutetia\n"],
+            "Lutetia is an old name, correct in spirit.\n{\"label\": \"WRONG\"}",
+        ),
     ]
 }
 
@@ -347,7 +351,7 @@ fn cache_file_is_written_and_reloaded() {
         lines[0]["judge"]
             .as_str()
             .unwrap()
-            .starts_with("scripted LM (8 rules")
+            .starts_with("scripted LM (9 rules")
             && lines[0]["judge"]
                 .as_str()
                 .unwrap()
@@ -705,4 +709,49 @@ fn a_last_line_cut_short_by_a_kill_is_dropped_and_the_cache_appends_cleanly() {
     }
     assert_eq!(after.lines().count(), 2);
     assert_eq!(judge_from(&table).unwrap().cached(), 2);
+}
+
+#[test]
+fn mem0_template_and_its_json_label() {
+    use memfactory_reward_judge::{MEM0_TEMPLATE, parse_mem0_verdict};
+    assert!(MEM0_TEMPLATE.contains("label an answer to a question as ’CORRECT’ or ’WRONG’"));
+    assert_eq!(parse_mem0_verdict("{\"label\": \"CORRECT\"}"), Some(true));
+    assert_eq!(
+        parse_mem0_verdict("ok ```json\n{\"label\": \"WRONG\"}\n```"),
+        Some(false)
+    );
+    // Mem0 compares the label exactly.
+    assert_eq!(parse_mem0_verdict("{\"label\": \"correct\"}"), Some(false));
+    assert_eq!(parse_mem0_verdict("CORRECT"), None);
+    assert_eq!(parse_mem0_verdict("{\"verdict\": \"CORRECT\"}"), None);
+
+    let mut cfg_text = String::from("template = \"mem0\"");
+    cfg_text.push('\n');
+    let j = judge_from(&cfg_text).unwrap();
+    let s = sample(&["Paris"]);
+    let cases = [
+        ("PARIS!", Some(1.0)),           // {"label": "CORRECT"}
+        ("Lutetia", Some(0.0)),          // prose saying "correct", then the label WRONG
+        ("Paris", Some(0.0)),            // "True": no JSON label, unparsable
+        ("a city in France", Some(0.0)), // {"correct": false}: no label
+    ];
+    for (p, want) in cases {
+        assert_eq!(score(&j, &s, &boxed(p)), want, "prediction {p:?}");
+    }
+    assert_eq!(j.stats().unparsable, 2);
+    // The default prompt reads the same Lutetia reply by its first verdict word.
+    let words = judge_from("max_new_tokens = 96").unwrap();
+    assert_eq!(score(&words, &s, &boxed("Lutetia")), Some(1.0));
+
+    // The prompt sent is Mem0's, with question, gold and prediction filled in.
+    let (lm, c) = counting(0);
+    let template =
+        PromptTemplate::new("mem0", MEM0_TEMPLATE, TEMPLATE_NAMES, TEMPLATE_REQUIRED).unwrap();
+    let j = Judge::new(lm).unwrap().with_template(template);
+    j.score(&sample(&["Paris"]), &boxed("Lyon")).unwrap();
+    let prompts = c.prompts.lock().unwrap();
+    assert!(prompts[0].contains(
+        "Question: What is the capital of France?\nGold answer: Paris\nGenerated answer: Lyon\n"
+    ));
+    assert!(prompts[0].contains("in a json format with the key as \"label\""));
 }
