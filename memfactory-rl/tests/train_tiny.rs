@@ -586,3 +586,195 @@ fn restoring_drops_the_metrics_of_steps_after_the_checkpoint() {
         .collect();
     assert_eq!(steps, [0, 1, 2], "one line per step after the restore");
 }
+
+fn first_token(g: &Group) -> u32 {
+    g.episodes[0].lm_calls().next().unwrap().output.token_ids[0]
+}
+
+fn cfg_from(src: &str) -> TrainConfig {
+    TrainConfig::from_cfg(memfactory_core::Cfg::new(
+        "train",
+        toml::from_str(src).unwrap(),
+    ))
+    .unwrap()
+    .0
+}
+
+/// One epoch, one mini-batch holding every row, no KL: the ratio of the only update is
+/// `exp(trainer − old)` over the rollout.
+const ONE_BATCH: &str = r#"
+    samples_per_step = 2
+    group_size = 8
+    advantage = "dr-grpo"
+    ppo_epochs = 1
+    mini_batch_size = 16
+    lr = 1e-4
+    kl_beta = 0.0
+    [[rewards]]
+    kind = "exact-match"
+"#;
+
+#[test]
+fn recomputed_old_logprobs_make_the_first_ratio_one_and_the_gap_is_logged() {
+    let groups = rollout(&model(), 7, 2, 8).unwrap();
+    let target = first_token(&groups[0]);
+    let run = |mode: &str| {
+        let cfg = cfg_from(&format!("old_logprobs = \"{mode}\"\n{ONE_BATCH}"));
+        let mut t = Trainer::new(Arc::new(model()), cfg, reward_for(target), None).unwrap();
+        t.train_on(&groups).unwrap()
+    };
+    let (s, r) = (run("sampler"), run("recompute"));
+    println!(
+        "sampler: ratio {:.9} gap {:.3e}/{:.3e} over {} tokens; recompute: ratio {:.9} gap {:.3e}/{:.3e} over {} tokens",
+        s.ratio,
+        s.logprob_gap_mean,
+        s.logprob_gap_max,
+        s.logprob_gap_tokens,
+        r.ratio,
+        r.logprob_gap_mean,
+        r.logprob_gap_max,
+        r.logprob_gap_tokens
+    );
+    assert!(s.rows > 0 && s.rows == r.rows);
+    let tokens: usize = groups
+        .iter()
+        .flat_map(|g| &g.episodes)
+        .flat_map(|e| e.lm_calls())
+        .map(|c| c.output.token_ids.len())
+        .sum();
+    // Both modes compare every action token here (one mini-batch before the update).
+    assert!(r.logprob_gap_tokens > 0 && r.logprob_gap_tokens <= tokens);
+    assert_eq!(s.logprob_gap_tokens, r.logprob_gap_tokens);
+    // The same forward of the same weights, batched differently: the same gap.
+    assert!(
+        (s.logprob_gap_mean - r.logprob_gap_mean).abs() <= 1e-5 * (1.0 + s.logprob_gap_mean),
+        "{} vs {}",
+        s.logprob_gap_mean,
+        r.logprob_gap_mean
+    );
+    assert!(r.logprob_gap_max >= r.logprob_gap_mean && r.logprob_gap_mean >= 0.0);
+    // The sampler (inference kernels) and the training forward differ: the gap is real.
+    assert!(
+        s.logprob_gap_max > 0.0,
+        "no sampler-vs-trainer gap measured"
+    );
+    // Recomputed: the ratio before the first update is 1 up to the batching of the two
+    // forwards (f32 rounding, well below the sampler gap).
+    assert!((r.ratio - 1.0).abs() < 1e-5, "ratio {}", r.ratio);
+    assert!(
+        (r.ratio - 1.0).abs() < (s.ratio - 1.0).abs().max(1e-7),
+        "recompute ratio {} vs sampler ratio {}",
+        r.ratio,
+        s.ratio
+    );
+    assert_eq!(r.clip_fraction, 0.0);
+}
+
+/// Reward: 1 for every episode of sample `s0` (a zero-variance group), the preferred-token
+/// fraction otherwise.
+struct ConstantOnS0(Prefers);
+impl Reward for ConstantOnS0 {
+    fn name(&self) -> &str {
+        "prefers"
+    }
+    fn score(&self, s: &Sample, e: &Episode) -> Result<Option<f32>> {
+        if e.sample_id == "s0" {
+            Ok(Some(1.0))
+        } else {
+            self.0.score(s, e)
+        }
+    }
+}
+
+#[test]
+fn zero_variance_groups_are_dropped_kept_or_resampled() {
+    let groups = rollout(&model(), 7, 2, 8).unwrap();
+    // A token group 1 samples sometimes: its rewards vary.
+    let target = first_token(&groups[1]);
+    let reward = || CompositeReward {
+        components: vec![WeightedReward {
+            reward: Box::new(ConstantOnS0(Prefers(target))),
+            weight: 1.0,
+        }],
+    };
+    let trainer = |mode: &str| {
+        let cfg = cfg_from(&format!(
+            "zero_variance = \"{mode}\"\n{}",
+            ONE_BATCH.replace("mini_batch_size = 16", "mini_batch_size = 8")
+        ));
+        Trainer::new(Arc::new(model()), cfg, reward(), None).unwrap()
+    };
+    let drop = trainer("drop").train_on(&groups).unwrap();
+    let keep = trainer("keep").train_on(&groups).unwrap();
+    println!(
+        "drop: rows {} skipped {}; keep: rows {} skipped {} zero-variance {}",
+        drop.rows, drop.skipped_groups, keep.rows, keep.skipped_groups, keep.zero_variance_groups
+    );
+    assert_eq!((drop.skipped_groups, drop.zero_variance_groups), (1, 1));
+    assert_eq!((keep.skipped_groups, keep.zero_variance_groups), (0, 1));
+    // Every episode makes one row: the kept group adds its 8 rows (advantage 0).
+    assert_eq!((drop.rows, keep.rows), (8, 16));
+    // (That the A = 0 rows count in the token-mean denominator and carry the KL is
+    // checked against the numpy peer in tests/golden_verl_loss.rs.)
+
+    // Resample: `s0` is replaced by a group of a further round.
+    let mut t = trainer("resample");
+    let err = t
+        .step(&mut |lm, step| rollout(lm, step, 2, 8))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.zero_variance"), "{err}");
+    let mut asked = Vec::new();
+    let m = t
+        .step_with(
+            &mut |lm, step| rollout(lm, step + 7, 2, 8),
+            Some(&mut |lm, step, round| {
+                asked.push((step, round));
+                // The step's own rollout again, under new sample ids: group 1 varies.
+                let mut g = rollout(lm, 7, 2, 8)?;
+                for (i, grp) in g.iter_mut().enumerate() {
+                    for e in &mut grp.episodes {
+                        e.sample_id = format!("r{round}-{i}");
+                    }
+                }
+                Ok(g)
+            }),
+        )
+        .unwrap();
+    println!(
+        "resample: rows {} rounds {} left out {} zero-variance {}",
+        m.rows, m.resample_rounds, m.resample_dropped_groups, m.zero_variance_groups
+    );
+    assert_eq!(asked, vec![(0, 1)]);
+    assert_eq!(m.resample_rounds, 1);
+    // Left out: s0, and the second group of round 1 (the batch was full).
+    assert_eq!(m.resample_dropped_groups, 2);
+    assert_eq!(
+        (m.zero_variance_groups, m.skipped_groups, m.rows),
+        (0, 0, 16)
+    );
+
+    // A cap on rounds: a source that only yields zero-variance groups is asked that often.
+    let mut t = Trainer::new(
+        Arc::new(model()),
+        cfg_from(&format!(
+            "zero_variance = \"resample\"\nresample_max_rounds = 3\n{}",
+            ONE_BATCH.replace("mini_batch_size = 16", "mini_batch_size = 8")
+        )),
+        reward(),
+        None,
+    )
+    .unwrap();
+    let mut n = 0;
+    let m = t
+        .step_with(
+            &mut |lm, step| rollout(lm, step + 7, 2, 8),
+            Some(&mut |lm, _, round| {
+                n += 1;
+                // Only sample s0: constant reward.
+                rollout(lm, 600 + round, 1, 8)
+            }),
+        )
+        .unwrap();
+    assert_eq!((n, m.resample_rounds, m.rows), (3, 3, 8));
+}
