@@ -129,7 +129,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
         // A closed stderr loses the line; it never fails the build.
         let _ = writeln!(
             std::io::stderr(),
-            "warning: {}: the chat template of {path} never reads {} (passing {} changes              nothing)",
+            "warning: {}: the chat template of {path} never reads {} (passing {} changes nothing)",
             cfg.key("chat_template_kwargs"),
             ignored
                 .iter()

@@ -185,6 +185,13 @@ fn kwargs_the_template_never_reads_are_named() {
         lm.render_chat(&[ChatMessage::user("hi")], true).unwrap(),
         before
     );
+    // Through the recipe: still builds (a warning on stderr names the variable).
+    let mut cfg = model_cfg(&dir, "chat_template_kwargs = { enable_thinking = false }");
+    let lm = memfactory_lm_burn::from_cfg(&mut cfg).unwrap();
+    assert_eq!(
+        lm.render_chat(&[ChatMessage::user("hi")], true).unwrap(),
+        before
+    );
     // SmolLM2's GGUF template, when the model is here.
     let gguf = std::env::var_os("MEMFACTORY_SMOLLM2_GGUF").map(PathBuf::from);
     match gguf.filter(|p| p.exists()) {
