@@ -123,11 +123,13 @@ fn shipped_hotpotqa_training_recipes_are_disjoint() {
         // test does not have) under the CI recipe's model and trainer.
         let mut data = data.clone();
         for split in ["train", "dev", "eval"] {
-            if let Some(t) = data.get_mut(split).and_then(|t| t.as_table_mut()) {
-                if let Some(cb) = t.get_mut("closed_book").and_then(|c| c.as_table_mut()) {
-                    cb.remove("model");
-                    cb.insert("keep_ids".into(), "unused.json".into());
-                }
+            if let Some(cb) = data
+                .get_mut(split)
+                .and_then(|t| t.get_mut("closed_book"))
+                .and_then(|c| c.as_table_mut())
+            {
+                cb.remove("model");
+                cb.insert("keep_ids".into(), "unused.json".into());
             }
         }
         let mut wrapper = toml::Table::new();
