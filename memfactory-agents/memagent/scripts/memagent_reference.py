@@ -24,9 +24,9 @@ What it does (standard library only, no torch; nothing in CI runs it):
 
 Run from the crate directory (memfactory-agents/memagent), with a MemAgent checkout:
 
-    git clone https://github.com/BytedTsinghua-SIA/MemAgent /tmp/MemAgent
-    git -C /tmp/MemAgent checkout 76b7a658988e4ea53d7388a62de6c0ce79084146
-    python3 scripts/memagent_reference.py templates /tmp/MemAgent
+    git clone https://github.com/BytedTsinghua-SIA/MemAgent "$MEMAGENT"   # any directory outside the clone
+    git -C "$MEMAGENT" checkout 76b7a658988e4ea53d7388a62de6c0ce79084146
+    python3 scripts/memagent_reference.py templates "$MEMAGENT"
     python3 scripts/memagent_reference.py golden
 """
 
