@@ -64,6 +64,9 @@
 //! Malformed output is data: a malformed reflection gives no memories; a malformed merge
 //! decision falls back to ADD (the new memory itself is fine, only the decision was
 //! lost). Both are reported in `OpOutput::parse_error` (notes joined with `; `).
+//! A reasoning model's `<think>…</think>` is stripped from both replies before parsing
+//! (`strip_think`, default on; [`memfactory_core::text::strip_think`], MemAgent's
+//! `extract_solution`); the recorded LM calls keep the raw generations.
 //!
 //! ## Recipe
 //!
@@ -76,6 +79,7 @@
 //! template = "reflect.txt"   # optional; placeholders {speaker} {session}
 //! merge_template = "merge.txt"  # optional; placeholders {speaker} {memories} {new}
 //! max_new_tokens = 512       # sampling of both calls: temperature, top_k, top_p, stop
+//! strip_think = true         # parse only the text after the last </think>
 //! model = { kind = "..." }   # optional own model for both calls
 //! ```
 
@@ -175,6 +179,8 @@ pub struct Summarize {
     pub sampling: SamplingParams,
     /// The op's own model, when it has one.
     pub model: Option<Box<dyn LanguageModel>>,
+    /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
+    pub strip_think: bool,
 }
 
 impl std::fmt::Debug for Summarize {
@@ -240,7 +246,17 @@ impl Summarize {
             )?,
             sampling: SamplingParams::greedy(512),
             model: None,
+            strip_think: true,
         })
+    }
+
+    /// The part of a generation that is parsed (`strip_think`).
+    fn reply<'t>(&self, text: &'t str) -> &'t str {
+        if self.strip_think {
+            memfactory_core::text::strip_think(text)
+        } else {
+            text
+        }
     }
 
     fn request(&self, text: String) -> GenRequest {
@@ -453,7 +469,7 @@ impl MemoryOp for Summarize {
             .iter()
             .zip(inputs)
             .zip(&gens)
-            .map(|((cx, input), g)| self.start(cx, input, &g.text))
+            .map(|((cx, input), g)| self.start(cx, input, self.reply(&g.text)))
             .collect::<Result<_>>()?;
 
         // Memory j of every episode, decided in one lockstep call.
@@ -490,7 +506,7 @@ impl MemoryOp for Summarize {
                     continue;
                 };
                 let w = &mut works[e];
-                match parse_merge(&g.text, cands.len()) {
+                match parse_merge(self.reply(&g.text), cands.len()) {
                     Ok(MergeDecision::Add) => self.add(w, p),
                     Ok(MergeDecision::Merge { index, summary }) => {
                         let target = cands[index];
@@ -551,6 +567,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
         MERGE_NAMES,
     )?;
     op.sampling = sampling_from_cfg(cfg, 512)?;
+    op.strip_think = cfg.get("strip_think", true)?;
     op.model = model_from_cfg(cfg, "model")?;
     Ok(Box::new(op))
 }

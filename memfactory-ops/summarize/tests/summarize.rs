@@ -633,3 +633,31 @@ fn config_errors_name_keys() {
     assert_eq!(resolved["max_memories"].as_integer(), Some(8));
     assert_eq!(resolved["max_new_tokens"].as_integer(), Some(512));
 }
+
+#[test]
+fn think_is_stripped_before_parsing_and_kept_in_the_trajectory() {
+    let reply = "<think>\nDraft: {\"memories\": [{\"summary\": \"draft\", \"turns\": [\"D2:1\"]}]}\n</think>\n\n{\"memories\": [{\"summary\": \"Caroline paints.\", \"turns\": [\"D2:1\"]}]}";
+    let lm = counting(vec![reflect_rule("started to paint", reply)]);
+    for (src, want) in [
+        ("kind = \"summarize\"", "Caroline paints."),
+        // Off: the first valid object — the draft inside the reasoning — is taken.
+        ("kind = \"summarize\"\nstrip_think = false", "draft"),
+    ] {
+        let op = op(src);
+        let mut cxs = cxs(&lm, None, 1);
+        let input = OpInput {
+            question: "Caroline",
+            observation: SESSION_B,
+            memory: &[],
+        };
+        let out = op.run_batch(&mut cxs, &[input]).unwrap();
+        let MemoryEdit::Add { item } = &out[0].edits[0] else {
+            panic!("add expected")
+        };
+        assert_eq!(item.content, want, "{src}");
+        let Step::Lm(call) = cxs[0].episode.steps.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(call.output.text, reply);
+    }
+}
