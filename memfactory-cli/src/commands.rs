@@ -405,13 +405,15 @@ pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
         TrainEvent::Note(n) => bar.suspend(|| errln!("{n}")),
         TrainEvent::Step(m) => {
             bar.set_message(format!(
-                "reward {:.3}±{:.3} loss {:.4} kl {:.4} clip {:.3} |g| {:.3} ({:.0}+{:.0} s)",
+                "reward {:.3}±{:.3} loss {:.4} kl {:.4} clip {:.3} |g| {:.3} |Δlp| {:.3}/{:.3} ({:.0}+{:.0} s)",
                 m.reward.mean,
                 m.reward.std,
                 m.loss,
                 m.kl,
                 m.clip_fraction,
                 m.grad_norm,
+                m.logprob_gap_mean,
+                m.logprob_gap_max,
                 m.rollout_s,
                 m.update_s
             ));

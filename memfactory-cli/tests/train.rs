@@ -660,6 +660,70 @@ fn memory_r1_manager_stage_trains_only_the_memory_roles() {
     assert!(!tmp.path().join("bad").join("metrics.jsonl").exists());
 }
 
+/// The answer agent of the Memory-R1 stage-1 recipe has its own (frozen) model: its calls
+/// are never training rows. Naming its role in `train.roles` is a user error raised inside the
+/// first training step (exit 2, the message names the key and the role, after `step 1 failed`), and
+/// the default roles (all) train exactly what the explicit memory roles train.
+#[test]
+fn a_frozen_models_role_is_never_trained() {
+    if !root()
+        .join("../shared/data/locomo/locomo_conv26_conv30.json")
+        .exists()
+    {
+        eprintln!("skipped: ../shared/data/locomo is absent");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(root().join(MEMORY_R1_RECIPE))
+        .unwrap()
+        .replace("steps = 2\n", "steps = 1\n")
+        .replace("eval_every = 2\n", "eval_every = 0\n");
+    // The first occurrence is [train]'s (the overlong reward lists the same roles).
+    let roles = "roles = [\"extract\", \"manage\"]";
+    assert!(base.contains(roles) && base.contains("model = { kind = \"burn\""));
+    let write = |name: &str, text: String| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let bad = write(
+        "frozen_role.toml",
+        base.replacen(roles, "roles = [\"extract\", \"manage\", \"answer\"]", 1),
+    );
+    let o = train(&bad, &tmp.path().join("bad"), false);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("`train.roles`") && t.contains("role `answer`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("op:answer") && t.contains("step 1 failed"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!tmp.path().join("bad").join("metrics.jsonl").exists());
+
+    let explicit = write("explicit.toml", base.clone());
+    let default = write("default.toml", base.replacen(roles, "", 1));
+    let (a, b) = (tmp.path().join("explicit"), tmp.path().join("default"));
+    for (r, out) in [(&explicit, &a), (&default, &b)] {
+        let o = train(r, out, false);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    println!(
+        "rows: explicit roles {}, default roles {}",
+        ma[0]["rows"], mb[0]["rows"]
+    );
+    assert!(ma[0]["rows"].as_u64().unwrap() > 0);
+    assert_eq!(
+        ma, mb,
+        "the default roles trained something else than the policy's roles"
+    );
+    assert_eq!(weights(&a, 1), weights(&b, 1));
+}
+
 const RMM_RECIPE: &str = "configs/tests/rmm_grpo_tiny.toml";
 
 #[test]

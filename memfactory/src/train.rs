@@ -52,7 +52,7 @@ use memfactory_core::{
 use memfactory_lm_burn::BurnLm;
 use memfactory_rl::checkpoint;
 pub use memfactory_rl::checkpoint::Integrity;
-use memfactory_rl::config::TrainConfig;
+use memfactory_rl::config::{TrainConfig, ZeroVariance};
 use memfactory_rl::reward::CompositeReward;
 use memfactory_rl::rollout::Group;
 use memfactory_rl::trainer::{StepMetrics, Trainer};
@@ -806,27 +806,72 @@ pub fn run_train(
             .map(|j| train[sample_at(asm.run.seed, train.len(), step * spp + j)].clone())
             .collect();
         let mut kept_groups: Vec<Group> = Vec::new();
-        let result = trainer.step(&mut |lm, step| {
+        let mut extra_groups: Vec<Group> = Vec::new();
+        // zero_variance = "resample": round r of step s draws other samples from a stream of
+        // its own (not the training cursor), seeded by the run, so a resumed run draws the same.
+        let mut more = |lm: &dyn LanguageModel, step: usize, round: usize| -> Result<Vec<Group>> {
+            let rounds = match cfg.zero_variance {
+                ZeroVariance::Resample { max_rounds } => max_rounds,
+                _ => 0,
+            };
+            let base = (step * rounds + round - 1) * spp;
+            let extra: Vec<Sample> = (0..spp)
+                .map(|j| {
+                    train[sample_at(
+                        seed::derive(asm.run.seed, "resample-order"),
+                        train.len(),
+                        base + j,
+                    )]
+                    .clone()
+                })
+                .collect();
             let eps = run_groups(
                 rollout_agent.as_ref(),
                 asm.store.as_ref(),
                 lm,
                 asm.embedder.as_deref(),
-                &picked,
-                seed::derive_n(rollout_root, step as u64),
+                &extra,
+                seed::derive_n(
+                    seed::derive_n(seed::derive(rollout_root, "resample"), step as u64),
+                    round as u64,
+                ),
                 settings.concurrency,
             )?;
-            let groups: Vec<Group> = picked
-                .iter()
-                .cloned()
+            let groups: Vec<Group> = extra
+                .into_iter()
                 .zip(eps)
                 .map(|(sample, episodes)| Group { sample, episodes })
                 .collect();
             if settings.save_rollouts {
-                kept_groups = groups.clone();
+                extra_groups.extend(groups.iter().cloned());
             }
             Ok(groups)
-        });
+        };
+        let result = trainer.step_with(
+            &mut |lm, step| {
+                let eps = run_groups(
+                    rollout_agent.as_ref(),
+                    asm.store.as_ref(),
+                    lm,
+                    asm.embedder.as_deref(),
+                    &picked,
+                    seed::derive_n(rollout_root, step as u64),
+                    settings.concurrency,
+                )?;
+                let groups: Vec<Group> = picked
+                    .iter()
+                    .cloned()
+                    .zip(eps)
+                    .map(|(sample, episodes)| Group { sample, episodes })
+                    .collect();
+                if settings.save_rollouts {
+                    kept_groups = groups.clone();
+                }
+                Ok(groups)
+            },
+            Some(&mut more),
+        );
+        kept_groups.append(&mut extra_groups);
         let m = match result {
             Ok(m) => m,
             Err(e) => {
@@ -836,7 +881,12 @@ pub fn run_train(
                 };
                 // Error::Step keeps the cause's class: a recipe or data error met during a
                 // rollout still exits 2.
-                return Err(Error::step(step, format!("{at} (resume with --resume)"), e));
+                // Error::Step counts steps from 1 (metrics.jsonl's `step` from 0).
+                return Err(Error::step(
+                    step + 1,
+                    format!("{at} (resume with --resume)"),
+                    e,
+                ));
             }
         };
         append_line(&metrics_path, &m)?;
