@@ -181,6 +181,7 @@ fn train(lm: &BurnLm, a: &Args) {
         clip_high: 0.2,
         kl_beta: 0.0,
         aggregation: Aggregation::TokenMean,
+        ..LossConfig::default()
     };
     let mut optim = Optim::new(OptimConfig {
         lr: a.lr,
