@@ -724,6 +724,52 @@ fn a_frozen_models_role_is_never_trained() {
     assert_eq!(weights(&a, 1), weights(&b, 1));
 }
 
+/// `zero_variance = "resample"` and `old_logprobs = "recompute"` through `memfactory train`:
+/// the extra rounds come from a seeded stream, so 1 step + `--resume` + 1 step equals 2 steps.
+#[test]
+fn resampling_with_recomputed_old_logprobs_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let edit = |n: usize| {
+        move |t: String| {
+            steps(n)(t)
+                .replace("eval_every = 2\n", "eval_every = 0\n")
+                .replace("checkpoint_every = 2\n", "checkpoint_every = 1\n")
+                .replace(
+                    "roles = []",
+                    "roles = []\nzero_variance = \"resample\"\nresample_max_rounds = 2\nold_logprobs = \"recompute\"",
+                )
+        }
+    };
+    let (r1, r2) = (
+        recipe_with(tmp.path(), "one.toml", edit(1)),
+        recipe_with(tmp.path(), "two.toml", edit(2)),
+    );
+    let (a, b) = (tmp.path().join("straight"), tmp.path().join("resumed"));
+    let o = train(&r2, &a, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = train(&r1, &b, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = train(&r2, &b, true);
+    assert!(o.status.success(), "{}", text(&o));
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma.len(), 2);
+    for m in &ma {
+        println!(
+            "step {}: rows {} resample rounds {} left out {} ratio {} gap {}",
+            m["step"],
+            m["rows"],
+            m["resample_rounds"],
+            m["resample_dropped_groups"],
+            m["ratio"],
+            m["logprob_gap_max"]
+        );
+        assert!(m["resample_rounds"].as_u64().unwrap() <= 2);
+        assert!(m["logprob_gap_tokens"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(ma, mb);
+    assert_eq!(weights(&a, 2), weights(&b, 2));
+}
+
 const RMM_RECIPE: &str = "configs/tests/rmm_grpo_tiny.toml";
 
 #[test]
