@@ -37,41 +37,28 @@ impl Metric {
     }
 }
 
-fn found<S: AsRef<str>>(pred_lower: &str, reference: &S) -> bool {
-    pred_lower.contains(&reference.as_ref().to_lowercase())
-}
-
 /// RULER's `string_match_all` for one sample: the mean over `refs` of
 /// `ref.lower() in pred.lower()` (1 if found, else 0). `0.0` when `refs` is empty.
+/// One definition with the metric crates: [`memfactory_core::text::string_match_all`].
 ///
 /// ```
 /// use memfactory_data_ruler::string_match_all;
 /// assert_eq!(string_match_all("The numbers are 12 and 34.", &["12", "34", "56", "78"]), 0.5);
 /// ```
 pub fn string_match_all<S: AsRef<str>>(pred: &str, refs: &[S]) -> f32 {
-    if refs.is_empty() {
-        return 0.0;
-    }
-    let pred = pred.to_lowercase();
-    let hits = refs.iter().filter(|r| found(&pred, r)).count();
-    hits as f32 / refs.len() as f32
+    memfactory_core::text::string_match_all(pred, refs).unwrap_or(0.0)
 }
 
 /// RULER's `string_match_part` for one sample: the max over `refs` of
 /// `ref.lower() in pred.lower()`, i.e. 1 when any reference is found. `0.0` when `refs` is
-/// empty.
+/// empty. One definition with the metric crates: [`memfactory_core::text::string_match_part`].
 ///
 /// ```
 /// use memfactory_data_ruler::string_match_part;
 /// assert_eq!(string_match_part("It was PARIS.", &["London", "paris"]), 1.0);
 /// ```
 pub fn string_match_part<S: AsRef<str>>(pred: &str, refs: &[S]) -> f32 {
-    let pred = pred.to_lowercase();
-    if refs.iter().any(|r| found(&pred, r)) {
-        1.0
-    } else {
-        0.0
-    }
+    memfactory_core::text::string_match_part(pred, refs).unwrap_or(0.0)
 }
 
 #[cfg(test)]
