@@ -291,10 +291,14 @@ fn bad_closed_book_tables_name_the_key() {
     assert!(e.to_string().contains("kept-ids"), "{e}");
 }
 
-/// SmolLM2-135M-Instruct as the reference model on the first 20 questions of the shared
-/// HotpotQA dev file, with MemAgent's settings (2 tries, T = 1.0, top_p 0.7, 512 tokens).
+/// SmolLM2-135M-Instruct as the reference model on the first 8 questions of the shared
+/// HotpotQA dev file, with MemAgent's settings (2 tries, T = 1.0, top_p 0.7) but 128 new
+/// tokens instead of 512, so the test stays near a minute on 2 cores. (With 512 tokens on the
+/// first 20 questions it kept 18: `5adbf0a255429947ff17385a` and `5ab56e32554299637185c594`
+/// were answered without context; 234 s.)
 #[test]
-fn smollm2_filters_twenty_real_questions() {
+fn smollm2_filters_real_questions() {
+    const N: usize = 8;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = std::env::var_os("MEMFACTORY_SMOLLM2_GGUF")
         .map(PathBuf::from)
@@ -313,7 +317,7 @@ fn smollm2_filters_twenty_real_questions() {
         &data,
         10,
         &format!(
-            "limit = 20\n[closed_book]\nbatch = 40\n[closed_book.model]\nkind = \"burn\"\npath = {:?}\nmax_batch = 40\n",
+            "limit = {N}\n[closed_book]\nbatch = 16\nmax_new_tokens = 128\n[closed_book.model]\nkind = \"burn\"\npath = {:?}\nmax_batch = 16\n",
             model.display().to_string()
         ),
     )
@@ -327,7 +331,7 @@ fn smollm2_filters_twenty_real_questions() {
     .unwrap();
     let dropped = record["dropped"].as_array().unwrap();
     println!(
-        "SmolLM2 closed-book filter: kept {} of 20 in {:.0}s; dropped {:?}",
+        "SmolLM2 closed-book filter: kept {} of {N} in {:.0}s; dropped {:?}",
         kept.len(),
         t.elapsed().as_secs_f32(),
         dropped
@@ -335,7 +339,7 @@ fn smollm2_filters_twenty_real_questions() {
             .map(|d| d["id"].as_str().unwrap())
             .collect::<Vec<_>>()
     );
-    assert_eq!(kept.len() + dropped.len(), 20);
+    assert_eq!(kept.len() + dropped.len(), N);
     assert_eq!(record["kept"].as_array().unwrap().len(), kept.len());
     // Every drop is justified by its recorded response.
     let records = memfactory_data_ruler_hqa::read_records(&data).unwrap();
