@@ -63,6 +63,28 @@ pub trait MemoryOp: Send + Sync {
             .map(|(cx, input)| self.run(cx, *input))
             .collect()
     }
+
+    /// The roles whose LM calls this op makes on its own model (its `model` sub-table, see
+    /// [`model_from_cfg`]) rather than the episode's, each with the model id those calls
+    /// are recorded under (`op:<role>`, [`LmCall::model`](crate::LmCall::model)). Such a
+    /// model is frozen: a trainer refuses to train these roles before any rollout
+    /// ([`crate::Paradigm::frozen_roles`]). Default: none (the op uses the episode's
+    /// model, or no model at all). See [`own_model_roles`].
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// [`MemoryOp::frozen_roles`] of an op that makes its calls under `roles`: each role with
+/// its `op:<role>` model id when the op has its own model (`own` is `Some`), none otherwise.
+pub fn own_model_roles(own: Option<&dyn LanguageModel>, roles: &[&str]) -> Vec<(String, String)> {
+    match own {
+        Some(_) => roles
+            .iter()
+            .map(|r| (r.to_string(), crate::episode::op_model_id(r)))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// An op's own model: the optional sub-table `key` (usually `model`) of an op's table,

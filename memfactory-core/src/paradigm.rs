@@ -22,6 +22,15 @@ pub trait Paradigm: Send + Sync {
         false
     }
 
+    /// The roles of this agent's LM calls served by a model other than the policy (an op
+    /// with its own `model` table, [`crate::MemoryOp::frozen_roles`]), each with the model
+    /// id its calls are recorded under (`op:<role>`). `memfactory train` and `memfactory
+    /// check` refuse a `[train] roles` entry naming one of them before any rollout: that
+    /// model is frozen and its tokens were not sampled from the policy. Default: none.
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Runs one episode per context in `cxs` on `sample`, in lockstep where the paradigm
     /// can batch. Each episode's answer is stored in `cx.episode.answer`. Malformed model
     /// output is recorded, never an `Err`.

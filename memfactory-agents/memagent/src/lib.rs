@@ -217,6 +217,12 @@ impl Paradigm for MemAgent {
         self.paths
     }
 
+    /// The memory update op's, when it has its own model (the final answer is always the
+    /// episode's model).
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        self.update.frozen_roles()
+    }
+
     fn run_group(&self, sample: &Sample, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
         let Some(first) = cxs.first() else {
             return Ok(());

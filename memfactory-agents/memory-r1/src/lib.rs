@@ -697,6 +697,27 @@ impl Paradigm for MemoryR1 {
         self.bank_cache
     }
 
+    /// The agent's five ops' (e.g. stage 1's frozen `[agent.answer] model`, stage 2's
+    /// frozen `[agent.extract] model` and `[agent.manage] model`). The teacher's model is
+    /// not listed: its calls run on scratch episodes and never enter a trajectory.
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for op in [
+            &self.extract,
+            &self.related,
+            &self.manage,
+            &self.retrieve,
+            &self.answer,
+        ] {
+            for r in op.frozen_roles() {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
     fn run_group(&self, sample: &Sample, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
         if cxs.is_empty() {
             return Ok(());

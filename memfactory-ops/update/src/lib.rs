@@ -248,6 +248,10 @@ impl MemoryOp for Update {
         "update"
     }
 
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        memfactory_core::op::own_model_roles(self.model.as_deref(), &[ROLE])
+    }
+
     fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
         let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
         Ok(out.remove(0))
