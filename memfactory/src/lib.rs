@@ -117,32 +117,32 @@ use memfactory_lm_scripted as _;
 use memfactory_op_overwrite as _;
 #[cfg(feature = "reward-bleu1")]
 use memfactory_reward_bleu1 as _;
+#[cfg(feature = "reward-bleu1-nltk")]
+use memfactory_reward_bleu1_nltk as _;
 #[cfg(feature = "reward-exact-match")]
 use memfactory_reward_exact_match as _;
 #[cfg(feature = "reward-f1")]
 use memfactory_reward_f1 as _;
+#[cfg(feature = "reward-f1-mem0")]
+use memfactory_reward_f1_mem0 as _;
 #[cfg(feature = "reward-format")]
 use memfactory_reward_format as _;
 #[cfg(feature = "reward-judge")]
 use memfactory_reward_judge as _;
 #[cfg(feature = "reward-overlong")]
 use memfactory_reward_overlong as _;
-#[cfg(feature = "reward-sub-em")]
-use memfactory_reward_sub_em as _;
-#[cfg(feature = "reward-sub-em-memagent")]
-use memfactory_reward_sub_em_memagent as _;
+#[cfg(feature = "reward-recall-at-k")]
+use memfactory_reward_recall_at_k as _;
+#[cfg(feature = "reward-ruler-string-match")]
+use memfactory_reward_ruler_string_match as _;
 #[cfg(feature = "reward-string-match-all")]
 use memfactory_reward_string_match_all as _;
 #[cfg(feature = "reward-string-match-part")]
 use memfactory_reward_string_match_part as _;
-#[cfg(feature = "reward-ruler-string-match")]
-use memfactory_reward_ruler_string_match as _;
-#[cfg(feature = "reward-f1-mem0")]
-use memfactory_reward_f1_mem0 as _;
-#[cfg(feature = "reward-bleu1-nltk")]
-use memfactory_reward_bleu1_nltk as _;
-#[cfg(feature = "reward-recall-at-k")]
-use memfactory_reward_recall_at_k as _;
+#[cfg(feature = "reward-sub-em")]
+use memfactory_reward_sub_em as _;
+#[cfg(feature = "reward-sub-em-memagent")]
+use memfactory_reward_sub_em_memagent as _;
 #[cfg(feature = "store-memory")]
 use memfactory_store_memory as _;
 #[cfg(feature = "store-pgvector")]
@@ -195,13 +195,37 @@ pub fn enabled_components() -> Vec<(Family, &'static str)> {
         (cfg!(feature = "reward-f1"), Family::Reward, "f1"),
         (cfg!(feature = "reward-bleu1"), Family::Reward, "bleu1"),
         (cfg!(feature = "reward-judge"), Family::Reward, "judge"),
-        (cfg!(feature = "reward-sub-em-memagent"), Family::Reward, "sub-em-memagent"),
-        (cfg!(feature = "reward-string-match-all"), Family::Reward, "string-match-all"),
-        (cfg!(feature = "reward-string-match-part"), Family::Reward, "string-match-part"),
-        (cfg!(feature = "reward-ruler-string-match"), Family::Reward, "ruler-string-match"),
+        (
+            cfg!(feature = "reward-sub-em-memagent"),
+            Family::Reward,
+            "sub-em-memagent",
+        ),
+        (
+            cfg!(feature = "reward-string-match-all"),
+            Family::Reward,
+            "string-match-all",
+        ),
+        (
+            cfg!(feature = "reward-string-match-part"),
+            Family::Reward,
+            "string-match-part",
+        ),
+        (
+            cfg!(feature = "reward-ruler-string-match"),
+            Family::Reward,
+            "ruler-string-match",
+        ),
         (cfg!(feature = "reward-f1-mem0"), Family::Reward, "f1-mem0"),
-        (cfg!(feature = "reward-bleu1-nltk"), Family::Reward, "bleu1-nltk"),
-        (cfg!(feature = "reward-recall-at-k"), Family::Reward, "recall-at-k"),
+        (
+            cfg!(feature = "reward-bleu1-nltk"),
+            Family::Reward,
+            "bleu1-nltk",
+        ),
+        (
+            cfg!(feature = "reward-recall-at-k"),
+            Family::Reward,
+            "recall-at-k",
+        ),
         (cfg!(feature = "reward-format"), Family::Reward, "format"),
         (
             cfg!(feature = "reward-overlong"),
