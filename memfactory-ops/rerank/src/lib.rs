@@ -10,7 +10,8 @@
 //!   `q' = q + W_q q`, `m' = m + W_m m`, score `s = q' · m'`, and *Gumbel top-M* sampling of
 //!   M memories with temperature `τ`. The LLM that answers cites the memories it used; a
 //!   cited memory earns `+1`, an uncited one `−1`, and [`Reranker::reinforce`] updates the
-//!   adapters online with REINFORCE and a running-mean baseline. The estimator and its
+//!   adapters online with REINFORCE and a baseline (running mean by default, or the
+//!   paper's constant `b = 0.5`). The estimator and its
 //!   gradient are derived in [`learned`]; tests check the gradient against finite
 //!   differences. No LM call.
 //! - **`llm`**: a listwise LLM reranker (one lockstep LM call, role `rerank`): the model
@@ -34,11 +35,28 @@
 //!
 //! ## Online learning
 //!
-//! [`Reranker::reinforce`] takes a batch of [`Feedback`]s (the paradigm passes one per path
-//! of a group): every gradient is computed at the current weights with the current baseline
-//! `b`, the update is `W ← W + lr · mean_f ∇J_f`, and then, per feedback in order,
-//! `b ← 0.9 b + 0.1 · mean_j r_j` (`baseline = "mean"`, `b` starts at 0; `"none"` keeps
-//! `b = 0`). The weights live behind a `Mutex`, shared by every episode of the run; with
+//! [`Reranker::reinforce`] takes the [`Feedback`]s of one answered question (the paradigm
+//! passes one per path of a group) and adds them to a pending batch. When `batch` questions
+//! are pending (`batch = 1`, the default: every call) one update is applied to all pending
+//! feedbacks `F`: every gradient is computed at the current weights with the current
+//! baseline `b`, the update is
+//!
+//! ```text
+//! W ← W + lr · (1/|F|) Σ_{f ∈ F} Σ_j (r_{f,j} − b) ∇ℓ_{f,j}      (the MEAN over feedbacks)
+//! ```
+//!
+//! and then, with `baseline = "mean"`, per feedback in order, `b ← 0.9 b + 0.1 · mean_j r_j`
+//! (`b` starts at 0). `baseline = "none"` keeps `b = 0`; `baseline = 0.5` (any finite
+//! number) is the constant baseline of the paper (arXiv 2503.08026 App. A.1: "Baseline value
+//! (b): 0.5", "Batch size: 4", lr `1e-3`). The paper's update (Eq. 3,
+//! `Δφ = η (R − b) ∇ log P(M_M | q, M_K; φ)`) is written for one sample and does not say how a
+//! batch of 4 is reduced; this op takes the mean, PyTorch's default loss reduction, so a
+//! batch of 4 moves the weights by the average of the 4 single-sample steps (not their
+//! sum). Selections of one batch are all sampled with the same weights (the update comes
+//! after the last of them), so the estimator stays on-policy. A partial batch pending when
+//! the run ends is not applied ([`Reranker::flush`] applies it; with `state_path` it is
+//! saved with the adapters and completed by the next run that loads them).
+//! The weights live behind a `Mutex`, shared by every episode of the run; with
 //! online learning, later questions see weights trained on earlier ones, so results depend
 //! on the order questions are answered in (deterministic with `[eval] concurrency = 1`).
 //! With `state_path`, adapters are loaded when the op is built (when the file exists) and
@@ -56,7 +74,9 @@
 //! temperature = 0.5        # Gumbel temperature τ (> 0)
 //! sample = true            # Gumbel top-M sampling; false = deterministic top-M by score
 //! lr = 1e-3                # REINFORCE step size (>= 0)
-//! baseline = "mean"        # "mean" (running mean of rewards, momentum 0.9) | "none"
+//! baseline = "mean"        # "mean" (running mean of rewards, momentum 0.9) | "none" |
+//!                          # a number: constant b (the paper: 0.5)
+//! batch = 1                # questions whose feedback makes one update (the paper: 4)
 //! init = "normal"          # "normal" (N(0, init_std²)) | "zero"
 //! init_std = 0.01
 //! init_seed = 0
@@ -119,8 +139,10 @@ pub struct LearnedCfg {
     pub sample: bool,
     /// REINFORCE step size.
     pub lr: f64,
-    /// Running-mean baseline (true) or none.
-    pub mean_baseline: bool,
+    /// The REINFORCE baseline.
+    pub baseline: Baseline,
+    /// Answered questions per update (`1` = every question).
+    pub batch: usize,
     /// Initial adapters.
     pub init: Init,
     /// Where adapters are loaded from / saved to.
@@ -135,12 +157,24 @@ impl Default for LearnedCfg {
             tau: 0.5,
             sample: true,
             lr: 1e-3,
-            mean_baseline: true,
+            baseline: Baseline::Mean,
+            batch: 1,
             init: Init::Normal { std: 0.01, seed: 0 },
             state_path: None,
             state_key: "state_path".into(),
         }
     }
+}
+
+/// The REINFORCE baseline `b` (crate docs, "Online learning").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Baseline {
+    /// Running mean of the rewards (momentum 0.9, starts at 0): `baseline = "mean"`.
+    Mean,
+    /// `b = 0`: `baseline = "none"`.
+    None,
+    /// A constant `b` (the paper's 0.5): `baseline = 0.5`.
+    Constant(f64),
 }
 
 /// Settings of the LLM listwise method.
@@ -164,8 +198,13 @@ pub enum Method {
 #[derive(Debug, Default)]
 struct State {
     adapters: Option<Adapters>,
+    /// The running-mean baseline (`Baseline::Mean`; stays 0 otherwise).
     baseline: f64,
     updates: u64,
+    /// Feedback of the questions answered since the last update.
+    pending: Vec<Feedback>,
+    /// Number of questions (reinforce calls) in `pending`.
+    pending_questions: usize,
 }
 
 /// The adapter file: JSON whose floats are written as text by Rust's shortest round-trip
@@ -179,6 +218,62 @@ struct SavedState {
     updates: u64,
     w_q: String,
     w_m: String,
+    /// Questions of a partial batch (absent in files written before batching).
+    #[serde(default)]
+    pending_questions: usize,
+    /// Their feedback.
+    #[serde(default)]
+    pending: Vec<SavedFeedback>,
+}
+
+/// One pending [`Feedback`], floats as text like the weights (f32 shortest round-trip).
+#[derive(Serialize, Deserialize)]
+struct SavedFeedback {
+    query: String,
+    candidates: Vec<String>,
+    chosen: Vec<usize>,
+    rewards: String,
+}
+
+fn f32s_to_text(v: &[f32]) -> String {
+    v.iter()
+        .map(|x| format!("{x:e}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn f32s_from_text(s: &str, what: &str) -> std::result::Result<Vec<f32>, String> {
+    s.split_ascii_whitespace()
+        .map(|t| {
+            t.parse::<f32>()
+                .map_err(|e| format!("{what}: `{t}` is not a number ({e})"))
+        })
+        .collect()
+}
+
+impl SavedFeedback {
+    fn from_feedback(f: &Feedback) -> Self {
+        SavedFeedback {
+            query: f32s_to_text(&f.query),
+            candidates: f.candidates.iter().map(|c| f32s_to_text(c)).collect(),
+            chosen: f.chosen.clone(),
+            rewards: f32s_to_text(&f.rewards),
+        }
+    }
+
+    fn to_feedback(&self, i: usize) -> std::result::Result<Feedback, String> {
+        let what = format!("pending[{i}]");
+        Ok(Feedback {
+            query: f32s_from_text(&self.query, &format!("{what}.query"))?,
+            candidates: self
+                .candidates
+                .iter()
+                .map(|c| f32s_from_text(c, &format!("{what}.candidates")))
+                .collect::<std::result::Result<_, _>>()?,
+            chosen: self.chosen.clone(),
+            rewards: f32s_from_text(&self.rewards, &format!("{what}.rewards"))?,
+        })
+    }
 }
 
 fn floats_to_text(v: &[f64]) -> String {
@@ -318,11 +413,12 @@ impl Reranker {
             |l| l.is_finite() && *l >= 0.0,
             "a finite step size >= 0",
         )?;
-        let baseline: String = cfg.get_checked(
-            "baseline",
-            "mean".to_string(),
-            |b| b == "mean" || b == "none",
-            "\"mean\" or \"none\"",
+        let baseline = baseline_from_cfg(cfg)?;
+        let batch = cfg.get_checked(
+            "batch",
+            1usize,
+            |n| *n > 0,
+            "a positive number of questions per update",
         )?;
         let init_kind: String = cfg.get_checked(
             "init",
@@ -349,7 +445,8 @@ impl Reranker {
                 tau,
                 sample,
                 lr,
-                mean_baseline: baseline == "mean",
+                baseline,
+                batch,
                 init,
                 state_path: state_path.map(PathBuf::from),
                 state_key: cfg.key("state_path"),
@@ -535,18 +632,17 @@ impl Reranker {
             .collect())
     }
 
-    /// One online REINFORCE update from `feedback` (module docs): gradients at the current
-    /// weights and baseline, `W += lr · mean ∇J`, then the baseline moves. Adapters not yet
-    /// initialised are initialised with the feedback's dimension. Errors (`Invalid`) on
-    /// inconsistent shapes and on an `llm` reranker.
-    pub fn reinforce(&self, feedback: &[Feedback]) -> Result<()> {
-        let Method::Learned(cfg) = &self.method else {
-            return Err(Error::Invalid(
-                "reinforce called on an llm reranker (only method = \"learned\" learns)".into(),
-            ));
-        };
+    /// The feedback of one answered question (module docs, "Online learning"): checked,
+    /// added to the pending batch, and when `batch` questions are pending, one update —
+    /// gradients at the current weights and baseline, `W += lr · mean ∇J` over every
+    /// pending feedback, then the running-mean baseline moves. Returns whether an update
+    /// was applied. An empty `feedback` is not a question (nothing happens). Adapters not
+    /// yet initialised are initialised with the feedback's dimension. Errors (`Invalid`) on
+    /// inconsistent shapes (nothing is added then) and on an `llm` reranker.
+    pub fn reinforce(&self, feedback: &[Feedback]) -> Result<bool> {
+        let cfg = self.learned_cfg()?;
         let Some(first) = feedback.first() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut st = self.lock()?;
         if st.adapters.is_none() {
@@ -557,11 +653,59 @@ impl Reranker {
             f.check(dim)
                 .map_err(|e| Error::Invalid(format!("rerank feedback {i}: {e}")))?;
         }
-        let b = if cfg.mean_baseline { st.baseline } else { 0.0 };
-        let ad = st.adapters.as_ref().expect("initialised above");
+        st.pending.extend_from_slice(feedback);
+        st.pending_questions += 1;
+        if st.pending_questions < cfg.batch {
+            return Ok(false);
+        }
+        Self::apply_pending(cfg, &mut st);
+        Ok(true)
+    }
+
+    /// Applies a partial batch now (as if `batch` questions were pending). Returns whether
+    /// there was anything to apply.
+    pub fn flush(&self) -> Result<bool> {
+        let cfg = self.learned_cfg()?;
+        let mut st = self.lock()?;
+        if st.pending.is_empty() || st.adapters.is_none() {
+            return Ok(false);
+        }
+        Self::apply_pending(cfg, &mut st);
+        Ok(true)
+    }
+
+    /// Questions whose feedback waits for the batch to fill.
+    pub fn pending_questions(&self) -> usize {
+        self.state.lock().map(|s| s.pending_questions).unwrap_or(0)
+    }
+
+    fn learned_cfg(&self) -> Result<&LearnedCfg> {
+        match &self.method {
+            Method::Learned(cfg) => Ok(cfg),
+            Method::Llm(_) => Err(Error::Invalid(
+                "reinforce called on an llm reranker (only method = \"learned\" learns)".into(),
+            )),
+        }
+    }
+
+    /// One update from every pending feedback (the mean of their gradients), then the
+    /// running-mean baseline moves; the batch is emptied.
+    fn apply_pending(cfg: &LearnedCfg, st: &mut State) {
+        let feedback = std::mem::take(&mut st.pending);
+        st.pending_questions = 0;
+        let b = match cfg.baseline {
+            Baseline::Mean => st.baseline,
+            Baseline::None => 0.0,
+            Baseline::Constant(b) => b,
+        };
+        let ad = st
+            .adapters
+            .as_ref()
+            .expect("pending feedback implies adapters");
+        let dim = ad.dim;
         let mut g_q = vec![0.0f64; dim * dim];
         let mut g_m = vec![0.0f64; dim * dim];
-        for f in feedback {
+        for f in &feedback {
             let (gq, gm) = learned::gradient(ad, f, cfg.tau, b);
             for (a, g) in g_q.iter_mut().zip(gq) {
                 *a += g;
@@ -571,15 +715,18 @@ impl Reranker {
             }
         }
         let step = cfg.lr / feedback.len() as f64;
-        let ad = st.adapters.as_mut().expect("initialised above");
+        let ad = st
+            .adapters
+            .as_mut()
+            .expect("pending feedback implies adapters");
         for (w, g) in ad.w_q.iter_mut().zip(&g_q) {
             *w += step * g;
         }
         for (w, g) in ad.w_m.iter_mut().zip(&g_m) {
             *w += step * g;
         }
-        if cfg.mean_baseline {
-            for f in feedback {
+        if cfg.baseline == Baseline::Mean {
+            for f in &feedback {
                 if !f.rewards.is_empty() {
                     let mean = f.rewards.iter().map(|r| f64::from(*r)).sum::<f64>()
                         / f.rewards.len() as f64;
@@ -588,7 +735,6 @@ impl Reranker {
             }
         }
         st.updates += 1;
-        Ok(())
     }
 
     /// Writes the adapters to `state_path` (temporary file in the same directory, fsync,
@@ -612,12 +758,50 @@ impl Reranker {
                 updates: st.updates,
                 w_q: floats_to_text(&ad.w_q),
                 w_m: floats_to_text(&ad.w_m),
+                pending_questions: st.pending_questions,
+                pending: st
+                    .pending
+                    .iter()
+                    .map(SavedFeedback::from_feedback)
+                    .collect(),
             }
         };
         let bytes = serde_json::to_vec(&saved)
             .map_err(|e| backend(format!("cannot serialise adapters: {e}")))?;
         write_atomic(path, &bytes)
     }
+}
+
+/// Reads `baseline`: `"mean"` (default), `"none"` or a finite number (a constant `b`).
+fn baseline_from_cfg(cfg: &mut Cfg) -> Result<Baseline> {
+    let expected = "\"mean\", \"none\" or a finite number (a constant baseline, e.g. 0.5)";
+    let (b, resolved) = match cfg.raw("baseline") {
+        None => (Baseline::Mean, toml::Value::String("mean".into())),
+        Some(toml::Value::String(s)) if s == "mean" => (Baseline::Mean, toml::Value::String(s)),
+        Some(toml::Value::String(s)) if s == "none" => (Baseline::None, toml::Value::String(s)),
+        Some(v @ toml::Value::Float(_)) | Some(v @ toml::Value::Integer(_)) => {
+            let x = match v {
+                toml::Value::Float(x) => x,
+                toml::Value::Integer(i) => i as f64,
+                _ => unreachable!("matched above"),
+            };
+            if !x.is_finite() {
+                return Err(cfg.error("baseline", format!("expected {expected}, found {x}")));
+            }
+            (Baseline::Constant(x), toml::Value::Float(x))
+        }
+        Some(toml::Value::String(s)) => {
+            return Err(cfg.error("baseline", format!("expected {expected}, found \"{s}\"")));
+        }
+        Some(v) => {
+            return Err(cfg.error(
+                "baseline",
+                format!("expected {expected}, found {} {v}", v.type_str()),
+            ));
+        }
+    };
+    cfg.set_resolved("baseline", resolved);
+    Ok(b)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -673,10 +857,29 @@ fn load_state(path: &Path, key: &str) -> Result<State> {
         .ok()
         .filter(|b| b.is_finite())
         .ok_or_else(|| bad(format!("baseline `{}` is not a finite number", s.baseline)))?;
+    let pending: Vec<Feedback> = s
+        .pending
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = f.to_feedback(i)?;
+            f.check(ad.dim).map(|()| f)
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(bad)?;
+    if pending.is_empty() != (s.pending_questions == 0) {
+        return Err(bad(format!(
+            "{} pending questions with {} pending feedbacks",
+            s.pending_questions,
+            pending.len()
+        )));
+    }
     Ok(State {
         adapters: Some(ad),
         baseline,
         updates: s.updates,
+        pending,
+        pending_questions: s.pending_questions,
     })
 }
 
@@ -882,6 +1085,13 @@ fn integers(text: &str, bracketed: bool) -> Vec<u64> {
 impl MemoryOp for Reranker {
     fn kind(&self) -> &'static str {
         "rerank"
+    }
+
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        match &self.method {
+            Method::Llm(c) => memfactory_core::op::own_model_roles(c.model.as_deref(), &[ROLE]),
+            Method::Learned(_) => Vec::new(),
+        }
     }
 
     fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
