@@ -1,6 +1,6 @@
 //! The GRPO policy loss: PPO clipped surrogate plus a k3 KL penalty to a frozen reference.
 //!
-//! Per action token, with `ratio = exp(logp − old_logp)` and advantage `A`:
+//! Per action token, with `ratio = exp(clamp(logp − old_logp, −20, 20))` and advantage `A`:
 //!
 //! ```text
 //! surrogate = −min(ratio · A, clamp(ratio, 1 − clip_low, 1 + clip_high) · A)
@@ -24,6 +24,11 @@
 //! term; both are verl's `compute_policy_loss` / `kl_penalty("low_var_kl")`
 //! (`volcengine/verl:verl/trainer/ppo/core_algos.py@012be9d9dcb7c38499f23616142870d2682757fc`,
 //! `clip_ratio_c` default 3.0, KL clamped to ±10 after the log-difference is clamped to ±20).
+//! The log-ratio is clamped to ±[`LOG_RATIO_CLAMP`] before `exp` as verl's
+//! `compute_policy_loss_vanilla` does (`negative_approx_kl = torch.clamp(log_prob −
+//! old_log_prob, min=−20.0, max=20.0)`, same file and commit): a numeric safeguard only — the
+//! ratio stays ≤ e^20 ≈ 4.9·10^8, finite in f32 (e^89 is not), and a token beyond the bound
+//! gets no gradient through the ratio. Within ±20 nothing changes.
 //! Deviation: verl's `seq-mean-token-sum-norm` divides the *sum* over the mini-batch's rows
 //! by the padded response length (no division by the row count); ours takes the mean over
 //! rows as the Dr. GRPO paper writes it, so the two differ by the row count (a learning-rate
@@ -123,6 +128,8 @@ pub const DEFAULT_CLIP_RATIO_C: f32 = 3.0;
 pub const DEFAULT_KL_CLAMP: f32 = 10.0;
 /// verl's bound on the log-difference inside k3.
 pub const KL_LOG_CLAMP: f32 = 20.0;
+/// verl's bound on the log-ratio `logp − old_logp` before `exp` (always applied).
+pub const LOG_RATIO_CLAMP: f32 = 20.0;
 
 impl Default for LossConfig {
     fn default() -> Self {
@@ -280,8 +287,10 @@ pub fn grpo_loss_weighted(
     let tokens = mask_h.iter().filter(|&&m| m > 0.0).count();
     let weights: Tensor<2> = Tensor::from_data(TensorData::new(weights, [rows, cols]), &device);
 
-    // Padding positions get log-ratio 0 (ratio 1) so garbage there cannot overflow.
-    let log_ratio = (logprobs.clone() - old_logprobs) * mask.clone();
+    // Padding positions get log-ratio 0 (ratio 1) so garbage there cannot overflow; the
+    // others are clamped to ±20 as verl does (no gradient beyond the bound).
+    let log_ratio =
+        ((logprobs.clone() - old_logprobs) * mask.clone()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP);
     let ratio = log_ratio.exp();
     let clipped = ratio.clone().clamp(1.0 - cfg.clip_low, 1.0 + cfg.clip_high);
     let unclipped_obj = ratio.clone() * advantages.clone();
@@ -427,6 +436,43 @@ mod tests {
         let gl = host(&lp.grad(&g).unwrap()).unwrap();
         assert!(gl[0].abs() < 1e-7, "{gl:?}");
         assert!((gl[1] + 0.5).abs() < 1e-6, "{gl:?}");
+    }
+
+    /// verl's ±20 clamp on the log-ratio: a token whose log-ratio is 100 (e^100 overflows
+    /// f32) gives the finite loss of log-ratio 20 and no gradient; one at 20 − 1 keeps its
+    /// exact value and gradient.
+    #[test]
+    fn the_log_ratio_is_clamped_to_20_before_exp() {
+        let dev = Device::flex().autodiff();
+        let lp = t(&[99.0, 18.0], 1, &dev).require_grad();
+        let out = grpo_loss(
+            LossInputs {
+                logprobs: lp.clone(),
+                old_logprobs: t(&[-1.0, -1.0], 1, &dev),
+                ref_logprobs: None,
+                advantages: t(&[-1.0, -1.0], 1, &dev),
+                mask: t(&[1.0, 1.0], 1, &dev),
+            },
+            &LossConfig {
+                kl_beta: 0.0,
+                clip_ratio_c: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let l: f32 = out.loss.clone().into_scalar();
+        // token-mean of −A · ratio = (e^20 + e^19) / 2.
+        let want = ((20f64.exp() + 19f64.exp()) / 2.0) as f32;
+        assert!(
+            l.is_finite() && ((l - want) / want).abs() < 1e-6,
+            "{l} vs {want}"
+        );
+        assert!((out.stats.ratio_mean - want).abs() / want < 1e-6);
+        let g = out.loss.backward();
+        let gl = host(&lp.grad(&g).unwrap()).unwrap();
+        assert_eq!(gl[0], 0.0, "{gl:?}");
+        let g1 = (19f64.exp() / 2.0) as f32;
+        assert!(((gl[1] - g1) / g1).abs() < 1e-6, "{gl:?}");
     }
 
     #[test]
