@@ -977,38 +977,107 @@ pub fn render_memory_list_with_turns(items: &[MemoryItem], max_turn_chars: usize
             out.push('\n');
         }
         out.push_str(&memory_line(i, m));
-        let Some(dialogue) = m.meta.get(DIALOGUE_META) else {
-            continue;
-        };
-        let turns: Vec<&str> = dialogue
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let mut left = max_turn_chars;
-        for (i, t) in turns.iter().enumerate() {
-            let n = t.chars().count();
-            if max_turn_chars == 0 || n <= left {
-                out.push_str("\n    ");
-                out.push_str(t);
-                left = left.saturating_sub(n);
-                continue;
-            }
-            let mut dropped = turns.len() - i;
-            if left > 0 {
-                out.push_str("\n    ");
-                out.extend(t.chars().take(left));
-                out.push('…');
-                dropped -= 1;
-            }
-            if dropped > 0 {
-                let s = if dropped == 1 { "" } else { "s" };
-                out.push_str(&format!("\n    (+{dropped} more turn{s})"));
-            }
-            break;
-        }
+        let turns: Vec<(&str, &str)> = dialogue_lines(m).into_iter().map(|t| ("    ", t)).collect();
+        push_bounded_turns(&mut out, &turns, max_turn_chars, "    ");
     }
     out
+}
+
+/// The non-empty lines of a memory's meta [`DIALOGUE_META`], trimmed.
+fn dialogue_lines(m: &MemoryItem) -> Vec<&str> {
+    m.meta
+        .get(DIALOGUE_META)
+        .map(|d| d.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Appends `turns` (`(indent, text)`), one per line, bounded by `max_turn_chars`
+/// characters of text in all (see [`render_memory_list_with_turns`]); the
+/// `(+N more turns)` line is indented by `more_indent`.
+fn push_bounded_turns(
+    out: &mut String,
+    turns: &[(&str, &str)],
+    max_turn_chars: usize,
+    more_indent: &str,
+) {
+    let mut left = max_turn_chars;
+    for (i, (indent, t)) in turns.iter().enumerate() {
+        let n = t.chars().count();
+        if max_turn_chars == 0 || n <= left {
+            out.push('\n');
+            out.push_str(indent);
+            out.push_str(t);
+            left = left.saturating_sub(n);
+            continue;
+        }
+        let mut dropped = turns.len() - i;
+        if left > 0 {
+            out.push('\n');
+            out.push_str(indent);
+            out.extend(t.chars().take(left));
+            out.push('…');
+            dropped -= 1;
+        }
+        if dropped > 0 {
+            let s = if dropped == 1 { "" } else { "s" };
+            out.push_str(&format!("\n{more_indent}(+{dropped} more turn{s})"));
+        }
+        break;
+    }
+}
+
+/// Memories in the layout of RMM's answer prompt (arXiv 2503.08026 App. D.2, recipe
+/// `[agent.answer] template = "rmm-paper"`): per memory a line `  - Memory [i]: summary`,
+/// then its raw turns as bullets, one utterance per line without its turn id,
+/// `    * Caroline (8 May, 2023): text` starting a bullet and `      Melanie (…): text`
+/// continuing it — a bullet is one dialogue turn (the paper's example pairs
+/// `Speaker 1` and `Speaker 2`), so a new bullet starts when a speaker already in the
+/// current one speaks again. Turn characters are bounded per memory by `max_turn_chars`
+/// as in [`render_memory_list_with_turns`] (`0` = no bound). Unlike the paper's example,
+/// each utterance keeps its session date (LoCoMo's temporal questions need it).
+pub fn render_memory_list_rmm_paper(items: &[MemoryItem], max_turn_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, m) in items.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("  - Memory [{i}]: {}", m.content));
+        let mut turns: Vec<(&str, &str)> = Vec::new();
+        let mut speakers: Vec<&str> = Vec::new();
+        for line in dialogue_lines(m) {
+            let text = strip_turn_id(line);
+            let speaker = utterance_speaker(text);
+            let indent = if turns.is_empty() || speakers.contains(&speaker) {
+                speakers.clear();
+                "    * "
+            } else {
+                "      "
+            };
+            speakers.push(speaker);
+            turns.push((indent, text));
+        }
+        push_bounded_turns(&mut out, &turns, max_turn_chars, "    ");
+    }
+    out
+}
+
+/// `[D1:3] Caroline (…): text` → `Caroline (…): text` (unchanged without a leading id).
+fn strip_turn_id(line: &str) -> &str {
+    match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((id, rest)) if !id.contains(' ') => rest,
+        _ => line,
+    }
+}
+
+/// The speaker of `Caroline (date): text` / `Caroline: text` (the text before the first
+/// ` (` or `: `, whichever comes first).
+fn utterance_speaker(text: &str) -> &str {
+    let end = [text.find(" ("), text.find(": ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(text.len());
+    &text[..end]
 }
 
 /// Parses a listwise ranking of `n` candidates. Candidate numbers are the bracketed
