@@ -13,9 +13,15 @@
 //! ## How a sample is scored
 //!
 //! - No gold answer → `None` (the metric does not apply).
-//! - The prediction is [`memfactory_core::reward::scored_answer`]: the last `\boxed{}` of
-//!   the episode's answer, or — with `require_boxed = false` and no box — the whole answer.
-//!   No prediction, or an empty one → 0.0 without asking the judge.
+//! - The prediction is cut out of the episode's answer as every answer metric does it
+//!   ([`memfactory_core::reward::AnswerExtraction`], keys `extract` and `strip_think`): with
+//!   `strip_think` (default true) the text after the last `</think>` (the whole answer when
+//!   nothing follows it), then `extract`: the last `\boxed{}` (`"boxed"`, the default),
+//!   the box or else the whole answer (`"boxed-or-text"`), the text after the last
+//!   `the answer is` (`"answer-is"`, MemAgent's), or the whole answer (`"text"`). The older
+//!   `require_boxed = true / false` means `"boxed"` / `"boxed-or-text"`; both spellings
+//!   together are an error naming `extract`. No prediction, or an empty one → 0.0 without
+//!   asking the judge.
 //! - **One verdict per gold answer**, all asked in *one* batched `generate` call: the judge
 //!   sees one gold at a time (as in Mem0's prompt, which is easiest for a small model), and
 //!   the score is 1.0 when any gold is judged correct. Golds already in the cache are not
@@ -72,14 +78,16 @@
 //! | `model` | required | the judge's LM table, any backend: `burn`, `openai`, `scripted`, … |
 //! | `template` | built-in `templates/judge.txt` | `"mem0"`: Mem0's LoCoMo prompt (below); anything else is a prompt file (write `./mem0` for a file of that name); placeholders `{question}` `{gold}` `{prediction}` (`{gold}` and `{prediction}` required) |
 //! | `max_new_tokens` | `16` (`96` with `template = "mem0"`) | cap of the judge's output (greedy) |
-//! | `require_boxed` | `true` | judge the last `\boxed{}` only; `false`: the whole answer when there is no box |
+//! | `extract` | `"boxed"` | which part of the answer is judged: `"boxed"` (the last `\boxed{}`; none → 0), `"boxed-or-text"`, `"answer-is"`, `"text"` |
+//! | `require_boxed` | — | older spelling: `true` = `extract = "boxed"`, `false` = `"boxed-or-text"` (not together with `extract`) |
+//! | `strip_think` | `true` | judge only what follows the last `</think>` of a reasoning model's answer |
 //! | `name` | `"judge"` | the metric's name in reports (to report two judges side by side) |
 //! | `cache` | `<run dir>/<name>-cache.jsonl` in an eval (memory only elsewhere) | JSONL verdict cache file, relative to the working directory (read at build, appended; created with its folder on the first new verdict) |
 //!
 //! ```toml
 //! [[eval.metrics]]
 //! kind = "judge"
-//! require_boxed = false
+//! extract = "boxed-or-text"
 //! cache = "runs/judge.jsonl"
 //! model = { kind = "openai", base_url = "http://127.0.0.1:8080/v1", model = "judge" }
 //!
@@ -98,8 +106,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use memfactory_core::{
     Cfg, ChatMessage, Episode, Error, GenRequest, LanguageModel, Prompt, PromptTemplate, Result,
-    Reward, Sample, SamplingParams, op::model_from_cfg, prompt::template_from_cfg,
-    reward::scored_answer, seed::fnv1a,
+    Reward, Sample, SamplingParams,
+    op::model_from_cfg,
+    prompt::template_from_cfg,
+    reward::{AnswerExtraction, Extract},
+    seed::fnv1a,
 };
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +289,7 @@ pub struct Judge {
     lm: Box<dyn LanguageModel>,
     template: PromptTemplate,
     max_new_tokens: usize,
-    require_boxed: bool,
+    extraction: AnswerExtraction,
     parser: VerdictParser,
     name: String,
     /// `describe()` of the model plus the output cap: the `judge` part of cache keys.
@@ -302,7 +313,7 @@ impl std::fmt::Debug for Judge {
             .field("name", &self.name)
             .field("judge", &self.judge_id)
             .field("template", &self.template.name())
-            .field("require_boxed", &self.require_boxed)
+            .field("extraction", &self.extraction)
             .field("cache", &*lock(&self.cache_path))
             .finish_non_exhaustive()
     }
@@ -310,7 +321,7 @@ impl std::fmt::Debug for Judge {
 
 impl Judge {
     /// A judge on `lm` with the defaults: built-in template, `max_new_tokens = 16`,
-    /// `require_boxed = true`, name `judge`, no cache file.
+    /// `extract = "boxed"` with `strip_think`, name `judge`, no cache file.
     pub fn new(lm: Box<dyn LanguageModel>) -> Result<Self> {
         let template = PromptTemplate::new(
             "default:template",
@@ -323,7 +334,7 @@ impl Judge {
             template_hash: String::new(),
             template,
             max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
-            require_boxed: true,
+            extraction: AnswerExtraction::default(),
             parser: VerdictParser::Words,
             name: "judge".into(),
             judge_id: String::new(),
@@ -366,10 +377,27 @@ impl Judge {
         Ok(self)
     }
 
-    /// Whether only a `\boxed{}` answer is judged (else the whole answer without a box).
+    /// Whether only a `\boxed{}` answer is judged (`extract = "boxed"`), else the whole
+    /// answer without a box (`"boxed-or-text"`); `strip_think` is kept.
     pub fn with_require_boxed(mut self, require_boxed: bool) -> Self {
-        self.require_boxed = require_boxed;
+        self.extraction.extract = if require_boxed {
+            Extract::Boxed
+        } else {
+            Extract::BoxedOrText
+        };
         self
+    }
+
+    /// Sets how the judged answer is cut out of the episode's answer (`extract`,
+    /// `strip_think`).
+    pub fn with_extraction(mut self, extraction: AnswerExtraction) -> Self {
+        self.extraction = extraction;
+        self
+    }
+
+    /// How the judged answer is cut out of the episode's answer.
+    pub fn extraction(&self) -> AnswerExtraction {
+        self.extraction
     }
 
     /// Sets how outputs are read (the `mem0` template uses [`VerdictParser::Mem0Label`]).
@@ -622,7 +650,7 @@ impl Reward for Judge {
         if sample.answers.is_empty() {
             return Ok(None);
         }
-        let Some(prediction) = scored_answer(episode, self.require_boxed) else {
+        let Some(prediction) = self.extraction.answer(episode) else {
             return Ok(Some(0.0));
         };
         self.judge(&sample.question, &sample.answers, &prediction)
@@ -701,7 +729,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<Judge> {
         "a positive token count",
     )?;
     memfactory_core::lm::check_budget(cfg.key("max_new_tokens"), max_new_tokens, lm.as_ref())?;
-    let require_boxed = cfg.get("require_boxed", true)?;
+    let extraction = AnswerExtraction::from_cfg(cfg)?;
     let name: String = cfg.get("name", "judge".to_string())?;
     if name.trim().is_empty() {
         return Err(cfg.error("name", "expected a non-empty metric name"));
@@ -710,7 +738,7 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<Judge> {
     let mut judge = Judge::new(lm)?
         .with_template(template)
         .with_max_new_tokens(max_new_tokens)?
-        .with_require_boxed(require_boxed)
+        .with_extraction(extraction)
         .with_verdict_parser(parser)
         .with_name(name);
     if let Some(path) = cache {

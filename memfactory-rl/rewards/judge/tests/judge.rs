@@ -1,6 +1,7 @@
 //! The judge with the scripted LM: verdict parsing through the model, unparsable output,
 //! the verdict cache (memory, file, reload, corrupt file, key isolation), recipe key
-//! errors, `None` without golds, `require_boxed`, and scoring from several threads.
+//! errors, `None` without golds, `require_boxed`, the answer metrics' `extract` and
+//! `strip_think` keys, and scoring from several threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -469,6 +470,111 @@ fn corrupt_cache_file_names_file_and_line() {
     );
 }
 
+/// The judged answer is cut out as by every answer metric (`AnswerExtraction`): `extract`
+/// (`boxed` default, `boxed-or-text`, `answer-is`, `text`), `strip_think` (default true: only
+/// what follows the last `</think>`), and the older `require_boxed`, never together with
+/// `extract`. An answer with nothing to judge scores 0 without a call.
+#[test]
+fn extract_and_strip_think_as_every_answer_metric() {
+    let s = sample(&["Paris"]);
+    let calls = |j: &Judge| j.stats().lm_calls;
+
+    // MemAgent's "the answer is".
+    let j = judge_from("extract = \"answer-is\"").unwrap();
+    assert_eq!(
+        score(
+            &j,
+            &s,
+            &episode("Both clues point north, so the answer is **Paris**.")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(score(&j, &s, &episode("\\boxed{Paris}")), Some(0.0));
+    assert_eq!(calls(&j), 1, "no phrase: nothing judged");
+    // The whole text, box or not.
+    let j = judge_from("extract = \"text\"").unwrap();
+    assert_eq!(score(&j, &s, &episode("  Paris \n")), Some(1.0));
+    assert_eq!(score(&j, &s, &boxed("Paris")), Some(0.0));
+    assert_eq!(
+        j.stats().unparsable,
+        1,
+        "the whole boxed sentence was judged"
+    );
+    // boxed-or-text is require_boxed = false.
+    let j = judge_from("extract = \"boxed-or-text\"").unwrap();
+    assert_eq!(score(&j, &s, &episode("Paris")), Some(1.0));
+    assert_eq!(score(&j, &s, &episode("Paris? \\boxed{Lyon}")), Some(0.0));
+    assert_eq!(j.stats().unparsable, 0, "the box (Lyon) was judged: False");
+
+    // strip_think (default true): the reasoning is never judged.
+    let thinking = episode("<think>Lyon? No: \\boxed{Paris}</think>\n\nI am not sure.");
+    let j = judge_from("").unwrap();
+    assert!(j.extraction().strip_think);
+    assert_eq!(score(&j, &s, &thinking), Some(0.0));
+    assert_eq!(calls(&j), 0, "no box after </think>: nothing judged");
+    assert_eq!(
+        score(
+            &j,
+            &s,
+            &episode("<think>\\boxed{Lyon}</think> \\boxed{Paris}")
+        ),
+        Some(1.0)
+    );
+    let j = judge_from("strip_think = false").unwrap();
+    assert_eq!(
+        score(&j, &s, &thinking),
+        Some(1.0),
+        "the box inside <think>"
+    );
+    let j = judge_from("require_boxed = false").unwrap();
+    assert_eq!(
+        score(&j, &s, &episode("<think>Lyon?</think>Paris")),
+        Some(1.0)
+    );
+    let j = judge_from("require_boxed = false\nstrip_think = false").unwrap();
+    assert_eq!(
+        score(&j, &s, &episode("<think>Lyon?</think>Paris")),
+        Some(0.0)
+    );
+    assert_eq!(
+        j.stats().unparsable,
+        1,
+        "judged with the reasoning: no rule"
+    );
+    // Nothing after </think>: the whole answer, as MemAgent's eval falls back.
+    let j = judge_from("extract = \"text\"").unwrap();
+    assert_eq!(score(&j, &s, &episode("Paris</think>")), Some(0.0));
+    assert_eq!(j.stats().unparsable, 1);
+
+    // Recipe errors name the key.
+    let err = judge_from("require_boxed = true\nextract = \"boxed\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`eval.metrics[0].extract`")
+            && err.contains("`eval.metrics[0].require_boxed`"),
+        "{err}"
+    );
+    let err = judge_from("extract = \"last-line\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`eval.metrics[0].extract`") && err.contains("\"answer-is\""),
+        "{err}"
+    );
+    let err = judge_from("strip_think = \"yes\"").unwrap_err().to_string();
+    assert!(err.contains("`eval.metrics[0].strip_think`"), "{err}");
+
+    // The resolved table records the extraction.
+    let (_, resolved) = registry::build::<dyn Reward>(Cfg::new(
+        "m",
+        toml::from_str("kind = \"judge\"\nmodel = \"scripted\"").unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(resolved["extract"].as_str(), Some("boxed"));
+    assert_eq!(resolved["strip_think"].as_bool(), Some(true));
+}
+
 #[test]
 fn recipe_key_errors() {
     // No model table.
@@ -495,7 +601,9 @@ fn recipe_key_errors() {
     let err = judge_from("bogus = 1").unwrap_err().to_string();
     assert!(err.contains("`eval.metrics[0].bogus`"), "{err}");
     assert!(
-        err.contains("cache, max_new_tokens, model, name, require_boxed, template"),
+        err.contains(
+            "cache, extract, max_new_tokens, model, name, require_boxed, strip_think, template"
+        ),
         "{err}"
     );
     let err = judge_from("name = \"\"").unwrap_err().to_string();
