@@ -552,6 +552,18 @@ impl Paradigm for Rmm {
         self.bank_cache
     }
 
+    /// The reflection op's, the LLM reranker's and the answer's, for those with their own
+    /// model.
+    fn frozen_roles(&self) -> Vec<(String, String)> {
+        let mut out = self.reflect.frozen_roles();
+        out.extend(self.rerank.frozen_roles());
+        out.extend(memfactory_core::op::own_model_roles(
+            self.answer_model.as_deref(),
+            &[ANSWER_ROLE],
+        ));
+        out
+    }
+
     fn run_group(&self, sample: &Sample, cxs: &mut [EpisodeCx<'_>]) -> Result<()> {
         let Some(first) = cxs.first() else {
             return Ok(());
