@@ -114,6 +114,16 @@ fn free_port() -> u16 {
 /// Starts `bin` serving `model` on a free local port — a context of `ctx` tokens shared by
 /// `parallel` slots, 2 threads — and waits until `/health` answers 200 (at most 180 s).
 pub fn start(bin: &Path, model: &Path, ctx: usize, parallel: usize) -> Server {
+    start_with(bin, model, ctx, parallel, std::iter::empty::<&str>())
+}
+
+/// [`start`] with further command-line arguments after ours (e.g. `--jinja`,
+/// `--chat-template-file FILE`); a flag given twice takes its last value in llama-server.
+pub fn start_with<I, S>(bin: &Path, model: &Path, ctx: usize, parallel: usize, extra: I) -> Server
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let port = free_port();
     let log = std::env::temp_dir().join(format!("memfactory-llama-server-{port}.log"));
     let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
@@ -126,6 +136,7 @@ pub fn start(bin: &Path, model: &Path, ctx: usize, parallel: usize) -> Server {
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["-c", &ctx.to_string(), "-t", "2"])
         .args(["--parallel", &parallel.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

