@@ -162,8 +162,10 @@ fn llama_answer(req: &Req) -> Value {
         .or_else(|| req.body["prompt"].as_str())
         .unwrap_or("?")
         .to_string();
+    // `bytes`: the token's UTF-8 bytes, as llama-server sends them (the backend records
+    // them as the text where they differ from the message content).
     let lp = json!({"content": [
-        {"id": 10, "token": text, "bytes": [1], "logprob": -0.5, "top_logprobs": []},
+        {"id": 10, "token": text, "bytes": text.as_bytes(), "logprob": -0.5, "top_logprobs": []},
         {"id": 2, "token": "", "bytes": [], "logprob": -0.25, "top_logprobs": []}
     ]});
     if req.path == "/v1/chat/completions" {
