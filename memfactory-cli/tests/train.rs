@@ -661,9 +661,11 @@ fn memory_r1_manager_stage_trains_only_the_memory_roles() {
 }
 
 /// The answer agent of the Memory-R1 stage-1 recipe has its own (frozen) model: its calls
-/// are never training rows. Naming its role in `train.roles` is a user error raised inside the
-/// first training step (exit 2, the message names the key and the role, after `step 1 failed`), and
-/// the default roles (all) train exactly what the explicit memory roles train.
+/// are never training rows. Naming its role in `train.roles` is a user error raised when the
+/// recipe is read, before any rollout: `memfactory check` and `memfactory train` exit 2 with a
+/// message naming the key, the role and its model, and `train` creates no run directory (the
+/// same role frozen only through `[train.agent]` is refused too). The default roles (all)
+/// train exactly what the explicit memory roles train.
 #[test]
 fn a_frozen_models_role_is_never_trained() {
     if !root()
@@ -690,19 +692,54 @@ fn a_frozen_models_role_is_never_trained() {
         "frozen_role.toml",
         base.replacen(roles, "roles = [\"extract\", \"manage\", \"answer\"]", 1),
     );
-    let o = train(&bad, &tmp.path().join("bad"), false);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(
-        t.contains("`train.roles`") && t.contains("role `answer`"),
-        "{t}"
+    // The same frozen answerer, given only to the rollout agent.
+    let answer_model =
+        "model = { kind = \"burn\", path = \"configs/models/tiny-byte\", init_seed = 1 }\n";
+    assert!(base.contains(answer_model));
+    let bad_rollout = write(
+        "frozen_rollout_role.toml",
+        base.replacen(answer_model, "", 1)
+            .replacen(roles, "roles = [\"manage\", \"answer\"]", 1)
+            .replace(
+                "manage = { temperature = 1.0 }\n",
+                "manage = { temperature = 1.0 }\n\
+                 answer = { model = { kind = \"burn\", path = \"configs/models/tiny-byte\", init_seed = 1 } }\n",
+            ),
     );
-    assert!(
-        t.contains("op:answer") && t.contains("step 1 failed"),
-        "{t}"
+    for r in [&bad, &bad_rollout] {
+        let mut check = bin();
+        let o = check.arg("check").arg(r).output().unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("`train.roles`") && t.contains("role `answer`") && t.contains("op:answer"),
+            "{t}"
+        );
+        assert!(t.contains("not the policy"), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+        let out = tmp.path().join("bad");
+        let o = train(r, &out, false);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("`train.roles`") && t.contains("role `answer`") && t.contains("op:answer"),
+            "{t}"
+        );
+        // Refused before any rollout: no step ran, no run directory was made.
+        assert!(!t.contains("step 1"), "{t}");
+        assert!(!out.exists(), "{t}");
+    }
+    // Without the answer role the rollout-only frozen answerer is a valid recipe.
+    let ok_rollout = write(
+        "ok_rollout.toml",
+        std::fs::read_to_string(&bad_rollout).unwrap().replacen(
+            "roles = [\"manage\", \"answer\"]",
+            "roles = [\"manage\"]",
+            1,
+        ),
     );
-    assert!(!t.contains("panicked"), "{t}");
-    assert!(!tmp.path().join("bad").join("metrics.jsonl").exists());
+    let o = bin().arg("check").arg(&ok_rollout).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
 
     let explicit = write("explicit.toml", base.clone());
     let default = write("default.toml", base.replacen(roles, "", 1));

@@ -260,6 +260,7 @@ impl TrainJob {
                 ),
             ));
         }
+        check_trainable_roles(&cfg.roles, rollout_agent.as_ref())?;
         if rollout_agent.paths() != cfg.group_size {
             return Err(Error::config(
                 "train.group_size",
@@ -287,6 +288,29 @@ impl TrainJob {
             settings,
         })
     }
+}
+
+/// `[train] roles` may name only roles the policy plays. A role the rollout agent serves
+/// with an op's own model ([`Paradigm::frozen_roles`]) is refused here, before any rollout
+/// (`memfactory check` and `memfactory train` both assemble through this); the rollout
+/// step keeps its own check on the recorded calls as a backstop.
+fn check_trainable_roles(roles: &[String], agent: &dyn Paradigm) -> Result<()> {
+    let frozen = agent.frozen_roles();
+    for role in roles {
+        if let Some((_, model)) = frozen.iter().find(|(r, _)| r == role) {
+            return Err(Error::config(
+                "train.roles",
+                format!(
+                    "role `{role}` of the rollout agent `{}` is served by its own model \
+                     (`{model}`), not the policy being trained: that model is frozen and its \
+                     tokens are not sampled from the policy; remove `{role}` from train.roles \
+                     (or drop that op's `model` table to let the policy play the role)",
+                    agent.kind()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The training split must not hold questions the dev or eval split scores. Splits whose ids
