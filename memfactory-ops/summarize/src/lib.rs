@@ -61,6 +61,19 @@
 //!   cannot change meta, hence delete + add; the merged item therefore moves to the end of
 //!   the bank's insertion order.
 //!
+//! ## The paper's prompts (`"rmm-paper"`)
+//!
+//! `template = "rmm-paper"` asks with RMM's memory-extraction prompt (App. D.1.1): the
+//! session is listed as numbered dialogue turns, the model answers
+//! `{"extracted_memories": [{"summary": "…", "reference": [0, 2]}]}` or `NO_TRAIT`, and
+//! each turn index is mapped to the ids of that turn's utterances
+//! ([`paper::parse_extraction`]). `merge_template = "rmm-paper"` asks with RMM's memory
+//! update prompt (App. D.1.2): the candidates as `{"history_summaries": [...]}`, the new
+//! memory as `{"new_summary": "…"}`, and the model answers `Add()` or
+//! `Merge(index, merged_summary)` ([`paper::parse_update`]). Everything else (candidates,
+//! edits, fallbacks) is as above. What was adapted from the paper's text is listed in
+//! [`paper`]. A template *file* named `rmm-paper` is read with `./rmm-paper`.
+//!
 //! Malformed output is data: a malformed reflection gives no memories; a malformed merge
 //! decision falls back to ADD (the new memory itself is fine, only the decision was
 //! lost). Both are reported in `OpOutput::parse_error` (notes joined with `; `).
@@ -76,13 +89,16 @@
 //! merge_k = 3                # candidates shown to the merge call (0 = never merge)
 //! merge_threshold = 0.0      # minimum similarity of a candidate
 //! max_memories = 8           # memories kept per reflection
-//! template = "reflect.txt"   # optional; placeholders {speaker} {session}
-//! merge_template = "merge.txt"  # optional; placeholders {speaker} {memories} {new}
+//! template = "reflect.txt"   # optional; placeholders {speaker} {session};
+//!                            # "rmm-paper": the paper's App. D.1.1 extraction prompt
+//! merge_template = "merge.txt"  # optional; placeholders {speaker} {memories} {new};
+//!                            # "rmm-paper": the paper's App. D.1.2 update prompt
 //! max_new_tokens = 512       # sampling of both calls: temperature, top_k, top_p, stop
 //! strip_think = true         # parse only the text after the last </think>
 //! model = { kind = "..." }   # optional own model for both calls
 //! ```
 
+pub mod paper;
 pub mod parse;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -163,6 +179,36 @@ fn set_turns(meta: &mut BTreeMap<String, String>, turns: &[(String, Option<Strin
 const REFLECT_NAMES: &[&str] = &["speaker", "session"];
 const MERGE_NAMES: &[&str] = &["speaker", "memories", "new"];
 
+/// Which reflection prompt, with its input layout and output parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReflectPrompt {
+    /// This project's prompt (`template`, default `templates/reflect.txt`): rendered turn
+    /// lines in, `{"memories": [{"summary", "turns": ["D1:3"]}]}` out.
+    Json,
+    /// RMM App. D.1.1 (`template = "rmm-paper"`, [`paper`]): numbered turns in,
+    /// `{"extracted_memories": [{"summary", "reference": [0]}]}` or `NO_TRAIT` out.
+    RmmPaper {
+        /// The prompt for the speaker who opens the session (`SPEAKER_1`).
+        first: PromptTemplate,
+        /// The prompt for the other speaker (`SPEAKER_2`).
+        second: PromptTemplate,
+    },
+}
+
+/// Which merge prompt, with its input layout and output parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergePrompt {
+    /// This project's prompt (`merge_template`): `{"action": "ADD"}` /
+    /// `{"action": "MERGE", "index", "summary"}`.
+    Json,
+    /// RMM App. D.1.2 (`merge_template = "rmm-paper"`, [`paper`]): JSON inputs,
+    /// `Add()` / `Merge(index, merged_summary)` out.
+    RmmPaper,
+}
+
+/// Recipe value of `template` / `merge_template` selecting the paper's prompt.
+pub const RMM_PAPER: &str = "rmm-paper";
+
 /// The summarize op.
 pub struct Summarize {
     /// Candidates shown to the merge call.
@@ -181,6 +227,10 @@ pub struct Summarize {
     pub model: Option<Box<dyn LanguageModel>>,
     /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
     pub strip_think: bool,
+    /// The reflection prompt's kind (`Json` uses `template`).
+    pub reflect_prompt: ReflectPrompt,
+    /// The merge prompt's kind (`merge_template` holds its text either way).
+    pub merge_prompt: MergePrompt,
 }
 
 impl std::fmt::Debug for Summarize {
@@ -247,6 +297,8 @@ impl Summarize {
             sampling: SamplingParams::greedy(512),
             model: None,
             strip_think: true,
+            reflect_prompt: ReflectPrompt::Json,
+            merge_prompt: MergePrompt::Json,
         })
     }
 
@@ -266,6 +318,31 @@ impl Summarize {
         }
     }
 
+    /// The reflection prompt for one input.
+    fn reflect_text(&self, input: &OpInput<'_>) -> String {
+        let speaker = input.question.trim();
+        match &self.reflect_prompt {
+            ReflectPrompt::Json => self
+                .template
+                .render(&[("speaker", speaker), ("session", input.observation)]),
+            ReflectPrompt::RmmPaper { first, second } => {
+                let lines: Vec<TurnLine> = input
+                    .observation
+                    .lines()
+                    .filter_map(parse_turn_line)
+                    .collect();
+                let turns = paper::group_turns(&lines);
+                let (opens, other) = paper::speaker_roles(&lines, speaker);
+                let t = if opens { first } else { second };
+                t.render(&[
+                    ("speaker", speaker),
+                    ("other", &other),
+                    ("session", &paper::render_session(&lines, &turns)),
+                ])
+            }
+        }
+    }
+
     /// Starts the per-episode work from the reflection output.
     fn start(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<Work> {
         let speaker = input.question.trim().to_string();
@@ -280,7 +357,16 @@ impl Summarize {
             .iter()
             .map(|l| (l.id.clone(), render_turn_line(l)))
             .collect();
-        let (memories, error) = parse_reflection(reply, Some(&known), self.max_memories);
+        let (memories, error) = match &self.reflect_prompt {
+            ReflectPrompt::Json => parse_reflection(reply, Some(&known), self.max_memories),
+            ReflectPrompt::RmmPaper { .. } => {
+                let turns: Vec<Vec<String>> = paper::group_turns(&lines)
+                    .into_iter()
+                    .map(|t| t.into_iter().map(|j| lines[j].id.clone()).collect())
+                    .collect();
+                paper::parse_extraction(reply, &turns, self.max_memories)
+            }
+        };
         let errors: Vec<String> = error.into_iter().collect();
 
         let items = cx.memory()?;
@@ -368,6 +454,14 @@ impl Summarize {
     }
 
     fn merge_prompt(&self, w: &Work, p: &Pending, cands: &[usize]) -> String {
+        if self.merge_prompt == MergePrompt::RmmPaper {
+            let history: Vec<&str> = cands.iter().map(|&i| w.view[i].content.as_str()).collect();
+            return self.merge_template.render(&[
+                ("speaker", &w.speaker),
+                ("memories", &paper::render_history(&history)),
+                ("new", &paper::render_new(&p.memory.summary)),
+            ]);
+        }
         let list = cands
             .iter()
             .enumerate()
@@ -461,12 +555,7 @@ impl MemoryOp for Summarize {
         }
         let requests = inputs
             .iter()
-            .map(|i| {
-                self.request(
-                    self.template
-                        .render(&[("speaker", i.question.trim()), ("session", i.observation)]),
-                )
-            })
+            .map(|i| self.request(self.reflect_text(i)))
             .collect();
         let gens = op_generate(self.model.as_deref(), cxs, REFLECT_ROLE, requests)?;
         let mut works: Vec<Work> = cxs
@@ -510,7 +599,18 @@ impl MemoryOp for Summarize {
                     continue;
                 };
                 let w = &mut works[e];
-                match parse_merge(self.reply(&g.text), cands.len()) {
+                let decision = match self.merge_prompt {
+                    MergePrompt::Json => parse_merge(self.reply(&g.text), cands.len()),
+                    MergePrompt::RmmPaper => paper::parse_update(self.reply(&g.text), cands.len())
+                        .map(|(d, note)| {
+                            if let Some(note) = note {
+                                w.errors
+                                    .push(format!("merge decision for new memory {round}: {note}"));
+                            }
+                            d
+                        }),
+                };
+                match decision {
                     Ok(MergeDecision::Add) => self.add(w, p),
                     Ok(MergeDecision::Merge { index, summary }) => {
                         let target = cands[index];
@@ -541,6 +641,14 @@ impl MemoryOp for Summarize {
     }
 }
 
+const PAPER_EXTRACT_NAMES: &[&str] = &["speaker", "other", "session"];
+const PAPER_UPDATE_REQUIRED: &[&str] = &["memories", "new"];
+
+/// True when `key` is the string `"rmm-paper"` (a template file of that name: `./rmm-paper`).
+fn is_rmm_paper(cfg: &Cfg, key: &str) -> bool {
+    cfg.table().get(key).and_then(|v| v.as_str()) == Some(RMM_PAPER)
+}
+
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     let mut op = Summarize::new()?;
     op.merge_k = cfg.get("merge_k", 3usize)?;
@@ -556,20 +664,49 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
         |n| *n > 0,
         "a positive number of memories",
     )?;
-    op.template = template_from_cfg(
-        cfg,
-        "template",
-        DEFAULT_TEMPLATE,
-        REFLECT_NAMES,
-        REFLECT_NAMES,
-    )?;
-    op.merge_template = template_from_cfg(
-        cfg,
-        "merge_template",
-        DEFAULT_MERGE_TEMPLATE,
-        MERGE_NAMES,
-        MERGE_NAMES,
-    )?;
+    if is_rmm_paper(cfg, "template") {
+        let _: Option<String> = cfg.opt("template")?;
+        let first = PromptTemplate::new(
+            "rmm-paper:extract-speaker1",
+            paper::EXTRACT_SPEAKER1_TEMPLATE,
+            PAPER_EXTRACT_NAMES,
+            PAPER_EXTRACT_NAMES,
+        )?;
+        let second = PromptTemplate::new(
+            "rmm-paper:extract-speaker2",
+            paper::EXTRACT_SPEAKER2_TEMPLATE,
+            PAPER_EXTRACT_NAMES,
+            PAPER_EXTRACT_NAMES,
+        )?;
+        op.template = first.clone();
+        op.reflect_prompt = ReflectPrompt::RmmPaper { first, second };
+    } else {
+        op.template = template_from_cfg(
+            cfg,
+            "template",
+            DEFAULT_TEMPLATE,
+            REFLECT_NAMES,
+            REFLECT_NAMES,
+        )?;
+    }
+    if is_rmm_paper(cfg, "merge_template") {
+        let _: Option<String> = cfg.opt("merge_template")?;
+        op.merge_template = PromptTemplate::new(
+            "rmm-paper:update",
+            paper::UPDATE_TEMPLATE,
+            MERGE_NAMES,
+            PAPER_UPDATE_REQUIRED,
+        )?;
+        op.merge_prompt = MergePrompt::RmmPaper;
+    } else {
+        op.merge_template = template_from_cfg(
+            cfg,
+            "merge_template",
+            DEFAULT_MERGE_TEMPLATE,
+            MERGE_NAMES,
+            MERGE_NAMES,
+        )?;
+    }
     op.sampling = sampling_from_cfg(cfg, 512)?;
     op.strip_think = cfg.get("strip_think", true)?;
     op.model = model_from_cfg(cfg, "model")?;
