@@ -16,9 +16,10 @@
 //! 3. [`advantage`] — per-trajectory advantages within each group (`grpo` z-score or
 //!    `dr-grpo` mean-centering, MemAgent's choice), broadcast to every turn of the
 //!    trajectory; zero-variance groups dropped, kept (A = 0) or resampled (DAPO);
-//! 4. [`loss`] — the PPO clipped surrogate (with verl's dual-clip) and a clamped k3 KL to a
-//!    frozen reference, aggregated `token-mean`, `seq-mean-token-mean` or Dr. GRPO's
-//!    `seq-mean-token-sum-norm`, on burn autodiff tensors;
+//! 4. [`loss`] — the PPO clipped surrogate (with verl's dual-clip and ±20 log-ratio clamp)
+//!    and a clamped k3 KL to a frozen reference, aggregated `token-mean`,
+//!    `seq-mean-token-mean` or Dr. GRPO's `seq-mean-token-sum-norm`, on burn autodiff
+//!    tensors;
 //! 5. [`optim`] — AdamW (PyTorch defaults written out), warmup + constant/cosine schedule,
 //!    global-norm gradient clipping and gradient accumulation;
 //! 6. [`trainer`] — `ppo_epochs` × mini-batches over the rows (so the ratio moves and

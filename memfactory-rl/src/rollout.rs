@@ -12,7 +12,8 @@
 //! [`LmCall::model`](memfactory_core::LmCall::model) id: those tokens were not sampled from
 //! the policy, so their log-probs are not the policy's and training on them would teach the
 //! policy the frozen model's outputs. Listing such a role in `roles` is an error naming
-//! `train.roles`.
+//! `train.roles`: `memfactory train` / `check` refuse it before any rollout from the
+//! agent's `Paradigm::frozen_roles`; the check here, on the recorded calls, is the backstop.
 
 use memfactory_core::episode::POLICY_MODEL;
 use memfactory_core::{Episode, Error, Result, Sample};
