@@ -41,14 +41,23 @@
 //!    generator reading "personal summaries with their corresponding original turns"
 //!    (arXiv 2503.08026 §4 and App. D.2). `memory_view = "summary"` shows the summary
 //!    lines only, with the summary-only default prompt (`templates/answer_summary.txt`),
-//!    the behaviour before raw turns were kept. [`parse_answer`] reads the citations;
+//!    the behaviour before raw turns were kept. `template = "rmm-paper"` asks with RMM's
+//!    own answer prompt (App. D.2, [`RMM_PAPER_ANSWER_TEMPLATE`]: copied from the paper
+//!    with its `{}` slots named `{question}` / `{memories}`, markdown-conversion artifacts
+//!    undone, the examples' memory lists indented) and lists the memories in its layout
+//!    ([`render_memory_list_rmm_paper`]: `- Memory [i]: summary`, raw turns as bullets);
+//!    it needs `memory_view = "summary-and-turns"`. [`parse_answer`] reads the citations
+//!    and the paper's `[NO_CITE]` marker;
 //!    `cx.episode.answer` is the answer with the markers removed. A malformed answer (an
 //!    out-of-range citation, an empty answer) is recorded with
 //!    `cx.apply("answer", [], error)`.
 //! 6. Online learning (`online = true` and a learned reranker): every path whose answer
 //!    parsed cleanly gives a [`Feedback`] (`+1` for each cited kept memory, `−1` for the
-//!    others — an answer citing nothing gives all `−1`); one
-//!    [`Reranker::reinforce`] call takes the group's feedback, then [`Reranker::save`]
+//!    others — an answer citing nothing, `[NO_CITE]` or not, gives all `−1`: the paper's
+//!    reward is `−1` for every memory not cited, §6.2, and it does not exempt `[NO_CITE]`;
+//!    `no_cite_feedback = "none"` gives no feedback for such answers instead); one
+//!    [`Reranker::reinforce`] call takes the group's feedback (the reranker applies it
+//!    once `[agent.rerank] batch` questions are in), then [`Reranker::save`]
 //!    writes the adapters when the rerank table has a `state_path`. A malformed answer is
 //!    no evidence about the memories and gives no feedback. With `method = "llm"` nothing
 //!    is trained.
@@ -85,7 +94,9 @@
 //! memory_view = "summary-and-turns"  # or "summary": summaries only
 //! max_turn_chars = 800     # raw-turn characters shown per memory (0 = no bound)
 //! template = "answer.txt"  # optional; placeholders {question} {memories}; the default
-//!                          # depends on memory_view (answer.txt / answer_summary.txt)
+//!                          # depends on memory_view (answer.txt / answer_summary.txt);
+//!                          # "rmm-paper": the paper's App. D.2 prompt and memory layout
+//! no_cite_feedback = "negative"  # an answer citing nothing: every kept memory -1 | "none"
 //! max_new_tokens = 128     # temperature, top_k, top_p, stop (greedy default)
 //! model = { kind = "..." } # optional own model for the answer
 //! ```
@@ -112,12 +123,21 @@ use memfactory_core::{
     SamplingParams, SearchQuery, Session, Step, config::sampling_from_cfg, op::model_from_cfg,
     op::op_generate, prompt::template_from_cfg, registry, seed,
 };
-use memfactory_op_rerank::{Feedback, Reranker, render_memory_list, render_memory_list_with_turns};
+use memfactory_op_rerank::{
+    Feedback, Reranker, render_memory_list, render_memory_list_rmm_paper,
+    render_memory_list_with_turns,
+};
 
 /// The default answer prompt (`memory_view = "summary-and-turns"`).
 pub const DEFAULT_ANSWER_TEMPLATE: &str = include_str!("../templates/answer.txt");
 /// The default answer prompt with `memory_view = "summary"`.
 pub const DEFAULT_SUMMARY_ANSWER_TEMPLATE: &str = include_str!("../templates/answer_summary.txt");
+/// RMM's answer prompt (arXiv 2503.08026 App. D.2), `[agent.answer] template = "rmm-paper"`.
+pub const RMM_PAPER_ANSWER_TEMPLATE: &str = include_str!("../templates/answer_rmm_paper.txt");
+/// Recipe value of `[agent.answer] template` selecting [`RMM_PAPER_ANSWER_TEMPLATE`].
+pub const RMM_PAPER: &str = "rmm-paper";
+/// The marker of RMM's answer prompt for "no useful memory" (App. D.2).
+pub const NO_CITE: &str = "[NO_CITE]";
 
 /// Label of the note listing the retrieved candidates with their turn ids.
 pub const RETRIEVED_NOTE: &str = "retrieved";
@@ -131,6 +151,19 @@ pub enum MemoryView {
     SummaryAndTurns,
     /// The summary line only.
     Summary,
+    /// RMM App. D.2's layout (`template = "rmm-paper"`): `- Memory [i]: summary` and the
+    /// raw turns as bullets ([`render_memory_list_rmm_paper`]).
+    RmmPaper,
+}
+
+/// What an answer that cites no memory teaches the reranker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCiteFeedback {
+    /// Every kept memory gets `−1` (the paper's rule, §6.2: `−1` for each memory not
+    /// cited), `[NO_CITE]` or not.
+    Negative,
+    /// No feedback from that answer.
+    None,
 }
 
 /// A note listing memories best first with their source turns, the format the
@@ -206,6 +239,8 @@ pub struct Rmm {
     pub memory_view: MemoryView,
     /// Raw-turn characters shown per memory (0 = no bound).
     pub max_turn_chars: usize,
+    /// Feedback from an answer citing no memory.
+    pub no_cite_feedback: NoCiteFeedback,
     /// Sampling of the answer.
     pub answer_sampling: SamplingParams,
     /// The answer's own model, when it has one.
@@ -220,27 +255,42 @@ pub struct ParsedAnswer {
     pub answer: String,
     /// Cited memory indices, in order of first citation, valid ones only.
     pub cited: Vec<usize>,
+    /// The answer said `[NO_CITE]` (no useful memory, App. D.2).
+    pub no_cite: bool,
     /// What was wrong (out-of-range citations, empty answer), when something was.
     pub error: Option<String>,
 }
 
 /// Reads citations of `m` memories from an answer. A citation is a bracket of numbers:
 /// `[2]`, `[0, 2]`, `[0,2]`; other brackets are text. Indices outside `0..m` are dropped
-/// and reported. Markers are removed with the whitespace before them (`Paris [0].` →
-/// `Paris.`); a leading `Answer:` label is removed; the rest is trimmed. An answer that is
-/// empty after that is reported too.
+/// and reported. `[NO_CITE]` (RMM's "no useful memory" marker, App. D.2; also `[no cite]`,
+/// any case) sets `no_cite`; an answer that has it *and* cites a memory contradicts
+/// itself and is reported. Markers are removed with the whitespace before them
+/// (`Paris [0].` → `Paris.`); a leading `Answer:` (or the paper's `Output:`) label is
+/// removed; the rest is trimmed. An answer that is empty after that is reported too.
 pub fn parse_answer(text: &str, m: usize) -> ParsedAnswer {
     let mut answer = String::with_capacity(text.len());
     let mut cited = Vec::new();
     let mut bad = Vec::new();
+    let mut no_cite = false;
     let mut rest = text.trim();
-    if let Some(p) = rest.get(..7)
-        && p.eq_ignore_ascii_case("answer:")
-    {
-        rest = rest[7..].trim_start();
+    for label in ["answer:", "output:"] {
+        if let Some(p) = rest.get(..label.len())
+            && p.eq_ignore_ascii_case(label)
+        {
+            rest = rest[label.len()..].trim_start();
+        }
     }
     while let Some(open) = rest.find('[') {
         let after = &rest[open + 1..];
+        if let Some(close) = after.find(']')
+            && is_no_cite(&after[..close])
+        {
+            no_cite = true;
+            answer.push_str(rest[..open].trim_end());
+            rest = &after[close + 1..];
+            continue;
+        }
         let group = after.find(']').map(|close| &after[..close]).filter(|g| {
             !g.trim().is_empty()
                 && g.split(',')
@@ -279,11 +329,21 @@ pub fn parse_answer(text: &str, m: usize) -> ParsedAnswer {
     if answer.is_empty() {
         errors.push("empty answer".to_string());
     }
+    if no_cite && !cited.is_empty() {
+        errors.push("the answer cites memories and says [NO_CITE]".to_string());
+    }
     ParsedAnswer {
         answer,
         cited,
+        no_cite,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
+}
+
+/// `NO_CITE` / `NO CITE`, any case, inside a bracket.
+fn is_no_cite(inner: &str) -> bool {
+    let t = inner.trim();
+    t.eq_ignore_ascii_case("no_cite") || t.eq_ignore_ascii_case("no cite")
 }
 
 /// A session rendered one turn per line: `[D1:3] Caroline (1:56 pm on 8 May, 2023): text`,
@@ -487,6 +547,9 @@ impl Rmm {
                         render_memory_list_with_turns(&r.output.items, self.max_turn_chars)
                     }
                     MemoryView::Summary => render_memory_list(&r.output.items),
+                    MemoryView::RmmPaper => {
+                        render_memory_list_rmm_paper(&r.output.items, self.max_turn_chars)
+                    }
                 }
             };
             let text = self.answer_template.render(&[
@@ -515,6 +578,7 @@ impl Rmm {
                 cx.apply(ANSWER_ROLE, Vec::new(), Some(e.clone()))?;
             } else if let Some(trace) = &r.trace
                 && !trace.chosen.is_empty()
+                && (!parsed.cited.is_empty() || self.no_cite_feedback == NoCiteFeedback::Negative)
             {
                 let rewards = (0..trace.chosen.len())
                     .map(|i| if parsed.cited.contains(&i) { 1.0 } else { -1.0 })
@@ -669,8 +733,9 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
     let mut answer = cfg
         .sub("answer")?
         .unwrap_or_else(|| Cfg::new(cfg.key("answer"), toml::Table::new()));
+    let paper = answer.table().get("template").and_then(|v| v.as_str()) == Some(RMM_PAPER);
     let view: String = answer.get("memory_view", "summary-and-turns".to_string())?;
-    let (memory_view, default_template) = match view.as_str() {
+    let (mut memory_view, default_template) = match view.as_str() {
         "summary-and-turns" => (MemoryView::SummaryAndTurns, DEFAULT_ANSWER_TEMPLATE),
         "summary" => (MemoryView::Summary, DEFAULT_SUMMARY_ANSWER_TEMPLATE),
         other => {
@@ -681,13 +746,43 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
         }
     };
     let max_turn_chars: usize = answer.get("max_turn_chars", 800usize)?;
-    let answer_template = template_from_cfg(
-        &mut answer,
-        "template",
-        default_template,
-        &["question", "memories"],
-        &["question", "memories"],
-    )?;
+    let answer_template = if paper {
+        if memory_view == MemoryView::Summary {
+            return Err(answer.error(
+                "memory_view",
+                "template = \"rmm-paper\" shows each memory's summary with its original \
+                 turns (RMM App. D.2); use memory_view = \"summary-and-turns\"",
+            ));
+        }
+        let _: Option<String> = answer.opt("template")?;
+        memory_view = MemoryView::RmmPaper;
+        PromptTemplate::new(
+            RMM_PAPER,
+            RMM_PAPER_ANSWER_TEMPLATE,
+            &["question", "memories"],
+            &["question", "memories"],
+        )?
+    } else {
+        template_from_cfg(
+            &mut answer,
+            "template",
+            default_template,
+            &["question", "memories"],
+            &["question", "memories"],
+        )?
+    };
+    let no_cite_feedback = match answer
+        .get_checked(
+            "no_cite_feedback",
+            "negative".to_string(),
+            |v| v == "negative" || v == "none",
+            "\"negative\" (every kept memory -1, the paper's rule) or \"none\"",
+        )?
+        .as_str()
+    {
+        "none" => NoCiteFeedback::None,
+        _ => NoCiteFeedback::Negative,
+    };
     let answer_sampling = sampling_from_cfg(&mut answer, 128)?;
     let answer_model = model_from_cfg(&mut answer, "model")?;
     cfg.set_resolved("answer", toml::Value::Table(answer.finish()?));
@@ -701,6 +796,7 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
         answer_template,
         memory_view,
         max_turn_chars,
+        no_cite_feedback,
         answer_sampling,
         answer_model,
         cache: Mutex::new(HashMap::new()),

@@ -110,7 +110,7 @@ pub fn speaker_roles(lines: &[TurnLine], speaker: &str) -> (bool, String) {
 /// - Not JSON / no `extracted_memories` array → no memories and an error.
 /// - An entry without a non-empty string `summary` is skipped (noted).
 /// - `reference`: a list of turn indices, each an integer, a numeric string, `"[3]"` or
-///   `[3]` (the prompt asks for "the format of [turn_id]"); a single index is accepted as
+///   `[3]` (the prompt asks for "the format of `[turn_id]`"); a single index is accepted as
 ///   a list of one. Indices outside `0..turns.len()` and other values are dropped (noted);
 ///   a missing `reference` keeps the memory without turns (noted). Each index becomes the
 ///   ids of its turn's utterances, in order, without duplicates.
