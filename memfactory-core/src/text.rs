@@ -105,6 +105,41 @@ pub fn string_match_part<S: AsRef<str>>(pred: &str, refs: &[S]) -> Option<f32> {
     Some(if any { 1.0 } else { 0.0 })
 }
 
+/// NLTK's `sentence_bleu([gold], pred, weights=(1, 0, 0, 0),
+/// smoothing_function=SmoothingFunction().method1)` on already tokenized text: clipped
+/// unigram precision times the brevity penalty; 0 when no token of the prediction matches
+/// (or it is empty). The metric crates `bleu1` (SQuAD-normalized tokens) and `bleu1-nltk`
+/// (NLTK word tokens) differ only in how they tokenize.
+pub fn bleu1_tokens<S: AsRef<str>>(pred: &[S], gold: &[S]) -> f64 {
+    if pred.is_empty() {
+        return 0.0;
+    }
+    let mut gold_counts: HashMap<&str, usize> = HashMap::new();
+    for t in gold {
+        *gold_counts.entry(t.as_ref()).or_default() += 1;
+    }
+    let mut matches = 0usize;
+    for t in pred {
+        if let Some(n) = gold_counts.get_mut(t.as_ref())
+            && *n > 0
+        {
+            *n -= 1;
+            matches += 1;
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let (c, r) = (pred.len() as f64, gold.len() as f64);
+    let bp = if pred.len() > gold.len() {
+        1.0
+    } else {
+        (1.0 - r / c).exp()
+    };
+    // As NLTK: BP · exp(Σ wₙ · ln pₙ) with w₁ = 1 and the other weights 0.
+    bp * (matches as f64 / c).ln().exp()
+}
+
 /// SQuAD / HotpotQA answer normalization.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();

@@ -56,7 +56,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use fancy_regex::Regex;
@@ -150,36 +149,9 @@ pub fn word_tokenize(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// NLTK's `sentence_bleu([gold], pred, weights=(1, 0, 0, 0), method1)` on tokens.
-pub fn bleu1_tokens<S: AsRef<str>>(pred: &[S], gold: &[S]) -> f64 {
-    if pred.is_empty() {
-        return 0.0;
-    }
-    let mut gold_counts: HashMap<&str, usize> = HashMap::new();
-    for t in gold {
-        *gold_counts.entry(t.as_ref()).or_default() += 1;
-    }
-    let mut matches = 0usize;
-    for t in pred {
-        if let Some(n) = gold_counts.get_mut(t.as_ref())
-            && *n > 0
-        {
-            *n -= 1;
-            matches += 1;
-        }
-    }
-    if matches == 0 {
-        return 0.0;
-    }
-    let (c, r) = (pred.len() as f64, gold.len() as f64);
-    let bp = if pred.len() > gold.len() {
-        1.0
-    } else {
-        (1.0 - r / c).exp()
-    };
-    // As NLTK: BP · exp(Σ wₙ · ln pₙ) with w₁ = 1 and the other weights 0.
-    bp * (matches as f64 / c).ln().exp()
-}
+/// NLTK's `sentence_bleu([gold], pred, weights=(1, 0, 0, 0), method1)` on tokens; one
+/// definition shared with `bleu1`: [`memfactory_core::text::bleu1_tokens`].
+pub use memfactory_core::text::bleu1_tokens;
 
 /// Mem0's BLEU-1 of `prediction` against `reference`: [`bleu1_tokens`] over
 /// [`word_tokenize`] of the lower-cased texts.

@@ -55,44 +55,15 @@
 //! metrics = [{ kind = "bleu1", require_boxed = false }]
 //! ```
 
-use std::collections::HashMap;
-
 use memfactory_core::{Cfg, Result, Reward, reward::AnswerMetric, text};
 
 /// Registry kind of this reward.
 pub const KIND: &str = "bleu1";
 
 /// BLEU-1 of prediction tokens against gold tokens (see the crate docs); 0 when no token
-/// of the prediction matches.
-pub fn bleu1_tokens(pred: &[&str], gold: &[&str]) -> f64 {
-    if pred.is_empty() {
-        return 0.0;
-    }
-    let mut gold_counts: HashMap<&str, usize> = HashMap::new();
-    for t in gold {
-        *gold_counts.entry(t).or_default() += 1;
-    }
-    let mut matches = 0usize;
-    for t in pred {
-        if let Some(n) = gold_counts.get_mut(t)
-            && *n > 0
-        {
-            *n -= 1;
-            matches += 1;
-        }
-    }
-    if matches == 0 {
-        return 0.0;
-    }
-    let (c, r) = (pred.len() as f64, gold.len() as f64);
-    let bp = if pred.len() > gold.len() {
-        1.0
-    } else {
-        (1.0 - r / c).exp()
-    };
-    // As NLTK: BP · exp(Σ wₙ · ln pₙ) with w₁ = 1 and the other weights 0.
-    bp * (matches as f64 / c).ln().exp()
-}
+/// of the prediction matches. One definition shared with `bleu1-nltk`:
+/// [`memfactory_core::text::bleu1_tokens`].
+pub use memfactory_core::text::bleu1_tokens;
 
 /// BLEU-1 of `pred` against `gold` over normalized tokens
 /// ([`text::normalize_answer`], split on whitespace).
