@@ -21,6 +21,10 @@
 //! concurrency = 8       # samples in flight; their LM calls are batched together
 //! metrics = ["sub-em", "exact-match", "f1", "format"]
 //! ```
+//!
+//! `metrics` defaults to the list above; with `[data.eval] kind = "ruler"`,
+//! `ruler-string-match` (RULER's own function for each sample, `meta.metric`) comes first, and
+//! a recipe naming metrics without it is warned that `sub-em` takes the best single answer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,6 +120,10 @@ fn required(cfg: &mut Cfg, key: &str, what: &str) -> Result<Cfg> {
 
 const DEFAULT_METRICS: [&str; 4] = ["sub-em", "exact-match", "f1", "format"];
 
+/// The metric that scores a RULER sample with its own function (`meta.metric`); first among
+/// the default metrics when the eval data is `ruler` and the metric is linked.
+const RULER_METRIC: &str = "ruler-string-match";
+
 impl Assembly {
     /// Reads ([`Recipe::from_file`]) and builds the recipe file at `path`.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -210,9 +218,23 @@ impl Assembly {
             |c| (1..=256).contains(c),
             "1..=256 samples in flight",
         )?;
+        // RULER data: RULER scores each task with its own function (`meta.metric`:
+        // string_match_all for needles, vt, multi-value, cwe and fwe), which `sub-em` — the best
+        // single reference — is not; so it leads the default metrics, and a recipe that names
+        // metrics without it is told.
+        let eval_is_ruler = resolved
+            .get("data")
+            .and_then(|d| d.get("eval"))
+            .and_then(|e| e.get("kind"))
+            .and_then(|k| k.as_str())
+            == Some("ruler");
+        let ruler_metric =
+            eval_is_ruler && registry::kinds::<dyn Reward>()?.contains(&RULER_METRIC);
         let metric_values = match eval_cfg.raw("metrics") {
-            None => DEFAULT_METRICS
-                .iter()
+            None => ruler_metric
+                .then_some(RULER_METRIC)
+                .into_iter()
+                .chain(DEFAULT_METRICS)
                 .map(|m| toml::Value::String(m.to_string()))
                 .collect(),
             Some(toml::Value::Array(a)) => a,
@@ -242,6 +264,18 @@ impl Assembly {
             }
             metrics.push(m);
             metrics_resolved.push(toml::Value::Table(t));
+        }
+        if ruler_metric
+            && !metrics_resolved
+                .iter()
+                .any(|t| t.get("kind").and_then(|k| k.as_str()) == Some(RULER_METRIC))
+        {
+            eprintln!(
+                "warning: eval.metrics: data.eval is RULER, whose multi-answer tasks (vt, \
+                 multi-value, cwe, fwe) RULER scores with string_match_all; no metric here does \
+                 (sub-em takes the best single answer) — add \"{RULER_METRIC}\", which scores \
+                 each sample with its own meta.metric"
+            );
         }
         eval_cfg.set_resolved("metrics", toml::Value::Array(metrics_resolved));
         resolved.insert("eval".into(), toml::Value::Table(eval_cfg.finish()?));
