@@ -9,8 +9,11 @@
 //!   the binary or the model is missing; `.ci/run` provides both.
 //! - [`CountingLm`], a wrapper that records how every `generate` call was batched, for the
 //!   memory operations' and agents' batching tests.
+//! - [`reward`], the reward crates' golden-test helpers (build a reward from a recipe table,
+//!   an episode that only answered, string arrays of a golden file).
 
 mod counting;
 pub mod llama_server;
+pub mod reward;
 
 pub use counting::CountingLm;

@@ -2,32 +2,17 @@
 //! code, token by token and score by score, and through the registered reward
 //! (`extract = "text"`, max over golds).
 
-use memfactory_core::{Episode, Recipe, Reward, Sample};
+use memfactory_core::Sample;
 use memfactory_reward_f1_mem0::{f1_mem0, simple_tokenize};
+use memfactory_testkit::reward::{answered, build, strings};
 use serde_json::Value;
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn golden_cases_match_the_reference() {
     let root: Value = serde_json::from_str(include_str!("../golden/golden.json")).unwrap();
     let cases = root["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
-    let cfg = Recipe::parse(
-        "kind = \"f1-mem0\"\nextract = \"text\"\nstrip_think = false",
-        "<test>",
-    )
-    .unwrap()
-    .cfg();
-    let reward: Box<dyn Reward> = memfactory_core::registry::build::<dyn Reward>(cfg)
-        .unwrap()
-        .0;
+    let reward = build("kind = \"f1-mem0\"\nextract = \"text\"\nstrip_think = false");
     for c in cases {
         let note = c["note"].as_str().unwrap();
         let pred = c["prediction"].as_str().unwrap();
@@ -53,13 +38,7 @@ fn golden_cases_match_the_reference() {
         }
         let best = per_gold.iter().cloned().fold(0.0, f64::max);
         let sample = Sample::text("s", "q", "ctx", golds.clone());
-        let episode = Episode {
-            sample_id: "s".into(),
-            path: 0,
-            seed: 0,
-            steps: Vec::new(),
-            answer: Some(pred.to_string()),
-        };
+        let episode = answered(pred.to_string());
         // The reward trims the extracted text (`extract = "text"`); every reference score
         // here is unchanged by trimming, which the direct comparison above does not assume.
         let got = reward.score(&sample, &episode).unwrap().unwrap();

@@ -2,8 +2,9 @@
 //! against the golden file written by `string-match-all/golden/make_golden.py` from RULER's
 //! own functions, with each case scored under both names.
 
-use memfactory_core::{Episode, Recipe, Reward, Sample};
+use memfactory_core::Sample;
 use memfactory_reward_ruler_string_match as _;
+use memfactory_testkit::reward::{answered, build, strings};
 use serde_json::{Value, json};
 
 #[test]
@@ -11,31 +12,12 @@ fn golden_cases_by_sample_metric() {
     let root: Value =
         serde_json::from_str(include_str!("../../string-match-all/golden/golden.json")).unwrap();
     let cases = root["cases"].as_array().unwrap();
-    let cfg = Recipe::parse(
-        "kind = \"ruler-string-match\"\nextract = \"text\"\nstrip_think = false",
-        "<test>",
-    )
-    .unwrap()
-    .cfg();
-    let reward: Box<dyn Reward> = memfactory_core::registry::build::<dyn Reward>(cfg)
-        .unwrap()
-        .0;
+    let reward = build("kind = \"ruler-string-match\"\nextract = \"text\"\nstrip_think = false");
     let mut differ = 0;
     for c in cases {
         let note = c["note"].as_str().unwrap();
-        let refs: Vec<String> = c["refs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect();
-        let episode = Episode {
-            sample_id: "s".into(),
-            path: 0,
-            seed: 0,
-            steps: Vec::new(),
-            answer: Some(c["prediction"].as_str().unwrap().to_string()),
-        };
+        let refs = strings(&c["refs"]);
+        let episode = answered(c["prediction"].as_str().unwrap().to_string());
         for (name, field) in [
             ("string-match-all", "string_match_all"),
             ("string-match-part", "string_match_part"),

@@ -2,17 +2,10 @@
 //! `string-match-all/golden/make_golden.py` from RULER's own functions, directly and through
 //! the registered reward (`extract = "text"`, `strip_think = false`: RULER's raw output).
 
-use memfactory_core::{Episode, Recipe, Reward, Sample, text};
+use memfactory_core::{Sample, text};
 use memfactory_reward_string_match_part::score;
+use memfactory_testkit::reward::{answered, build, strings};
 use serde_json::Value;
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn golden_cases_match_ruler() {
@@ -20,15 +13,7 @@ fn golden_cases_match_ruler() {
         serde_json::from_str(include_str!("../../string-match-all/golden/golden.json")).unwrap();
     let cases = root["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
-    let cfg = Recipe::parse(
-        "kind = \"string-match-part\"\nextract = \"text\"\nstrip_think = false",
-        "<test>",
-    )
-    .unwrap()
-    .cfg();
-    let reward: Box<dyn Reward> = memfactory_core::registry::build::<dyn Reward>(cfg)
-        .unwrap()
-        .0;
+    let reward = build("kind = \"string-match-part\"\nextract = \"text\"\nstrip_think = false");
     for c in cases {
         let note = c["note"].as_str().unwrap();
         let pred = c["prediction"].as_str().unwrap();
@@ -46,13 +31,7 @@ fn golden_cases_match_ruler() {
             "{note}: {got} vs {want}"
         );
         let sample = Sample::text("s", "q", "ctx", refs);
-        let episode = Episode {
-            sample_id: "s".into(),
-            path: 0,
-            seed: 0,
-            steps: Vec::new(),
-            answer: Some(pred.to_string()),
-        };
+        let episode = answered(pred.to_string());
         assert_eq!(
             reward.score(&sample, &episode).unwrap(),
             Some(got),

@@ -3,22 +3,15 @@
 //! written by `golden/make_golden.py` from MemAgent's own functions; through the registered
 //! reward with `extract = "answer-is"` end to end.
 
+use memfactory_core::Sample;
 use memfactory_core::reward::{AnswerExtraction, Extract};
-use memfactory_core::{Episode, Recipe, Reward, Sample};
 use memfactory_reward_sub_em_memagent::{normalize_memagent, sub_em_memagent};
+use memfactory_testkit::reward::{answered, build, strings};
 use serde_json::Value;
 
 fn cases() -> Vec<Value> {
     let root: Value = serde_json::from_str(include_str!("../golden/golden.json")).unwrap();
     root["cases"].as_array().unwrap().clone()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -29,15 +22,7 @@ fn golden_cases_match_memagent() {
         extract: Extract::AnswerIs,
         strip_think: true,
     };
-    let cfg = Recipe::parse(
-        "kind = \"sub-em-memagent\"\nextract = \"answer-is\"",
-        "<test>",
-    )
-    .unwrap()
-    .cfg();
-    let reward: Box<dyn Reward> = memfactory_core::registry::build::<dyn Reward>(cfg)
-        .unwrap()
-        .0;
+    let reward = build("kind = \"sub-em-memagent\"\nextract = \"answer-is\"");
     for c in &cases {
         let note = c["note"].as_str().unwrap();
         let response = c["response"].as_str().unwrap();
@@ -60,13 +45,7 @@ fn golden_cases_match_memagent() {
         let direct = pred.as_deref().map_or(0.0, |p| sub_em_memagent(p, &golds));
         assert_eq!(direct, want, "{note}: score");
         let sample = Sample::text("s", "q", "ctx", golds);
-        let episode = Episode {
-            sample_id: "s".into(),
-            path: 0,
-            seed: 0,
-            steps: Vec::new(),
-            answer: Some(response.to_string()),
-        };
+        let episode = answered(response.to_string());
         assert_eq!(
             reward.score(&sample, &episode).unwrap(),
             Some(want),
