@@ -21,6 +21,24 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Prompt tokens processed per prefill step (bounds attention memory).
     pub prefill_chunk: usize,
+    /// Prefill a prompt prefix shared by several requests of one batch once and copy its
+    /// keys and values into each sequence's cache (a GRPO group's G identical prompts, or
+    /// one instruction before different questions); see [`share_plan`]. Off: every row is
+    /// prefilled in full, as before.
+    #[serde(default = "default_true")]
+    pub prefix_sharing: bool,
+    /// Fewest shared prompt tokens worth sharing (shorter common prefixes are prefilled per
+    /// row).
+    #[serde(default = "default_prefix_min")]
+    pub prefix_min_tokens: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_prefix_min() -> usize {
+    32
 }
 
 impl Default for EngineOptions {
@@ -28,6 +46,8 @@ impl Default for EngineOptions {
         EngineOptions {
             max_batch: 8,
             prefill_chunk: 512,
+            prefix_sharing: true,
+            prefix_min_tokens: default_prefix_min(),
         }
     }
 }
@@ -44,6 +64,8 @@ pub struct BurnLm {
     path: PathBuf,
     /// Engine knobs (public so callers can tune batch size and prefill chunking).
     pub options: EngineOptions,
+    /// Prompt positions whose prefill was shared (see [`BurnLm::shared_prefill_positions`]).
+    shared_positions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BurnLm {
@@ -140,6 +162,7 @@ impl BurnLm {
             device_name: device.to_string(),
             path: path.to_path_buf(),
             options: EngineOptions::default(),
+            shared_positions: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -173,6 +196,15 @@ impl BurnLm {
         };
         let weights = Fused::load(&mut src, &cfg, &dev, false)?;
         Self::assemble(dir, device, dev, cfg, weights, tok)
+    }
+
+    /// Prompt positions (summed over rows and calls) that were not prefilled row by row
+    /// because their keys and values were copied from a prefix prefilled once
+    /// ([`EngineOptions::prefix_sharing`]), minus the positions of those shared prefills.
+    /// Lets tests and benches see that sharing happened.
+    pub fn shared_prefill_positions(&self) -> u64 {
+        self.shared_positions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The model's hyper-parameters.
@@ -305,6 +337,98 @@ impl BurnLm {
             .collect()
     }
 
+    /// Chunked prefill of the left-padded rows `padded` (all of one length) from cache
+    /// position `from` (positions before it already in `cache`) to their end; the logits of
+    /// each row's last position.
+    fn prefill(
+        &self,
+        weights: &Fused,
+        padded: &[Vec<u32>],
+        pads: &[usize],
+        cache: &mut KvCache,
+        from: usize,
+    ) -> Result<burn::tensor::Tensor<2>> {
+        let plen = padded.first().map_or(0, Vec::len);
+        let chunk = self.options.prefill_chunk.max(1);
+        let mut logits = None;
+        cache.len = from;
+        let mut at = from;
+        while at < plen {
+            let e = (at + chunk).min(plen);
+            let part: Vec<Vec<u32>> = padded.iter().map(|r| r[at..e].to_vec()).collect();
+            logits = Some(forward_chunk(
+                &self.cfg,
+                weights,
+                &part,
+                pads,
+                cache,
+                false,
+                &self.device,
+            ));
+            at = e;
+        }
+        logits.ok_or_else(|| Error::Invalid("nothing to prefill".into()))
+    }
+
+    /// Prefills the prefixes that rows of the batch share ([`share_plan`]) once, as one
+    /// left-padded batch of the distinct prefixes, and copies each into its rows' caches at
+    /// their own left padding (`pads`). Returns the cache position from which every row still
+    /// needs its own prefill (the smallest of pad + shared length over the rows), or 0 when
+    /// nothing is shared or sharing would save fewer than `prefix_min_tokens` positions.
+    fn prefill_shared(
+        &self,
+        weights: &Fused,
+        rows: &[&[u32]],
+        pads: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<usize> {
+        let plan = share_plan(rows, self.options.prefix_min_tokens.max(1));
+        let groups: Vec<(usize, usize)> = {
+            let mut g: Vec<(usize, usize)> = Vec::new();
+            for s in plan.iter().flatten() {
+                if !g.iter().any(|&(r, _)| r == s.0) {
+                    g.push(*s);
+                }
+            }
+            g
+        };
+        let from = plan
+            .iter()
+            .zip(pads)
+            .map(|(s, &p)| p + s.map_or(0, |s| s.1))
+            .min()
+            .unwrap_or(0);
+        if groups.is_empty() || from < self.options.prefix_min_tokens.max(1) {
+            return Ok(0);
+        }
+        let lmax = groups.iter().map(|g| g.1).max().unwrap_or(0);
+        let gpads: Vec<usize> = groups.iter().map(|g| lmax - g.1).collect();
+        let gpadded: Vec<Vec<u32>> = groups
+            .iter()
+            .zip(&gpads)
+            .map(|(&(r, len), &p)| {
+                let mut v = vec![0u32; p];
+                v.extend(&rows[r][..len]);
+                v
+            })
+            .collect();
+        let mut shared = KvCache::new(&self.cfg, groups.len(), lmax, &self.device)?;
+        self.prefill(weights, &gpadded, &gpads, &mut shared, 0)?;
+        let saved = (from * rows.len()).saturating_sub(lmax * groups.len());
+        self.shared_positions
+            .fetch_add(saved as u64, std::sync::atomic::Ordering::Relaxed);
+        for (row, s) in plan.iter().enumerate() {
+            if let Some((leader, len)) = *s {
+                let g = groups
+                    .iter()
+                    .position(|&(r, _)| r == leader)
+                    .expect("every leader has a group");
+                cache.copy_rows_from(&shared, (g, gpads[g]), (row, pads[row]), len);
+            }
+        }
+        Ok(from)
+    }
+
     fn generate_batch(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
         let weights = self.weights();
         let mut prompts = Vec::with_capacity(reqs.len());
@@ -358,24 +482,16 @@ impl BurnLm {
                 v
             })
             .collect();
-        let chunk = self.options.prefill_chunk.max(1);
-        let mut logits = None;
-        let mut at = 0;
-        while at < plen {
-            let e = (at + chunk).min(plen);
-            let part: Vec<Vec<u32>> = padded.iter().map(|r| r[at..e].to_vec()).collect();
-            logits = Some(forward_chunk(
-                &self.cfg,
-                &weights,
-                &part,
-                &pads,
-                &mut cache,
-                false,
-                &self.device,
-            ));
-            at = e;
-        }
-        let mut logits = to_rows(logits.expect("prompt is non-empty"), active.len())?;
+        // Shared prefixes: prefilled once, copied into each row's cache; the batched prefill
+        // then starts where the first row's own tokens begin.
+        let from = if self.options.prefix_sharing {
+            let rows: Vec<&[u32]> = active.iter().map(|&i| prompts[i].as_slice()).collect();
+            self.prefill_shared(&weights, &rows, &pads, &mut cache)?
+        } else {
+            0
+        };
+        let logits = self.prefill(&weights, &padded, &pads, &mut cache, from)?;
+        let mut logits = to_rows(logits, active.len())?;
         loop {
             let mut next = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
@@ -444,6 +560,44 @@ impl BurnLm {
         }
         Ok(outs)
     }
+}
+
+/// Which rows of a batch share a prompt prefix of at least `min_len` tokens: for each row,
+/// `Some((leader, len))` — the group's first row and the number of leading tokens the group
+/// shares — or `None`. Rows are sorted by their token ids and cut into runs wherever two
+/// neighbours share fewer than `min_len` tokens; a run of two or more rows shares its longest
+/// common prefix, cut one token short of its shortest prompt (every row's last prompt token
+/// is always prefilled in the batch, which gives the logits of its first generated token).
+/// Identical prompts (a GRPO group) share all but their last token.
+pub(crate) fn share_plan(rows: &[&[u32]], min_len: usize) -> Vec<Option<(usize, usize)>> {
+    let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[a].cmp(rows[b]).then(a.cmp(&b)));
+    let mut plan = vec![None; rows.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        let mut shared = rows[order[start]].len();
+        while end < order.len() {
+            let l = lcp(rows[order[end - 1]], rows[order[end]]);
+            if l < min_len {
+                break;
+            }
+            shared = shared.min(l);
+            end += 1;
+        }
+        let run = &order[start..end];
+        let shortest = run.iter().map(|&r| rows[r].len()).min().unwrap_or(0);
+        let len = shared.min(shortest.saturating_sub(1));
+        if run.len() > 1 && len >= min_len {
+            let leader = run.iter().copied().min().unwrap_or(run[0]);
+            for &r in run {
+                plan[r] = Some((leader, len));
+            }
+        }
+        start = end;
+    }
+    plan
 }
 
 fn to_vec(t: burn::tensor::Tensor<2>) -> Result<Vec<f32>> {
@@ -517,4 +671,44 @@ fn hf_dir_config(path: &Path) -> Result<(ModelConfig, TextTokenizer)> {
     };
     let tok = TextTokenizer::from_hf_dir(path, &eos)?;
     Ok((cfg, tok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_plan;
+
+    #[test]
+    fn share_plan_groups_identical_prompts_and_long_common_prefixes() {
+        let a: Vec<u32> = (0..40).collect();
+        let mut b = a.clone();
+        b.extend([7, 8, 9]);
+        let mut c: Vec<u32> = (0..35).collect();
+        c.push(99);
+        let other: Vec<u32> = (100..140).collect();
+        // Identical prompts share all but their last token.
+        let rows: Vec<&[u32]> = vec![&a, &other, &a, &a];
+        assert_eq!(
+            share_plan(&rows, 32),
+            vec![Some((0, 39)), None, Some((0, 39)), Some((0, 39))]
+        );
+        // A common prefix of 35 tokens (a, b and c), led by the first row.
+        let rows: Vec<&[u32]> = vec![&other, &b, &c, &a];
+        assert_eq!(
+            share_plan(&rows, 32),
+            vec![None, Some((1, 35)), Some((1, 35)), Some((1, 35))]
+        );
+        // Above 35, c drops out: a and b (a prefix of b) share all of a but its last token.
+        assert_eq!(
+            share_plan(&rows, 36),
+            vec![None, Some((1, 39)), None, Some((1, 39))]
+        );
+        // Below the threshold nothing is shared; a single row shares nothing.
+        assert_eq!(share_plan(&rows, 40), vec![None, None, None, None]);
+        let rows: Vec<&[u32]> = vec![&a];
+        assert_eq!(share_plan(&rows, 1), vec![None]);
+        // A prompt of min_len tokens repeated leaves min_len - 1 to share: not enough.
+        let short: Vec<u32> = (0..32).collect();
+        let rows: Vec<&[u32]> = vec![&short, &short];
+        assert_eq!(share_plan(&rows, 32), vec![None, None]);
+    }
 }

@@ -158,6 +158,36 @@ impl KvCache {
         })
     }
 
+    /// Copies positions `src_at .. src_at + len` of row `src_row` of `src` (every layer's keys
+    /// and values) into positions `dst_at .. dst_at + len` of row `dst_row`: a prefix
+    /// prefilled once is shared by every sequence that starts with it. Keys carry RoPE by
+    /// token position, not cache position, so a prefix may land at another cache offset
+    /// (another left padding) as long as its tokens' positions are the same.
+    pub fn copy_rows_from(
+        &mut self,
+        src: &KvCache,
+        (src_row, src_at): (usize, usize),
+        (dst_row, dst_at): (usize, usize),
+        len: usize,
+    ) {
+        for (dst, src) in self
+            .k
+            .iter_mut()
+            .zip(&src.k)
+            .chain(self.v.iter_mut().zip(&src.v))
+        {
+            let [_, kv, _, hd] = src.dims();
+            let part =
+                src.clone()
+                    .slice([src_row..src_row + 1, 0..kv, src_at..src_at + len, 0..hd]);
+            let old = std::mem::replace(dst, part.clone());
+            *dst = old.slice_assign(
+                [dst_row..dst_row + 1, 0..kv, dst_at..dst_at + len, 0..hd],
+                part,
+            );
+        }
+    }
+
     /// Keeps only batch rows `rows`.
     pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();

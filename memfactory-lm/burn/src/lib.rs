@@ -21,6 +21,9 @@
 //!   [`ModelConfig`];
 //! - tokenizer and chat template from GGUF metadata or `tokenizer.json` /
 //!   `tokenizer_config.json` ([`tokenizer`]);
+//! - prompt prefixes shared within a batch (a GRPO group's identical prompts, a common
+//!   instruction) prefilled once and copied into each sequence's KV cache
+//!   (`prefix_sharing`, on by default);
 //! - batched lockstep generation with a preallocated KV cache (reserved fallibly, never past
 //!   the model's context: a request stops where prompt and generated tokens fill it), left
 //!   padding with per-row positions, greedy / temperature / top-k / top-p sampling from a
@@ -80,6 +83,8 @@ use memfactory_core::{Cfg, LanguageModel, Result};
 
 /// Builds the engine from the keys of a recipe's `[model]` table (`kind = "burn"` already
 /// read): `path`, `device` (default `flex`), `max_batch` (8), `prefill_chunk` (512),
+/// `prefix_sharing` (true: a prompt prefix of at least `prefix_min_tokens` (32) tokens that
+/// several requests of one batch share is prefilled once, see [`EngineOptions`]),
 /// `host_kernels` (decode on the GGUF blocks, see [`BurnLm::load_with`]; default on),
 /// `init_seed` (random weights for a model directory without weight files) and
 /// `chat_template_kwargs` (a table of extra chat-template variables, e.g.
@@ -95,6 +100,13 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
         cfg.get_checked("max_batch", 8usize, |&b| b > 0, "a positive integer")?;
     let prefill_chunk: usize =
         cfg.get_checked("prefill_chunk", 512usize, |&b| b > 0, "a positive integer")?;
+    let prefix_sharing: bool = cfg.get("prefix_sharing", true)?;
+    let prefix_min_tokens: usize = cfg.get_checked(
+        "prefix_min_tokens",
+        32usize,
+        |&b| b > 0,
+        "a positive integer",
+    )?;
     if let Err(m) = parse_device(&device) {
         return Err(cfg.error("device", m));
     }
@@ -122,6 +134,8 @@ pub fn from_cfg(cfg: &mut Cfg) -> Result<BurnLm> {
     lm.options = EngineOptions {
         max_batch,
         prefill_chunk,
+        prefix_sharing,
+        prefix_min_tokens,
     };
     let ignored = lm.set_template_kwargs(template_kwargs);
     if !ignored.is_empty() {
