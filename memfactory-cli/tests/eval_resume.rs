@@ -50,10 +50,11 @@ fn read(dir: &Path, f: &str) -> String {
     std::fs::read_to_string(dir.join(f)).unwrap()
 }
 
-/// metrics.json without its wall time.
+/// metrics.json without its wall time and cost (timing and memory).
 fn metrics(dir: &Path) -> serde_json::Value {
     let mut m: serde_json::Value = serde_json::from_str(&read(dir, "metrics.json")).unwrap();
     m.as_object_mut().unwrap().remove("seconds");
+    m.as_object_mut().unwrap().remove("cost");
     m
 }
 

@@ -13,6 +13,16 @@
 //!   (`{name: mean}`: the best of each sample's k paths, then the mean over samples —
 //!   pass@k for a 0/1 metric),
 //!   with `reward_counters` (e.g. the judge's verdicts asked, cache hits, unparsable outputs);
+//! - `cost.jsonl` — one line per sample: its wall seconds (from the start of its group to its
+//!   end; with `concurrency` > 1 samples share batches, so this is the latency of a sample
+//!   while others run beside it), its LM calls and the prompt tokens prefilled and tokens
+//!   decoded by them ([`SampleCost`]). Timing is kept out of `scores.jsonl` and
+//!   `trajectories.jsonl`, which stay byte-for-byte reproducible; no score reads it;
+//! - `metrics.json` also holds `cost` ([`CostSummary`]): mean and median seconds per
+//!   question, wall seconds per question, tokens per question, and the peak resident memory
+//!   (Linux: `VmHWM` of `/proc/self/status`, reset through `/proc/self/clear_refs` when the
+//!   eval starts so that it is this eval's peak — the loaded model included; elsewhere
+//!   absent, with a note saying why);
 //! - files a metric keeps, e.g. the LLM judge's verdict cache `judge-cache.jsonl`;
 //! - `report.md` — a readable summary with a few examples.
 //!
@@ -77,6 +87,113 @@ pub struct SampleScore {
     pub reward_counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// The cost of one sample (one line of `cost.jsonl`): reported, never scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleCost {
+    /// Sample id.
+    pub id: String,
+    /// Wall seconds from the start of the sample's group of episodes to its end (with
+    /// several samples in flight, their LM calls share batches: the sample's latency).
+    pub seconds: f64,
+    /// LM calls of its episodes.
+    pub lm_calls: usize,
+    /// Prompt tokens of those calls (what the model prefilled, before any prefix reuse).
+    pub prompt_tokens: usize,
+    /// Tokens those calls generated (decoded).
+    pub generated_tokens: usize,
+}
+
+impl SampleCost {
+    /// The cost of `episodes` of sample `id`, run in `seconds`.
+    pub fn of(id: &str, episodes: &[Episode], seconds: f64) -> SampleCost {
+        let (mut lm_calls, mut prompt_tokens, mut generated_tokens) = (0, 0, 0);
+        for c in episodes.iter().flat_map(Episode::lm_calls) {
+            lm_calls += 1;
+            prompt_tokens += c.output.prompt_ids.len();
+            generated_tokens += c.output.token_ids.len();
+        }
+        SampleCost {
+            id: id.to_string(),
+            seconds,
+            lm_calls,
+            prompt_tokens,
+            generated_tokens,
+        }
+    }
+}
+
+/// What an eval cost (`metrics.json`'s `cost`): timing and memory, reported beside the
+/// metrics and never used in them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostSummary {
+    /// Samples with a `cost.jsonl` line (all of them, unless a resumed eval's earlier
+    /// samples were run by a version that kept no cost).
+    pub samples: usize,
+    /// Mean over samples of a sample's wall seconds ([`SampleCost::seconds`]).
+    pub seconds_per_question_mean: f64,
+    /// Median of the same.
+    pub seconds_per_question_median: f64,
+    /// This eval's wall time over the samples it ran (throughput: with several samples in
+    /// flight, below the per-sample latency).
+    pub wall_seconds_per_question: f64,
+    /// Mean prompt tokens per question (summed over its LM calls).
+    pub prompt_tokens_per_question: f64,
+    /// Mean generated tokens per question.
+    pub generated_tokens_per_question: f64,
+    /// Peak resident memory in bytes (`VmHWM`); absent where the system does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    /// What the peak covers: `eval` (reset when the eval started, model already loaded),
+    /// `process` (since the process started: the reset was refused), or why it is absent.
+    pub peak_rss_scope: String,
+}
+
+impl CostSummary {
+    /// The peak RSS in MiB, when known.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        self.peak_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// Resets the process's peak RSS to its current RSS (Linux >= 4.0: `5` written to
+/// `/proc/self/clear_refs`); whether it was reset.
+fn reset_peak_rss() -> bool {
+    cfg!(target_os = "linux") && std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak RSS in bytes (`VmHWM` of `/proc/self/status`, Linux), or why not.
+fn peak_rss() -> std::result::Result<u64, String> {
+    if !cfg!(target_os = "linux") {
+        return Err("unavailable: peak RSS is read from /proc/self/status (Linux only)".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("unavailable: /proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| "unavailable: /proc/self/status has no VmHWM".into())
+}
+
+/// Mean and median of `v` (0 when empty).
+fn mean_median(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    let median = if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    };
+    (mean, median)
+}
+
 /// The metrics of the samples of one category.
 #[derive(Debug, Clone, Serialize)]
 pub struct CategorySummary {
@@ -129,6 +246,8 @@ pub struct EvalSummary {
     pub seconds: f64,
     /// The model.
     pub model: String,
+    /// Timing and memory ([`CostSummary`]); never used in `metrics`.
+    pub cost: CostSummary,
     /// Each metric's event counts ([`memfactory_core::Reward::counters`]), for the metrics
     /// that keep any.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -314,23 +433,26 @@ pub fn run_group(
 /// Runs one sample's group on the given (batching) LM.
 type RunOne<'a> = dyn Fn(&dyn LanguageModel, &Sample) -> Result<Vec<Episode>> + Sync + 'a;
 
+/// What [`run_pooled`] hands its sink: sample index, result, wall seconds of the run.
+type Ran = (usize, Result<Vec<Episode>>, f64);
+
 /// Runs `run` on every sample on up to `concurrency` worker threads whose LM calls go
 /// through one [`BatchingLm`] over `lm` (batches of at most `concurrency × paths`
-/// requests). `sink` gets each `(sample index, result)` on the calling thread in completion
-/// order; returning `false` stops the workers (a worker also stops after its own error).
+/// requests). `sink` gets each `(sample index, result, wall seconds)` on the calling thread
+/// in completion order; returning `false` stops the workers (a worker also stops after its own error).
 fn run_pooled(
     lm: &dyn LanguageModel,
     paths: usize,
     samples: &[Sample],
     concurrency: usize,
     run: &RunOne<'_>,
-    sink: &mut dyn FnMut(usize, Result<Vec<Episode>>) -> bool,
+    sink: &mut dyn FnMut(Ran) -> bool,
 ) {
     let n = samples.len();
     let concurrency = concurrency.clamp(1, n.max(1));
     let batching = BatchingLm::new(lm, concurrency * paths.max(1));
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<Episode>>)>();
+    let (tx, rx) = mpsc::channel::<Ran>();
     std::thread::scope(|s| {
         // Every worker is registered before any starts, so no batch is cut while a worker
         // is still starting up (batch composition, hence the numbers, stay reproducible).
@@ -345,9 +467,11 @@ fn run_pooled(
                     if i >= n {
                         break;
                     }
+                    let t0 = Instant::now();
                     let r = run(batching, &samples[i]);
+                    let seconds = t0.elapsed().as_secs_f64();
                     let failed = r.is_err();
-                    if tx.send((i, r)).is_err() || failed {
+                    if tx.send((i, r, seconds)).is_err() || failed {
                         next.store(n, Ordering::SeqCst);
                         break;
                     }
@@ -355,8 +479,8 @@ fn run_pooled(
             });
         }
         drop(tx);
-        for (i, r) in rx {
-            if !sink(i, r) {
+        for ran in rx {
+            if !sink(ran) {
                 next.store(n, Ordering::SeqCst);
             }
         }
@@ -381,7 +505,7 @@ pub fn run_groups(
         samples,
         concurrency,
         &|lm, sample| run_group(agent, store, lm, embedder, sample, root_seed),
-        &mut |i, r| {
+        &mut |(i, r, _)| {
             let ok = r.is_ok();
             out[i] = Some(r);
             ok
@@ -516,6 +640,7 @@ struct RunFiles {
     resolved: PathBuf,
     trajectories: PathBuf,
     scores: PathBuf,
+    cost: PathBuf,
     metrics: PathBuf,
     report: PathBuf,
 }
@@ -527,6 +652,7 @@ impl RunFiles {
             resolved: dir.join("recipe.resolved.toml"),
             trajectories: dir.join("trajectories.jsonl"),
             scores: dir.join("scores.jsonl"),
+            cost: dir.join("cost.jsonl"),
             metrics: dir.join("metrics.json"),
             report: dir.join("report.md"),
         }
@@ -546,7 +672,7 @@ impl RunFiles {
     /// Starts a fresh eval: empties `scores.jsonl`, then `trajectories.jsonl` (so that no
     /// score is ever without its trajectories), then writes `resolved`.
     fn start_fresh(&self, resolved: &str) -> Result<()> {
-        for p in [&self.scores, &self.trajectories] {
+        for p in [&self.scores, &self.trajectories, &self.cost] {
             File::create(p).map_err(write_err(p))?;
         }
         write_atomic(&self.resolved, resolved.as_bytes())
@@ -653,10 +779,25 @@ impl RunFiles {
             }
             tally.add(sample, &group, score);
         }
+        // Cost lines are reported, never results: the finished samples' lines that read
+        // back are kept (a line a kill cut short, or one of a sample whose score was not
+        // written, is dropped).
+        let cost_text = read_whole_lines(&self.cost)?;
+        let mut cost_len = 0usize;
+        for (line, score) in cost_text.split_inclusive('\n').zip(&finished) {
+            match serde_json::from_str::<SampleCost>(line) {
+                Ok(c) if c.id == score.id => {
+                    cost_len += line.len();
+                    tally.costs.push(c);
+                }
+                _ => break,
+            }
+        }
         Ok(Some(Finished {
             samples: finished.len(),
             scores_len: scores_text.len() as u64,
             trajectories_len: traj_len as u64,
+            cost_len: cost_len as u64,
         }))
     }
 
@@ -664,7 +805,8 @@ impl RunFiles {
     /// line a kill cut short, and the trajectories of a sample whose score was not written.
     fn cut_to(&self, f: &Finished) -> Result<()> {
         truncate_to(&self.scores, f.scores_len)?;
-        truncate_to(&self.trajectories, f.trajectories_len)
+        truncate_to(&self.trajectories, f.trajectories_len)?;
+        truncate_to(&self.cost, f.cost_len)
     }
 }
 
@@ -673,6 +815,7 @@ struct Finished {
     samples: usize,
     scores_len: u64,
     trajectories_len: u64,
+    cost_len: u64,
 }
 
 /// Cuts the file at `path` to `len` bytes when it is longer.
@@ -741,6 +884,8 @@ struct Tally {
     lm_calls: usize,
     generated: usize,
     examples: Vec<(Sample, Episode, SampleScore)>,
+    /// The samples' costs (`cost.jsonl`), in sample order.
+    costs: Vec<SampleCost>,
 }
 
 impl Tally {
@@ -792,6 +937,8 @@ pub fn run_eval_on_with(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EvalSummary> {
     let start = Instant::now();
+    // The peak RSS reported is this eval's (the loaded model included) where it can be reset.
+    let rss_reset = reset_peak_rss();
     std::fs::create_dir_all(out).map_err(write_err(out))?;
     let files = RunFiles::at(out);
     let resolved = resolved_text(asm, options);
@@ -821,9 +968,10 @@ pub fn run_eval_on_with(
             .open(p)
             .map_err(write_err(p))
     };
-    let (traj_path, scores_path) = (&files.trajectories, &files.scores);
+    let (traj_path, scores_path, cost_path) = (&files.trajectories, &files.scores, &files.cost);
     let mut traj = open(traj_path)?;
     let mut scores_w = open(scores_path)?;
+    let mut cost_w = open(cost_path)?;
     for m in &asm.metrics {
         m.attach_run_dir(out)?;
     }
@@ -840,7 +988,7 @@ pub fn run_eval_on_with(
     let rest = &samples[done..];
     let mut failure: Option<Error> = None;
     // Results arrive in completion order; write them in sample order.
-    let mut waiting: Reorder<usize, Vec<Episode>> = Reorder::new();
+    let mut waiting: Reorder<usize, (Vec<Episode>, f64)> = Reorder::new();
     let mut written = 0usize;
     run_pooled(
         asm.model.as_ref(),
@@ -848,7 +996,7 @@ pub fn run_eval_on_with(
         rest,
         asm.eval_concurrency,
         &|lm, sample| run_sample_with(asm, lm, sample),
-        &mut |i, r| {
+        &mut |(i, r, seconds)| {
             if failure.is_some() {
                 return false;
             }
@@ -858,16 +1006,20 @@ pub fn run_eval_on_with(
                     return false;
                 }
                 Ok(eps) => {
-                    waiting.insert(i, eps);
+                    waiting.insert(i, (eps, seconds));
                 }
             }
-            while let Some(episodes) = waiting.remove(&written) {
+            while let Some((episodes, seconds)) = waiting.remove(&written) {
                 let sample = &rest[written];
                 written += 1;
                 let step = (|| -> Result<SampleScore> {
                     for e in &episodes {
                         append_line(&mut traj, traj_path, &json_line(e)?)?;
                     }
+                    // Before the score line, which marks the sample finished.
+                    let cost = SampleCost::of(&sample.id, &episodes, seconds);
+                    append_line(&mut cost_w, cost_path, &json_line(&cost)?)?;
+                    tally.costs.push(cost);
                     let before = reward_counters(asm);
                     let (scores, best) = score_sample_paths(asm, sample, &episodes)?;
                     let mut counters = reward_counters(asm);
@@ -913,7 +1065,11 @@ pub fn run_eval_on_with(
         return Err(e);
     }
     // The per-sample lines are durable before a summary of them is.
-    for (f, p) in [(&traj, traj_path), (&scores_w, scores_path)] {
+    for (f, p) in [
+        (&traj, traj_path),
+        (&cost_w, cost_path),
+        (&scores_w, scores_path),
+    ] {
         f.sync_data().map_err(write_err(p))?;
     }
 
@@ -963,6 +1119,33 @@ pub fn run_eval_on_with(
             sum.entry(k.clone()).or_insert(*v);
         }
     }
+    let seconds = start.elapsed().as_secs_f64();
+    let per_q: Vec<f64> = tally.costs.iter().map(|c| c.seconds).collect();
+    let (mean_s, median_s) = mean_median(&per_q);
+    let nc = tally.costs.len().max(1) as f64;
+    let ran = samples.len() - done;
+    let (peak_rss_bytes, peak_rss_scope) = match peak_rss() {
+        Ok(b) if rss_reset => (Some(b), "eval".to_string()),
+        Ok(b) => (Some(b), "process".to_string()),
+        Err(why) => (None, why),
+    };
+    let cost = CostSummary {
+        samples: tally.costs.len(),
+        seconds_per_question_mean: mean_s,
+        seconds_per_question_median: median_s,
+        wall_seconds_per_question: if ran > 0 { seconds / ran as f64 } else { 0.0 },
+        prompt_tokens_per_question: tally.costs.iter().map(|c| c.prompt_tokens).sum::<usize>()
+            as f64
+            / nc,
+        generated_tokens_per_question: tally
+            .costs
+            .iter()
+            .map(|c| c.generated_tokens)
+            .sum::<usize>() as f64
+            / nc,
+        peak_rss_bytes,
+        peak_rss_scope,
+    };
     let summary = EvalSummary {
         aggregate: format!("avg@{paths}"),
         metrics,
@@ -973,8 +1156,9 @@ pub fn run_eval_on_with(
         paths,
         lm_calls: tally.lm_calls,
         generated_tokens: tally.generated,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         model: asm.model.describe(),
+        cost,
         reward_counters: counters,
     };
     write_atomic(
@@ -999,7 +1183,7 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
     let mut r = String::new();
     r.push_str(&format!("# Eval report: {}\n\n", asm.run.name));
     r.push_str(&format!(
-        "- recipe: `{}`\n- model: {}\n- agent: `{}`, {} path(s) per sample (avg@{})\n- samples: {}\n- LM calls: {}, generated tokens: {}\n- wall time: {:.1} s\n\n",
+        "- recipe: `{}`\n- model: {}\n- agent: `{}`, {} path(s) per sample (avg@{})\n- samples: {}\n- LM calls: {}, generated tokens: {}\n- wall time: {:.1} s; per question {:.2} s mean, {:.2} s median; peak RSS {}\n\n",
         asm.recipe_file,
         s.model,
         asm.agent.kind(),
@@ -1008,7 +1192,13 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
         s.n,
         s.lm_calls,
         s.generated_tokens,
-        s.seconds
+        s.seconds,
+        s.cost.seconds_per_question_mean,
+        s.cost.seconds_per_question_median,
+        match s.cost.peak_rss_mib() {
+            Some(m) => format!("{m:.0} MiB ({})", s.cost.peak_rss_scope),
+            None => s.cost.peak_rss_scope.clone(),
+        }
     ));
     if s.pass_at_k.is_empty() {
         r.push_str(&format!(
@@ -1343,8 +1533,19 @@ mod eval_dir_tests {
         assert_eq!(events[0], "start 3/7");
         assert_eq!(read(&b, "scores.jsonl"), scores);
         assert_eq!(read(&b, "trajectories.jsonl"), traj);
+        // cost.jsonl: one line per sample, in sample order, the cut one's dropped.
+        let ids = |d: &Path, f: &str| -> Vec<String> {
+            read(d, f)
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+                .collect()
+        };
+        assert_eq!(ids(&b, "cost.jsonl"), ids(&a, "scores.jsonl"));
         let strip = |mut s: EvalSummary| {
             s.seconds = 0.0;
+            assert_eq!(s.cost.samples, 7, "one cost per sample: {:?}", s.cost);
+            assert!(s.cost.seconds_per_question_mean > 0.0, "{:?}", s.cost);
+            s.cost = CostSummary::default();
             serde_json::to_string(&s).unwrap()
         };
         assert_eq!(strip(resumed), strip(whole.clone()));

@@ -54,6 +54,47 @@ pub fn line_chart(
     y_label: &str,
     series: &[Series],
 ) -> Result<()> {
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+    draw_panel(&root, path, title, x_label, y_label, series)?;
+    root.present().map_err(|e| draw_err(path, e))?;
+    Ok(())
+}
+
+/// One panel of [`panels_chart`]: its title, y label and lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Title above the panel.
+    pub title: String,
+    /// Label of its y axis.
+    pub y_label: String,
+    /// Its lines.
+    pub series: Vec<Series>,
+}
+
+/// Writes an SVG of `panels` stacked top to bottom, sharing the x label (e.g. seconds per
+/// question above peak memory, both against context length) — quantities of different
+/// units, each on its own y axis.
+pub fn panels_chart(path: &Path, x_label: &str, panels: &[Panel]) -> Result<()> {
+    let rows = panels.len().max(1);
+    let root = SVGBackend::new(path, (800, 400 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+    for (area, p) in root.split_evenly((rows, 1)).iter().zip(panels) {
+        draw_panel(area, path, &p.title, x_label, &p.y_label, &p.series)?;
+    }
+    root.present().map_err(|e| draw_err(path, e))?;
+    Ok(())
+}
+
+/// Draws one line chart of `series` on `root` (`path`: for error messages).
+fn draw_panel(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<()> {
     let xs = series.iter().flat_map(|s| {
         s.points
             .iter()
@@ -76,9 +117,7 @@ pub fn line_chart(
     y0 -= pad;
     y1 += pad;
 
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
@@ -130,7 +169,6 @@ pub fn line_chart(
             .draw()
             .map_err(|e| draw_err(path, e))?;
     }
-    root.present().map_err(|e| draw_err(path, e))?;
     Ok(())
 }
 
@@ -169,5 +207,37 @@ mod tests {
         // No points at all still gives a valid (empty) chart.
         line_chart(&p, "Nothing yet", "step", "y", &[]).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("Nothing yet"));
+    }
+
+    #[test]
+    fn panels_stack_with_their_own_titles_and_y_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cost.svg");
+        let panel = |t: &str, y: &str, k: f64| Panel {
+            title: t.into(),
+            y_label: y.into(),
+            series: vec![Series::line("all", vec![(1.0, k), (2.0, 2.0 * k)])],
+        };
+        panels_chart(
+            &p,
+            "tokens",
+            &[
+                panel("Seconds per question", "seconds", 0.5),
+                panel("Peak RSS", "MiB", 300.0),
+            ],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&p).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for w in [
+            "Seconds per question",
+            "Peak RSS",
+            "MiB",
+            "seconds",
+            "tokens",
+        ] {
+            assert!(svg.contains(w), "{w} missing");
+        }
+        assert!(svg.contains("height=\"800\""), "two panels of 400 px");
     }
 }

@@ -14,7 +14,11 @@
 //! - `sweep.md` — the same as a table, and a pivot of the primary metric with the last
 //!   numeric axis (the context length) across and the other axes down (models, checkpoints);
 //! - `sweep.svg` — the primary metric against the last numeric axis, one line per
-//!   combination of the other axes, with its 95 % CI as a band.
+//!   combination of the other axes, with its 95 % CI as a band;
+//! - `sweep_cost.svg` — what each combination cost against the last numeric axis: mean
+//!   seconds per question (each question's wall seconds, `cost.jsonl`) above the eval's
+//!   peak resident memory (`metrics.json`'s `cost`, [`crate::eval::CostSummary`]); `sweep.json`
+//!   holds each run's `cost` and `sweep.md` pivots both. Timing is reported, never scored.
 //!
 //! A combination whose directory already holds a finished eval of the same resolved recipe
 //! and sample count is not run again (an interrupted sweep resumes where it stopped).
@@ -35,8 +39,8 @@ use memfactory_core::{Error, LanguageModel, Recipe, Result};
 use serde::Serialize;
 
 use crate::Assembly;
-use crate::eval::{self, Progress};
-use crate::plot::{Series, line_chart};
+use crate::eval::{self, CostSummary, Progress};
+use crate::plot::{Panel, Series, line_chart, panels_chart};
 
 /// The axis key whose values are training checkpoint directories (`base`: none).
 pub const CHECKPOINT_AXIS: &str = "checkpoint";
@@ -352,6 +356,9 @@ pub struct SweepRun {
     pub metrics: BTreeMap<String, f64>,
     /// 95 % CI half-width of each mean.
     pub ci95: BTreeMap<String, f64>,
+    /// Seconds per question and peak memory of its eval; absent for a reused run directory
+    /// written before evals kept it.
+    pub cost: Option<CostSummary>,
 }
 
 /// The whole sweep.
@@ -473,6 +480,7 @@ pub fn run_sweep(
                     seconds: m["seconds"].as_f64().unwrap_or(0.0),
                     metrics: map_f64(&m["metrics"]),
                     ci95: map_f64(&m["ci95"]),
+                    cost: serde_json::from_value(m["cost"].clone()).ok(),
                 }
             }
             None => {
@@ -493,6 +501,7 @@ pub fn run_sweep(
                     seconds: s.seconds,
                     metrics: s.metrics,
                     ci95: s.ci95,
+                    cost: Some(s.cost),
                 }
             }
         };
@@ -529,8 +538,82 @@ fn write_report(report: &SweepReport, axes: &[Axis], out: &Path) -> Result<()> {
             &report.primary_metric,
             &series,
         )?;
+        let [seconds, rss] = [Cost::SecondsMean, Cost::PeakRssMib].map(|c| Panel {
+            title: format!("{} by {x_key}", c.label()),
+            y_label: c.unit().to_string(),
+            series: cost_series(report, x, c),
+        });
+        panels_chart(&out.join("sweep_cost.svg"), &x_key, &[seconds, rss])?;
     }
     Ok(())
+}
+
+/// A cost figure of a run, for the pivot and the cost plot.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    SecondsMean,
+    SecondsMedian,
+    PeakRssMib,
+    PromptTokens,
+}
+
+impl Cost {
+    fn label(self) -> &'static str {
+        match self {
+            Cost::SecondsMean => "seconds per question (mean)",
+            Cost::SecondsMedian => "seconds per question (median)",
+            Cost::PeakRssMib => "peak RSS (MiB)",
+            Cost::PromptTokens => "prompt tokens per question",
+        }
+    }
+
+    /// `v` as a pivot cell: seconds to the millisecond or 3 significant digits below a
+    /// second, MiB and tokens whole.
+    fn cell(self, v: f64) -> String {
+        match self {
+            Cost::SecondsMean | Cost::SecondsMedian if v < 1.0 => format!("{v:.3e}"),
+            Cost::SecondsMean | Cost::SecondsMedian => format!("{v:.3}"),
+            Cost::PeakRssMib | Cost::PromptTokens => format!("{v:.0}"),
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Cost::SecondsMean | Cost::SecondsMedian => "seconds",
+            Cost::PeakRssMib => "MiB",
+            Cost::PromptTokens => "tokens",
+        }
+    }
+
+    fn of(self, run: &SweepRun) -> Option<f64> {
+        let c = run.cost.as_ref()?;
+        match self {
+            Cost::SecondsMean => Some(c.seconds_per_question_mean),
+            Cost::SecondsMedian => Some(c.seconds_per_question_median),
+            Cost::PeakRssMib => c.peak_rss_mib(),
+            Cost::PromptTokens => Some(c.prompt_tokens_per_question),
+        }
+    }
+}
+
+/// `cost` of each run against the numeric axis `x`, one line per combination of the
+/// other axes.
+fn cost_series(report: &SweepReport, x: usize, cost: Cost) -> Vec<Series> {
+    let mut lines: Vec<Series> = Vec::new();
+    for run in &report.runs {
+        let key = row_key(run, Some(x));
+        let (Some(xv), Some(y)) = (run.settings[x].1.parse::<f64>().ok(), cost.of(run)) else {
+            continue;
+        };
+        match lines.iter_mut().find(|s| s.name == key) {
+            Some(s) => s.points.push((xv, y)),
+            None => lines.push(Series::line(key, vec![(xv, y)])),
+        }
+    }
+    for s in &mut lines {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    lines
 }
 
 /// The other axes' settings of a run (the row / line it belongs to).
@@ -666,6 +749,47 @@ fn markdown(report: &SweepReport, axes: &[Axis]) -> String {
             r.push('\n');
         }
         r.push_str("\nPlot: `sweep.svg`.\n");
+        for c in [
+            Cost::SecondsMean,
+            Cost::SecondsMedian,
+            Cost::PeakRssMib,
+            Cost::PromptTokens,
+        ] {
+            r.push_str(&format!(
+                "\n## {} by {}\n\n| | {} |\n|---|{}\n",
+                c.label(),
+                axes[x].key,
+                cols.join(" | "),
+                "---|".repeat(cols.len())
+            ));
+            let mut rows: Vec<String> = Vec::new();
+            for run in &report.runs {
+                let key = row_key(run, Some(x));
+                if !rows.contains(&key) {
+                    rows.push(key);
+                }
+            }
+            for row in rows {
+                r.push_str(&format!("| {row} |"));
+                for col in &cols {
+                    let cell = report
+                        .runs
+                        .iter()
+                        .find(|run| row_key(run, Some(x)) == row && run.settings[x].1 == *col)
+                        .and_then(|run| c.of(run));
+                    match cell {
+                        Some(v) => r.push_str(&format!(" {} |", c.cell(v))),
+                        None => r.push_str(" – |"),
+                    }
+                }
+                r.push('\n');
+            }
+        }
+        r.push_str(
+            "\nEach question's seconds run from the start of its episodes to their end (with \
+             several questions in flight, their LM calls share batches); peak RSS is the \
+             eval's, the loaded model included. Plot: `sweep_cost.svg`.\n",
+        );
     }
     r
 }
