@@ -1404,6 +1404,22 @@ mod run_dir_tests {
     }
 
     #[test]
+    fn seconds_per_question_have_a_mean_and_a_median() {
+        let (mean, median) = mean_median(&[1.0, 10.0, 2.0]);
+        assert!((mean - 13.0 / 3.0).abs() < 1e-12 && median == 2.0);
+        assert_eq!(mean_median(&[4.0, 1.0, 3.0, 2.0]), (2.5, 2.5));
+        assert_eq!(mean_median(&[5.0, 1.0, 9.0, 1.0]).1, 3.0);
+        assert_eq!(mean_median(&[]), (0.0, 0.0));
+        if cfg!(target_os = "linux") {
+            // VmHWM in bytes: at least the pages this process has touched.
+            let b = peak_rss().unwrap();
+            assert!(b >= 1 << 20, "{b}");
+        } else {
+            assert!(peak_rss().unwrap_err().contains("unavailable"));
+        }
+    }
+
+    #[test]
     fn recipe_differences_are_named_by_line() {
         assert_eq!(
             first_difference("a = 1\nb = 2\n", "a = 1\nb = 3\n"),
