@@ -89,7 +89,18 @@ def main() -> int:
 
     gguf = Path(a.gguf)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and its Trainer then refuses a full
+    # fine-tune, although the weights are already dequantized float32: the same weights in a
+    # plain model built from the config.
+    cfg_plain = loaded.config
+    if hasattr(cfg_plain, "quantization_config"):
+        delattr(cfg_plain, "quantization_config")
+    model = AutoModelForCausalLM.from_config(cfg_plain, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    assert not unexpected and all("rotary" in k or "lm_head" in k for k in missing), (missing, unexpected)
+    model.tie_weights()
+    del loaded
     rows = json.loads(Path(a.data).read_text())[: a.prompts]
     prompts, golds = [], []
     for r in rows:
