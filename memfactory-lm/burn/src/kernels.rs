@@ -9,8 +9,13 @@
 //! with every row of `x`. Since `d` is an f16 and `q` a small integer, `d·(q − o) + m` is
 //! exactly the dequantizer's f32 weight, so results equal the f32 product up to summation
 //! order (≈ 1e-6 relative; tested against the dequantized product and, end to end, against
-//! the f32 engine's greedy tokens and log-probs). Activations stay f32 — llama.cpp also
-//! quantizes them to 8 bits — so sampling log-probs stay those of the model.
+//! the f32 engine's greedy tokens and log-probs).
+//!
+//! With `MEMFACTORY_BURN_QDOT=int8` the activations are instead quantised per 32-block to
+//! int8 and multiplied with integer dot products, as llama.cpp does ([`crate::qdot`],
+//! `Acts::Int8`), at the cost of the int8 rounding of the activations (bound derived and
+//! tested there). The default stays the f32-activation kernels below (`Acts::F32`), whose
+//! results match the dequantized f32 product and the parity tests' 1e-3 logit tolerance.
 //!
 //! On x86-64 with AVX2 and FMA (detected at run time) the kernels use those instructions
 //! (`avx2`); elsewhere a portable loop runs (correct, but auto-vectorization gathers the
@@ -18,6 +23,7 @@
 
 use rayon::prelude::*;
 
+use crate::qdot::{self, QActs, QdotPath};
 use crate::quant::GgmlType;
 
 /// Rows of `x` up to which the host kernels serve a product (above it, gemm is faster).
@@ -30,14 +36,63 @@ pub(crate) struct HostMat {
     pub rows: usize,
     pub cols: usize,
     /// 4-bit (16 bytes a block) or 8-bit (32 bytes a block) quants.
-    four_bit: bool,
+    pub(crate) four_bit: bool,
     /// Subtracted from each 4-bit quant before scaling (8 for Q4_0, 0 for Q4_1).
-    offset: i32,
-    qs: Vec<u8>,
+    pub(crate) offset: i32,
+    pub(crate) qs: Vec<u8>,
     /// Per block: `d`.
-    scale: Vec<f32>,
+    pub(crate) scale: Vec<f32>,
     /// Per block: the additive term (`m` for Q4_1, 0 otherwise).
-    min: Vec<f32>,
+    pub(crate) min: Vec<f32>,
+}
+
+/// How a [`HostMat`] product treats the activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acts {
+    /// f32 activations times the blocks converted in registers (`simd`: the AVX2 + FMA build).
+    F32 { simd: bool },
+    /// Activations quantised per block to int8, integer dot products ([`crate::qdot`]).
+    Int8(QdotPath),
+}
+
+impl Acts {
+    /// The process-wide choice, read once from `MEMFACTORY_BURN_QDOT`: unset, empty or `f32`
+    /// → f32 activations (the default); `int8` → int8 activations on the best path this CPU
+    /// has; `scalar`, `avx2`, `avxvnni`, `avx512vnni` → int8 on that path (when
+    /// the CPU lacks it, or the value is anything else, a warning is printed once and the
+    /// default is used).
+    pub(crate) fn from_env() -> Acts {
+        static CHOICE: std::sync::OnceLock<Acts> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let v = std::env::var("MEMFACTORY_BURN_QDOT").unwrap_or_default();
+            match Acts::parse(&v) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("warning: MEMFACTORY_BURN_QDOT: {e}; using f32 activations");
+                    Acts::F32 {
+                        simd: simd_available(),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Parses a `MEMFACTORY_BURN_QDOT` value (see [`Acts::from_env`]).
+    pub(crate) fn parse(v: &str) -> Result<Acts, String> {
+        match v.trim() {
+            "int8" => Ok(Acts::Int8(QdotPath::detect())),
+            "" | "f32" => Ok(Acts::F32 {
+                simd: simd_available(),
+            }),
+            other => match QdotPath::ALL.into_iter().find(|p| p.name() == other) {
+                Some(p) if p.available() => Ok(Acts::Int8(p)),
+                Some(p) => Err(format!("this CPU cannot run `{}`", p.name())),
+                None => Err(format!(
+                    "unknown value `{other}` (expected int8, f32, scalar, avx2, avxvnni or avx512vnni)"
+                )),
+            },
+        }
+    }
 }
 
 /// Output rows per parallel task.
@@ -48,6 +103,11 @@ fn f16(b: &[u8], i: usize) -> f32 {
 }
 
 impl HostMat {
+    /// Quant bytes per block.
+    pub(crate) fn qbytes(&self) -> usize {
+        if self.four_bit { 16 } else { 32 }
+    }
+
     /// Wraps raw blocks when `ty` has a kernel here and the sizes agree.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Option<HostMat> {
         let supported = matches!(ty, GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q4_0);
@@ -119,22 +179,42 @@ impl HostMat {
     }
 
     /// `y = x · Wᵀ` for `x` `[m, in]` (row-major, `m ≤ HOST_MAX_ROWS`), returning `[m, out]`.
+    /// Activations as [`Acts::from_env`] says (f32 by default).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_t_with(x, m, simd_available())
+        self.matmul_t_acts(x, m, Acts::from_env())
     }
 
-    /// [`HostMat::matmul_t`] with the SIMD variant chosen by the caller (tests run both).
+    /// [`HostMat::matmul_t`] with f32 activations, the SIMD variant chosen by the caller.
+    #[cfg(test)]
     fn matmul_t_with(&self, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
+        self.matmul_t_acts(x, m, Acts::F32 { simd })
+    }
+
+    /// [`HostMat::matmul_t`] with the activation treatment chosen by the caller.
+    pub(crate) fn matmul_t_acts(&self, x: &[f32], m: usize, acts: Acts) -> Vec<f32> {
         assert!(
             m <= HOST_MAX_ROWS && x.len() == m * self.cols,
             "host matmul shape"
         );
         let n = self.rows;
         let mut out_t = vec![0f32; n * m]; // [out, m]
-        out_t
-            .par_chunks_mut(ROWS_PER_TASK * m)
-            .enumerate()
-            .for_each(|(task, chunk)| rows_dispatch(self, task * ROWS_PER_TASK, chunk, x, m, simd));
+        match acts {
+            Acts::F32 { simd } => out_t
+                .par_chunks_mut(ROWS_PER_TASK * m)
+                .enumerate()
+                .for_each(|(task, chunk)| {
+                    rows_dispatch(self, task * ROWS_PER_TASK, chunk, x, m, simd)
+                }),
+            Acts::Int8(path) => {
+                let a = QActs::quantize(x, self.cols);
+                out_t
+                    .par_chunks_mut(ROWS_PER_TASK * m)
+                    .enumerate()
+                    .for_each(|(task, chunk)| {
+                        qdot::rows(self, task * ROWS_PER_TASK, chunk, &a, m, path)
+                    })
+            }
+        }
         if m == 1 {
             return out_t;
         }
@@ -477,7 +557,7 @@ mod tests {
             for c in [0, 5, 17, 31, 32, 63] {
                 let mut x = vec![0f32; cols];
                 x[c] = 1.0;
-                let y = hm.matmul_t(&x, 1);
+                let y = hm.matmul_t_with(&x, 1, simd_available());
                 for r in 0..rows {
                     assert_eq!(
                         y[r].to_bits(),

@@ -52,6 +52,7 @@ mod forward;
 pub mod fused;
 pub mod gguf;
 mod kernels;
+mod qdot;
 pub mod model;
 pub mod quant;
 pub mod sampling;
