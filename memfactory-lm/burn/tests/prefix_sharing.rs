@@ -72,13 +72,19 @@ fn generate(lm: &mut BurnLm, sharing: bool, reqs: &[GenRequest]) -> (Vec<Generat
 /// product of another row count differently. A regrouped n-term f32 sum moves by about
 /// √n·ε relatively (n = 576 for SmolLM2's hidden size: ~3e-6), growing through the layers.
 /// Measured (AVX-512, this test's batches): largest relative difference 1.1e-7 (tiny-byte),
-/// 1.3e-6 (tiny-qwen2), 1.6e-6 (tiny-qwen3), 7.1e-6 (SmolLM2, 30 layers). The bound, 1e-4,
-/// keeps fourteen times the largest; a fault moves them far more (mutants on tiny-byte: a
+/// 1.3e-6 (tiny-qwen2), 1.6e-6 (tiny-qwen3), 7.1e-6 (SmolLM2 with f32 products, 30
+/// layers). The bound, 1e-4, keeps fourteen times the largest; a fault moves them far more (mutants on tiny-byte: a
 /// prefix copied from the other group's row, 4e-3; copied one position late, 5e-4).
 const REL_TOL: f32 = 1e-4;
 
-/// Sharing on vs off: same tokens, log-probs within [`REL_TOL`].
-fn assert_same(name: &str, lm: &mut BurnLm) {
+/// [`REL_TOL`] for SmolLM2 with the host kernels on: products of at most 16 rows then run on
+/// the GGUF blocks (f32 activations: the f32 product up to summation order), and sharing moves
+/// the rows' last prompt token onto them. Measured (AVX-512): 1.4e-5; the bound keeps
+/// fourteen times that.
+const REL_TOL_HOST: f32 = 2e-4;
+
+/// Sharing on vs off: same tokens, log-probs within `tol` (relative).
+fn assert_same(name: &str, lm: &mut BurnLm, tol: f32) {
     let vocab = lm.config().vocab as u32;
     let mut worst = 0f32;
     for temperature in [0.0, 1.0] {
@@ -100,7 +106,7 @@ fn assert_same(name: &str, lm: &mut BurnLm) {
                     let rel = (x - y).abs() / x.abs().max(y.abs()).max(1e-3);
                     worst = worst.max(rel);
                     assert!(
-                        rel <= REL_TOL,
+                        rel <= tol,
                         "{name}: batch {b} row {i} at temperature {temperature}: log-probs \
                          {:?} (shared) vs {:?} (full prefill)",
                         s.logprobs,
@@ -126,7 +132,7 @@ fn sharing_matches_full_prefill_on_tiny_models() {
     ] {
         // Small chunks: the shared prefill and the rows' prefill both span several chunks.
         lm.options.prefill_chunk = 16;
-        assert_same(name, &mut lm);
+        assert_same(name, &mut lm, REL_TOL);
     }
 }
 
@@ -140,14 +146,25 @@ fn sharing_matches_full_prefill_on_smollm2() {
         );
         return;
     }
-    // The f32 products throughout: with the host kernels, products of at most 16 rows run on
-    // the GGUF blocks, and sharing shrinks the batch's prefill to a row's unshared tokens
-    // (one token per row for identical prompts), which moves those products from the f32
-    // gemm to the decode kernels — the deviation is then that of the decode kernels, which
-    // their own tests bound, not one of sharing.
-    let mut lm = BurnLm::load_with(&p, "flex", false).unwrap();
-    lm.options.prefill_chunk = 64;
-    assert_same("SmolLM2-135M Q4_1", &mut lm);
+    // Without and with the host kernels: with them, products of at most 16 rows run on the
+    // GGUF blocks (f32 activations, equal to the f32 product up to summation order), and
+    // sharing shrinks the batch's prefill to the rows' unshared tokens (one token per row for
+    // identical prompts), which moves those products from the gemm to the block kernels.
+    for (host, tol) in [(false, REL_TOL), (true, REL_TOL_HOST)] {
+        if host && std::env::var_os("MEMFACTORY_BURN_QDOT").is_some_and(|v| v == "int8") {
+            // int8 activations: a product's kernel (int8 at <= 16 rows, f32 above) changes
+            // its result by the quantisation error, which that kernel's own tests bound.
+            println!("skipping the host-kernel case: MEMFACTORY_BURN_QDOT=int8");
+            continue;
+        }
+        let mut lm = BurnLm::load_with(&p, "flex", host).unwrap();
+        lm.options.prefill_chunk = 64;
+        assert_same(
+            &format!("SmolLM2-135M Q4_1, host kernels {host}"),
+            &mut lm,
+            tol,
+        );
+    }
 }
 
 #[test]
