@@ -9,11 +9,14 @@
 //!   the binary or the model is missing; `.ci/run` provides both.
 //! - [`CountingLm`], a wrapper that records how every `generate` call was batched, for the
 //!   memory operations' and agents' batching tests.
+//! - [`BagOfWords`], a deterministic bag-of-words embedder for retrieval and merge tests.
 //! - [`reward`], the reward crates' golden-test helpers (build a reward from a recipe table,
 //!   an episode that only answered, string arrays of a golden file).
 
+mod bow;
 mod counting;
 pub mod llama_server;
 pub mod reward;
 
+pub use bow::BagOfWords;
 pub use counting::CountingLm;

@@ -13,34 +13,14 @@ use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize as _;
 use memfactory_reward_recall_at_k as _;
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::BagOfWords;
 use memfactory_testkit::CountingLm;
 
-struct Bow;
-const VOCAB: [&str; 9] = [
+static BOW: BagOfWords = BagOfWords(&[
     "caroline", "pet", "dog", "max", "melanie", "paints", "sunsets", "adopt", "wants",
-];
-impl Embedder for Bow {
-    fn describe(&self) -> String {
-        "bag of words".into()
-    }
-    fn dim(&self) -> usize {
-        VOCAB.len()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let w = memfactory_core::memory::words(t);
-                VOCAB
-                    .iter()
-                    .map(|v| if w.contains(*v) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-            .collect())
-    }
-}
+]);
 fn bow(t: &str) -> Vec<f32> {
-    Bow.embed(&[t]).unwrap().remove(0)
+    BOW.embed(&[t]).unwrap().remove(0)
 }
 
 const MERGED: &str = "Caroline wanted a pet and adopted a dog named Max.";
@@ -161,7 +141,7 @@ fn run(
     s: &Sample,
     paths: usize,
 ) -> (Vec<Episode>, Vec<Vec<MemoryItem>>) {
-    run_with(agent, lm, Some(&Bow), s, paths).unwrap()
+    run_with(agent, lm, Some(&BOW), s, paths).unwrap()
 }
 
 fn notes<'a>(ep: &'a Episode, label: &str) -> Vec<&'a str> {
@@ -302,7 +282,7 @@ fn citations_are_parsed_and_train_the_reranker() {
     let w = agent.rerank.weights().unwrap();
     let q = bow("What pet did Caroline adopt?");
     let cands = [bow(MERGED), bow("Melanie paints sunsets.")];
-    let zero = memfactory_op_rerank::Adapters::zeros(VOCAB.len());
+    let zero = memfactory_op_rerank::Adapters::zeros(BOW.dim());
     let before = zero.scores(&q, &cands);
     let after = w.scores(&q, &cands);
     assert!(after[0] > before[0], "{before:?} -> {after:?}");
@@ -585,7 +565,7 @@ fn errors_name_what_is_wrong() {
     );
     assert!(lm.batches().is_empty(), "failed before any LM call");
     let text = Sample::text("t7", "q", "ctx", vec![]);
-    let err = run_with(&agent, &lm, Some(&Bow), &text, 1)
+    let err = run_with(&agent, &lm, Some(&BOW), &text, 1)
         .err()
         .unwrap()
         .to_string();

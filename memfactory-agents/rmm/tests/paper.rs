@@ -4,35 +4,15 @@
 
 use memfactory_agent_rmm::{Rmm, parse_answer};
 use memfactory_core::{
-    Cfg, Dialogue, Embedder, Episode, EpisodeCx, LanguageModel, Paradigm, Prompt, Result, Sample,
-    Session, StoreFactory, Turn,
+    Cfg, Dialogue, Episode, EpisodeCx, LanguageModel, Paradigm, Prompt, Result, Sample, Session,
+    StoreFactory, Turn,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize as _;
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::BagOfWords;
 
-struct Bow;
-const VOCAB: [&str; 6] = ["caroline", "pet", "dog", "max", "melanie", "sunsets"];
-impl Embedder for Bow {
-    fn describe(&self) -> String {
-        "bag of words".into()
-    }
-    fn dim(&self) -> usize {
-        VOCAB.len()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let w = memfactory_core::memory::words(t);
-                VOCAB
-                    .iter()
-                    .map(|v| if w.contains(*v) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-            .collect())
-    }
-}
+static BOW: BagOfWords = BagOfWords(&["caroline", "pet", "dog", "max", "melanie", "sunsets"]);
 
 const MERGED: &str = "Caroline wanted a pet, and adopted a dog named Max.";
 
@@ -148,7 +128,7 @@ fn rmm(src: &str) -> Result<Rmm> {
 fn run(agent: &dyn Paradigm, lm: &dyn LanguageModel, s: &Sample) -> Episode {
     let mut cxs = vec![
         EpisodeCx::new(lm, InMemoryFactory.open(&s.id).unwrap(), &s.id, 0, 3)
-            .with_embedder(Some(&Bow)),
+            .with_embedder(Some(&BOW)),
     ];
     agent.run_group(s, &mut cxs).unwrap();
     cxs.pop().unwrap().into_episode()

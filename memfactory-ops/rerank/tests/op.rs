@@ -2,39 +2,19 @@
 //! adapter files, the LLM listwise method in lockstep, and config errors.
 
 use memfactory_core::{
-    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryItem, MemoryOp, OpInput, Result, Step,
-    StoreFactory, registry,
+    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryItem, MemoryOp, OpInput, Step, StoreFactory,
+    registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_rerank::{
     Feedback, Reranker, parse_ranking, render_memory_list, render_memory_list_with_turns,
 };
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::BagOfWords;
 use memfactory_testkit::CountingLm;
 
 /// Bag-of-words counts over a fixed vocabulary (deterministic test embedder).
-struct Bow;
-const VOCAB: [&str; 6] = ["paris", "dog", "cat", "travel", "music", "work"];
-impl Embedder for Bow {
-    fn describe(&self) -> String {
-        "bag of words".into()
-    }
-    fn dim(&self) -> usize {
-        VOCAB.len()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let w = memfactory_core::memory::words(t);
-                VOCAB
-                    .iter()
-                    .map(|v| if w.contains(*v) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-            .collect())
-    }
-}
+static BOW: BagOfWords = BagOfWords(&["paris", "dog", "cat", "travel", "music", "work"]);
 
 fn reranker(src: &str) -> Reranker {
     let mut cfg = Cfg::new("agent.rerank", toml::from_str(src).unwrap());
@@ -53,7 +33,7 @@ fn build_err(src: &str) -> String {
 fn item(id: &str, text: &str, emb: bool) -> MemoryItem {
     let mut it = MemoryItem::new(id, text);
     if emb {
-        it.embedding = Some(Bow.embed(&[text]).unwrap().remove(0));
+        it.embedding = Some(BOW.embed(&[text]).unwrap().remove(0));
     }
     it
 }
@@ -94,7 +74,7 @@ fn ids(items: &[MemoryItem]) -> Vec<&str> {
 fn deterministic_top_m_by_dot_product_with_zero_adapters() {
     let lm = ScriptedLm::new(vec![], "");
     let r = reranker("init = \"zero\"\nsample = false\ntop_m = 2");
-    let mut cx = cxs(&lm, Some(&Bow), 1);
+    let mut cx = cxs(&lm, Some(&BOW), 1);
     let mem = candidates();
     let input = OpInput {
         question: "paris travel tips",
@@ -142,7 +122,7 @@ fn gumbel_selection_is_a_function_of_episode_seed_and_steps() {
         })
         .collect();
     let run = |r: &Reranker, seed_path: usize, notes: usize| {
-        let mut cx = cxs(&lm, Some(&Bow), seed_path + 1);
+        let mut cx = cxs(&lm, Some(&BOW), seed_path + 1);
         let mut cx = cx.remove(seed_path);
         for _ in 0..notes {
             cx.note("x", "y");
@@ -179,7 +159,7 @@ fn gumbel_selection_is_a_function_of_episode_seed_and_steps() {
         .map(|(i, t)| item(&format!("n{i}"), t, true))
         .collect();
     let pick = |r: &Reranker, p: usize| {
-        let mut cx = cxs(&lm, Some(&Bow), p + 1).remove(p);
+        let mut cx = cxs(&lm, Some(&BOW), p + 1).remove(p);
         let out = r
             .run(
                 &mut cx,
@@ -233,7 +213,7 @@ fn reinforce_raises_the_cited_memory() {
         item("z", "dog cat", true),
     ];
     let select = |r: &Reranker| {
-        let mut cx = cxs(&lm, Some(&Bow), 1);
+        let mut cx = cxs(&lm, Some(&BOW), 1);
         r.rerank_batch(
             &mut cx,
             &[OpInput {
@@ -325,7 +305,7 @@ fn adapters_are_saved_atomically_and_reloaded() {
 
     // The loaded dim (3) disagrees with the embedder (6): an error naming the key.
     let lm = ScriptedLm::new(vec![], "");
-    let mut cx = cxs(&lm, Some(&Bow), 1);
+    let mut cx = cxs(&lm, Some(&BOW), 1);
     let mem = candidates();
     let err = back
         .run(

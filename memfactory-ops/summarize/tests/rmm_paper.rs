@@ -4,7 +4,7 @@
 //! LM's default reply is the project's JSON format, which the paper's parser rejects).
 
 use memfactory_core::{
-    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryEdit, MemoryItem, MemoryOp, OpInput, Result,
+    Cfg, Embedder, EpisodeCx, LanguageModel, MemoryEdit, MemoryItem, MemoryOp, OpInput,
     StoreFactory, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
@@ -14,6 +14,7 @@ use memfactory_op_summarize::paper::{
 };
 use memfactory_op_summarize::{MergeDecision, NewMemory, TurnLine, parse_turn_line};
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::BagOfWords;
 
 fn lines(src: &str) -> Vec<TurnLine> {
     src.lines().filter_map(parse_turn_line).collect()
@@ -222,28 +223,7 @@ fn templates_are_the_papers_with_named_slots() {
     }
 }
 
-struct Bow;
-const VOCAB: [&str; 5] = ["caroline", "dog", "pet", "max", "melanie"];
-impl Embedder for Bow {
-    fn describe(&self) -> String {
-        "bag of words".into()
-    }
-    fn dim(&self) -> usize {
-        VOCAB.len()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let w = memfactory_core::memory::words(t);
-                VOCAB
-                    .iter()
-                    .map(|v| if w.contains(*v) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-            .collect())
-    }
-}
+static BOW: BagOfWords = BagOfWords(&["caroline", "dog", "pet", "max", "melanie"]);
 
 fn scripted(rules: Vec<(Vec<&str>, &str)>) -> ScriptedLm {
     ScriptedLm::new(
@@ -266,7 +246,7 @@ fn op(src: &str) -> Box<dyn MemoryOp> {
 }
 
 fn cx<'a>(lm: &'a dyn LanguageModel) -> EpisodeCx<'a> {
-    EpisodeCx::new(lm, InMemoryFactory.open("s").unwrap(), "s", 0, 7).with_embedder(Some(&Bow))
+    EpisodeCx::new(lm, InMemoryFactory.open("s").unwrap(), "s", 0, 7).with_embedder(Some(&BOW))
 }
 
 fn run(op: &dyn MemoryOp, cx: &mut EpisodeCx<'_>, speaker: &str) -> memfactory_core::OpOutput {
@@ -323,7 +303,7 @@ fn the_op_asks_with_the_papers_prompts_and_maps_references() {
     let mut cx = cx(&lm);
     let mut seeded = MemoryItem::new("r1", "Caroline wants a pet.");
     seeded.speaker = Some("Caroline".into());
-    seeded.embedding = Some(Bow.embed(&["Caroline wants a pet."]).unwrap().remove(0));
+    seeded.embedding = Some(BOW.embed(&["Caroline wants a pet."]).unwrap().remove(0));
     seeded.meta.insert("turns".into(), "D1:4".into());
     seeded.meta.insert(
         "dialogue".into(),

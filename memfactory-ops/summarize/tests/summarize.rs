@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use memfactory_core::{
     Cfg, Embedder, EpisodeCx, LanguageModel, MemoryEdit, MemoryItem, MemoryOp, OpInput, Prompt,
-    Result, Step, StoreFactory, registry,
+    Step, StoreFactory, registry,
 };
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize::{
@@ -14,34 +14,14 @@ use memfactory_op_summarize::{
     parse_turn_line,
 };
 use memfactory_store_memory::InMemoryFactory;
+use memfactory_testkit::BagOfWords;
 use memfactory_testkit::CountingLm;
 
-struct Bow;
-const VOCAB: [&str; 8] = [
+static BOW: BagOfWords = BagOfWords(&[
     "caroline", "dog", "pet", "max", "paint", "walks", "melanie", "art",
-];
-impl Embedder for Bow {
-    fn describe(&self) -> String {
-        "bag of words".into()
-    }
-    fn dim(&self) -> usize {
-        VOCAB.len()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|t| {
-                let w = memfactory_core::memory::words(t);
-                VOCAB
-                    .iter()
-                    .map(|v| if w.contains(*v) { 1.0 } else { 0.0 })
-                    .collect()
-            })
-            .collect())
-    }
-}
+]);
 fn bow(t: &str) -> Vec<f32> {
-    Bow.embed(&[t]).unwrap().remove(0)
+    BOW.embed(&[t]).unwrap().remove(0)
 }
 
 fn counting(rules: Vec<(Vec<&str>, &str)>) -> CountingLm<'static> {
@@ -261,7 +241,7 @@ fn two_merges_into_one_memory_keep_the_union_of_all_turns() {
         ),
     ]);
     let op = op("kind = \"summarize\"\nmerge_k = 1");
-    let mut cx = cxs(&lm, Some(&Bow), 1);
+    let mut cx = cxs(&lm, Some(&BOW), 1);
     let mut seeded = with_turns(
         seed_item("r1", "Caroline", "Caroline wants a pet.", true),
         &[("D1:4", "[D1:4] Caroline (1 May, 2023): I want a pet.")],
@@ -325,7 +305,7 @@ fn new_memories_are_added_with_fresh_ids_in_one_lockstep_call() {
         ),
     ]);
     let op = op("kind = \"summarize\"");
-    let mut cxs = cxs(&lm, Some(&Bow), 2);
+    let mut cxs = cxs(&lm, Some(&BOW), 2);
     // Episode 1 already holds r7 (another speaker's): fresh ids continue after it.
     cxs[1]
         .apply(
@@ -427,7 +407,7 @@ fn merges_are_decided_in_ragged_lockstep_rounds() {
         ),
     ]);
     let op = op("kind = \"summarize\"\nmerge_k = 2");
-    let mut cxs = cxs(&lm, Some(&Bow), 2);
+    let mut cxs = cxs(&lm, Some(&BOW), 2);
     for cx in cxs.iter_mut() {
         cx.apply(
             "seed",
