@@ -2,37 +2,16 @@
 //! formulas): loss and gradient w.r.t. the log-probs agree to 1e-5 on burn's flex autodiff
 //! device, for both advantage kinds and both aggregations.
 
-use burn::tensor::{Device, Tensor, TensorData};
+mod common;
+
+use burn::tensor::Device;
+use common::{golden, mat, tensor};
 use memfactory_rl::advantage::{self, AdvantageKind};
 use memfactory_rl::loss::{Aggregation, LossConfig, LossInputs, grpo_loss};
-use serde_json::Value;
-
-fn mat(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
-
-fn tensor(rows: &[Vec<f32>], dev: &Device) -> Tensor<2> {
-    let (r, c) = (rows.len(), rows[0].len());
-    Tensor::from_data(TensorData::new(rows.concat(), [r, c]), dev)
-}
 
 #[test]
 fn advantages_loss_and_gradient_match_pytorch() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/grpo_reference.json"
-    );
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let g = golden("grpo_reference.json");
     let group_size = g["group_size"].as_u64().unwrap() as usize;
     let turns = g["turns"].as_u64().unwrap() as usize;
     let eps = g["eps"].as_f64().unwrap() as f32;

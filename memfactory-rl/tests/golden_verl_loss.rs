@@ -13,36 +13,16 @@
 //! each variant moves the loss far more than the tolerance, so a dropped clamp or a flipped
 //! dual-clip condition fails here.
 
-use burn::tensor::{Device, Tensor, TensorData};
+mod common;
+
+use burn::tensor::Device;
+use common::{golden, mat, tensor};
 use memfactory_rl::advantage::{self, AdvantageKind};
 use memfactory_rl::loss::{Aggregation, LossConfig, LossInputs, grpo_loss};
 use serde_json::Value;
 
-fn mat(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
-
-fn tensor(rows: &[Vec<f32>], dev: &Device) -> Tensor<2> {
-    let (r, c) = (rows.len(), rows[0].len());
-    Tensor::from_data(TensorData::new(rows.concat(), [r, c]), dev)
-}
-
-fn golden() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/verl_loss_reference.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn golden_verl() -> Value {
+    golden("verl_loss_reference.json")
 }
 
 /// The advantage of every row (one turn per trajectory), broadcast over `cols` tokens.
@@ -65,7 +45,7 @@ fn advantage_rows(g: &Value, cols: usize) -> Vec<Vec<f32>> {
 fn the_log_ratio_clamp_matches_numpy_beyond_20_nats() {
     use memfactory_rl::loss::LOG_RATIO_CLAMP;
     assert_eq!(LOG_RATIO_CLAMP, 20.0);
-    let g = golden();
+    let g = golden_verl();
     let x = &g["log_ratio_clamp"];
     let (mask, lp, old, rf) = (
         mat(&g["mask"]),
@@ -144,7 +124,7 @@ fn the_log_ratio_clamp_matches_numpy_beyond_20_nats() {
 
 #[test]
 fn dual_clip_kl_clamp_and_constant_normaliser_match_numpy() {
-    let g = golden();
+    let g = golden_verl();
     let rewards = mat(&g["rewards"]);
     let (mask, lp, old, rf) = (
         mat(&g["mask"]),
