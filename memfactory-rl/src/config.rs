@@ -16,7 +16,10 @@
 //!                            # forward before the update, no grad)
 //! ppo_epochs = 2             # passes over the rollout's rows
 //! mini_batch_size = 8        # rows per optimizer micro-batch
-//! micro_batch_tokens = 4096  # memory bound: rows × longest row per forward/backward chunk
+//! micro_batch_tokens = 4096  # memory bound: tokens per forward/backward chunk (on CPU the rows
+//!                            # packed without padding, a shared prefix once; elsewhere rows ×
+//!                            # longest row)
+//! prefix_sharing = true      # CPU: rows sharing a prompt prefix (≥ 8 tokens) run it once
 //! grad_accum = 1
 //! clip_low = 0.2
 //! clip_high = 0.2
@@ -112,9 +115,13 @@ pub struct TrainConfig {
     pub ppo_epochs: usize,
     /// Rows per micro-batch.
     pub mini_batch_size: usize,
-    /// Forward/backward chunks of a micro-batch hold at most this many rows × longest row
-    /// tokens (at least one row); bounds activation memory, not the maths.
+    /// Forward/backward chunks of a micro-batch hold at most this many tokens (at least one
+    /// row): on the fused CPU path the packed rows (no padding, a shared prefix counted once),
+    /// elsewhere rows × longest row; bounds activation memory, not the maths.
     pub micro_batch_tokens: usize,
+    /// Rows of a forward that share a prompt prefix run it once (fused CPU path; the same
+    /// log-probs and gradients to float rounding).
+    pub prefix_sharing: bool,
     /// Loss settings.
     pub loss: LossConfig,
     /// Optimizer settings.
@@ -225,6 +232,7 @@ impl TrainConfig {
             positive,
             "a positive token count",
         )?;
+        let prefix_sharing: bool = cfg.get("prefix_sharing", true)?;
         let grad_accum = cfg.get_checked("grad_accum", 1usize, positive, "a positive count")?;
         let clip = |c: &f32| c.is_finite() && *c > 0.0;
         let clip_low = cfg.get_checked(
@@ -398,6 +406,7 @@ impl TrainConfig {
                 ppo_epochs,
                 mini_batch_size,
                 micro_batch_tokens,
+                prefix_sharing,
                 loss: LossConfig {
                     clip_low,
                     clip_high,

@@ -36,7 +36,7 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use memfactory_core::{Error, LanguageModel, Result, seed};
-use memfactory_lm_burn::train::Decoder;
+use memfactory_lm_burn::train::{Decoder, PREFIX_MIN_TOKENS};
 use memfactory_lm_burn::{BurnLm, TrainModel};
 use serde::Serialize;
 
@@ -186,9 +186,13 @@ impl Trainer {
         reward: CompositeReward,
         run_dir: Option<&Path>,
     ) -> Result<Trainer> {
-        let model = TrainModel::new(&lm, cfg.lora.as_ref())?;
+        let sharing = cfg.prefix_sharing.then_some(PREFIX_MIN_TOKENS);
+        let mut model = TrainModel::new(&lm, cfg.lora.as_ref())?;
+        model.set_prefix_sharing(sharing);
         let reference = if cfg.loss.kl_beta > 0.0 {
-            Some(TrainModel::frozen(&lm)?)
+            let mut r = TrainModel::frozen(&lm)?;
+            r.set_prefix_sharing(sharing);
+            Some(r)
         } else {
             None
         };
@@ -276,7 +280,9 @@ impl Trainer {
         loaded.check_fits(&model.decoder, dir)?;
         let TrainModel { decoder, device } = self.model.take().expect("model present");
         let decoder = loaded.restore_into(decoder, dir)?;
-        self.model = Some(TrainModel { decoder, device });
+        let mut model = TrainModel { decoder, device };
+        model.set_prefix_sharing(self.cfg.prefix_sharing.then_some(PREFIX_MIN_TOKENS));
+        self.model = Some(model);
         let optim = std::mem::take(&mut loaded.optim);
         self.optim.load_record(optim, loaded.state.updates);
         self.step = loaded.state.step;
@@ -396,42 +402,84 @@ impl Trainer {
     }
 
     /// The trainer's log-probs of every row's actions (no gradient kept), at each row's
-    /// temperature, in chunks bounded like the micro-batches.
+    /// temperature, in chunks bounded like the micro-batches (rows sorted so that those
+    /// sharing a prompt run together; the result is in `rows`' order).
     fn trainer_logprobs(&self, rows: &[Row]) -> Result<Vec<Vec<f32>>> {
         let model = self.model.as_ref().expect("model present");
-        let budget = self.cfg.micro_batch_tokens.max(1);
-        let mut out: Vec<Vec<f32>> = Vec::with_capacity(rows.len());
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| {
+            rows[a]
+                .temperature
+                .total_cmp(&rows[b].temperature)
+                .then_with(|| row_key(&rows[a]).cmp(&row_key(&rows[b])))
+        });
+        let sorted: Vec<&Row> = order.iter().map(|&i| &rows[i]).collect();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
         let mut start = 0;
-        while start < rows.len() {
-            let temp = rows[start].temperature;
-            let mut end = start + 1;
-            let mut longest = rows[start].prompt_ids.len() + rows[start].action_ids.len();
-            while end < rows.len() && rows[end].temperature == temp {
-                let len = rows[end].prompt_ids.len() + rows[end].action_ids.len();
-                let l = longest.max(len);
-                if l * (end + 1 - start) > budget {
-                    break;
+        while start < sorted.len() {
+            let temp = sorted[start].temperature;
+            let end = start + sorted[start..].partition_point(|r| r.temperature == temp);
+            for range in self.chunks(&sorted[start..end]) {
+                let part = &sorted[start + range.start..start + range.end];
+                let batch: Vec<(Vec<u32>, Vec<u32>)> = part
+                    .iter()
+                    .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
+                    .collect();
+                let lp = model.action_logprobs(&batch, temp)?.logprobs.detach();
+                let [_, am] = lp.dims();
+                let v: Vec<f32> = lp
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| Error::backend("burn", format!("reading tensor: {e:?}")))?;
+                for (k, r) in part.iter().enumerate() {
+                    out[order[start + range.start + k]] =
+                        v[k * am..k * am + r.action_ids.len()].to_vec();
                 }
-                longest = l;
-                end += 1;
-            }
-            let batch: Vec<(Vec<u32>, Vec<u32>)> = rows[start..end]
-                .iter()
-                .map(|r| (r.prompt_ids.clone(), r.action_ids.clone()))
-                .collect();
-            let lp = model.action_logprobs(&batch, temp)?.logprobs.detach();
-            let [_, am] = lp.dims();
-            let v: Vec<f32> = lp
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::backend("burn", format!("reading tensor: {e:?}")))?;
-            for (k, r) in rows[start..end].iter().enumerate() {
-                out.push(v[k * am..k * am + r.action_ids.len()].to_vec());
             }
             start = end;
         }
         Ok(out)
+    }
+
+    /// Splits `rows` (in order) into forward/backward chunks of at most `micro_batch_tokens`
+    /// tokens, at least one row each: packed tokens on the fused path (a row's prefix shared
+    /// with the row before it counted once, when sharing is on), rows × longest row elsewhere.
+    fn chunks(&self, rows: &[&Row]) -> Vec<std::ops::Range<usize>> {
+        let model = self.model.as_ref().expect("model present");
+        let packed = model.decoder.fused;
+        let min_shared = model.decoder.prefix_min_tokens;
+        let budget = self.cfg.micro_batch_tokens.max(1);
+        let mut chunks = Vec::new();
+        let (mut start, mut longest, mut tokens) = (0usize, 0usize, 0usize);
+        for (i, r) in rows.iter().enumerate() {
+            let len = r.prompt_ids.len() + r.action_ids.len() - 1;
+            let cost = if packed {
+                let shared = match (i > start, min_shared) {
+                    (true, m) if m > 0 => {
+                        let l = common_prefix(rows[i - 1], r).min(len - 1);
+                        if l >= m { l } else { 0 }
+                    }
+                    _ => 0,
+                };
+                tokens + len - shared
+            } else {
+                longest.max(len) * (i + 1 - start)
+            };
+            if i > start && cost > budget {
+                chunks.push(start..i);
+                start = i;
+                longest = len;
+                tokens = len;
+            } else {
+                longest = longest.max(len);
+                tokens = if packed { cost } else { tokens + len };
+            }
+        }
+        if start < rows.len() {
+            chunks.push(start..rows.len());
+        }
+        chunks
     }
 
     fn micro_batch(
@@ -446,8 +494,15 @@ impl Trainer {
                 "rows of one mini-batch were sampled at different temperatures".into(),
             ));
         }
+        // Rows that share a prompt next to each other (their prefix then runs once per chunk);
+        // the loss weights below follow this order, so only float summation order changes.
+        let mut rows = rows.to_vec();
+        if self.cfg.prefix_sharing {
+            rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
+        }
+        let rows = &rows[..];
         // Aggregation weights of the whole mini-batch, then forward/backward in chunks of
-        // rows small enough for memory (attention keeps rows × length² per layer).
+        // rows small enough for memory.
         let n = rows.len();
         let amax = rows.iter().map(|r| r.action_ids.len()).max().unwrap_or(1);
         let mut mask_all = vec![0f32; n * amax];
@@ -455,21 +510,7 @@ impl Trainer {
             mask_all[i * amax..i * amax + r.action_ids.len()].fill(1.0);
         }
         let w_all = aggregation_weights(&mask_all, n, amax, self.cfg.loss.aggregation);
-        let budget = self.cfg.micro_batch_tokens.max(1);
-        let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
-        let (mut start, mut longest) = (0usize, 0usize);
-        for (i, r) in rows.iter().enumerate() {
-            let len = r.prompt_ids.len() + r.action_ids.len();
-            let l = longest.max(len);
-            if i > start && l * (i + 1 - start) > budget {
-                chunks.push(start..i);
-                start = i;
-                longest = len;
-            } else {
-                longest = l;
-            }
-        }
-        chunks.push(start..n);
+        let chunks = self.chunks(rows);
 
         let (mut loss_sum, mut tokens) = (0f64, 0usize);
         let (mut clip_w, mut kl_w, mut ratio_w) = (0f64, 0f64, 0f64);
@@ -707,6 +748,29 @@ impl Trainer {
 }
 
 /// A permutation of `0..n` from `seed` (Fisher–Yates over SplitMix64).
+/// The order rows are sorted in so that rows sharing a prompt prefix sit together.
+fn row_key(r: &Row) -> (&[u32], &[u32]) {
+    (&r.prompt_ids, &r.action_ids)
+}
+
+/// Tokens two rows' inputs (prompt ++ action without its last token) begin with alike.
+fn common_prefix(a: &Row, b: &Row) -> usize {
+    let input = |r: &Row| {
+        let n = r.prompt_ids.len() + r.action_ids.len() - 1;
+        r.prompt_ids
+            .iter()
+            .chain(&r.action_ids)
+            .take(n)
+            .copied()
+            .collect::<Vec<u32>>()
+    };
+    input(a)
+        .iter()
+        .zip(&input(b))
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     let mut s = seed;

@@ -19,7 +19,11 @@
 //!   output `[n, H·hd]`, ready for `o_proj`. GQA: query head `h` reads KV head `h / (H/K)`;
 //!   the `H/K` query heads of a KV head are stacked into one GEMM. Query positions go in
 //!   blocks of 32 that only meet the keys up to their last position, so the masked upper
-//!   triangle is never multiplied (forward or backward).
+//!   triangle is never multiplied (forward or backward). [`packed_attention`] is the same op
+//!   on sequences of any length packed row after row ([`AttnLayout`]), where a sequence may
+//!   continue another (a prompt prefix several training rows share): the prefix's rows are
+//!   computed once, each continuation's queries attend to the prefix's keys and their own, and
+//!   the prefix's key/value gradient is the sum over every sequence that reads it.
 //! - [`target_logprobs`]: `logits` `[N, V]` and one target id per row → `log_softmax[t]` `[N]`.
 //! - [`gather_rows`]: rows of a table `[V, d]` by id (the embedding lookup, the action
 //!   positions' hidden states); its backward allocates the table's gradient once (burn's
@@ -58,7 +62,7 @@ pub trait TrainKernels: Backend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        dims: AttnDims,
+        layout: AttnLayout,
     ) -> FloatTensor<Self>;
     /// `log_softmax(logits)[row, targets[row]]` for every row.
     fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self>;
@@ -146,6 +150,56 @@ pub struct AttnDims {
     pub theta: f32,
 }
 
+impl AttnDims {
+    /// The same attention as a packed layout: `batch` sequences of `n / batch` rows each.
+    pub fn layout(&self, n: usize) -> AttnLayout {
+        assert!(self.batch > 0 && n.is_multiple_of(self.batch));
+        let s = n / self.batch;
+        AttnLayout {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            theta: self.theta,
+            seqs: (0..self.batch)
+                .map(|i| AttnSeq {
+                    start: i * s,
+                    len: s,
+                    parent: None,
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+}
+
+/// One sequence of a packed attention input ([`packed_attention`]): its own rows
+/// `start..start + len` of the packed `[n, ·]` tensors, and the sequence whose rows come
+/// before them (a shared prompt prefix), if any. Its own rows sit at positions
+/// `P..P + len`, where `P` is the total length of its ancestors, and each attends causally to
+/// its ancestors' rows and its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnSeq {
+    /// First packed row.
+    pub start: usize,
+    /// Own rows.
+    pub len: usize,
+    /// Index (in [`AttnLayout::seqs`], lower than this one's) of the sequence that precedes it.
+    pub parent: Option<usize>,
+}
+
+/// The shape parameters of [`packed_attention`]: heads and the packed sequences (a prefix
+/// tree: a shared prompt's rows once, each continuation after it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttnLayout {
+    /// Query heads `H`.
+    pub heads: usize,
+    /// Key/value heads `K` (`H` a multiple of `K`).
+    pub kv_heads: usize,
+    /// RoPE base.
+    pub theta: f32,
+    /// Every packed row belongs to exactly one sequence; parents precede their children.
+    pub seqs: std::sync::Arc<[AttnSeq]>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-level entry points (any device whose backend is Flex or Autodiff<Flex>).
 // ---------------------------------------------------------------------------------------------
@@ -167,13 +221,20 @@ pub fn swiglu(g: Tensor<2>, u: Tensor<2>) -> Tensor<2> {
     ))
 }
 
-/// See [`TrainKernels::fused_causal_attention`].
+/// See [`TrainKernels::fused_causal_attention`]: `dims.batch` sequences of equal length.
 pub fn causal_attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, dims: AttnDims) -> Tensor<2> {
+    let layout = dims.layout(q.dims()[0]);
+    packed_attention(q, k, v, layout)
+}
+
+/// See [`TrainKernels::fused_causal_attention`]: sequences of any length packed row after row,
+/// a shared prefix's rows once (their gradient is the sum over every sequence that reads them).
+pub fn packed_attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, layout: AttnLayout) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_causal_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        dims,
+        layout,
     ))
 }
 
@@ -310,9 +371,9 @@ impl TrainKernels for Flex {
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
-        dims: AttnDims,
+        layout: AttnLayout,
     ) -> FlexTensor {
-        attn_forward(&contiguous(q), &contiguous(k), &contiguous(v), dims).out
+        attn_forward(&contiguous(q), &contiguous(k), &contiguous(v), layout).out
     }
 
     fn fused_target_logprobs(logits: FlexTensor, targets: Vec<u32>) -> FlexTensor {
@@ -530,7 +591,7 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        dims: AttnDims,
+        layout: AttnLayout,
     ) -> FloatTensor<Self> {
         let prep = AttnBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -540,7 +601,7 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             &contiguous(q.into_primitive()),
             &contiguous(k.into_primitive()),
             &contiguous(v.into_primitive()),
-            dims,
+            layout,
         );
         match prep {
             OpsKind::Tracked(prep) => {
@@ -863,29 +924,6 @@ fn logprobs_backward(
             o[targets[r] as usize] += d[r];
         });
     tensor(out, [n, v])
-}
-
-/// What the attention backward needs, per task (batch row `i`, KV head `j`, in task order
-/// `i·K + j`): the task's `G = H/K` query heads *interleaved* by position — row `r·G + hg` is
-/// query head `j·G + hg` at position `r` — so the rows of a causal block for all `G` heads that
-/// share the KV head are one contiguous `[bm·G, hd]` matrix (one GEMM instead of `G`).
-#[derive(Debug, Clone)]
-struct AttnSaved {
-    dims: AttnDims,
-    s: usize,
-    hd: usize,
-    /// `[b·K][s·G, hd]` interleaved, RoPE applied.
-    q: Vec<f32>,
-    /// `[b·K][s, hd]`, RoPE applied.
-    k: Vec<f32>,
-    /// `[n, K·hd]` (projection layout).
-    v: FlexTensor,
-    /// `[b·K][s·G, hd]` interleaved.
-    o: Vec<f32>,
-    /// `[b·K][s·G]`.
-    lse: Vec<f32>,
-    /// The output, `[n, H·hd]`.
-    out: FlexTensor,
 }
 
 /// `cos`, `sin` `[s, hd/2]` of RoPE, computed as the composed path's `rope_tables`.
@@ -1279,25 +1317,127 @@ fn sum_squares_kernel(xs: &[f32]) -> f64 {
     parts.iter().sum()
 }
 
-/// Per-task buffers (task `i·K + j`, each `[s·G, hd]` interleaved as in [`AttnSaved`]) →
-/// projection layout `[b·s, K·G·hd]`: position `r` of task `(i, j)` is row `i·s + r`, columns
-/// `j·G·hd..(j+1)·G·hd`, one contiguous copy.
-fn tasks_to_rows(
-    src: &[f32],
-    (b, kv, group): (usize, usize, usize),
-    s: usize,
+/// One task's geometry (sequence `seq`, KV head `j`): the packed rows of its queries, the packed
+/// row ranges of its keys (the ancestors' rows, root first, then its own), and the position of
+/// its first query (the ancestors' total length). Key `c` of the task sits at position `c`.
+#[derive(Debug, Clone)]
+struct TaskGeom {
+    own: std::ops::Range<usize>,
+    keys: Vec<std::ops::Range<usize>>,
+    off: usize,
+}
+
+impl TaskGeom {
+    fn of(layout: &AttnLayout, seq: usize) -> TaskGeom {
+        let mut chain = vec![seq];
+        let mut at = seq;
+        while let Some(p) = layout.seqs[at].parent {
+            chain.push(p);
+            at = p;
+        }
+        chain.reverse();
+        let keys: Vec<_> = chain
+            .iter()
+            .map(|&c| layout.seqs[c].start..layout.seqs[c].start + layout.seqs[c].len)
+            .collect();
+        let off = keys[..keys.len() - 1].iter().map(|r| r.len()).sum();
+        TaskGeom {
+            own: keys[keys.len() - 1].clone(),
+            keys,
+            off,
+        }
+    }
+
+    /// Keys (= positions) the task's queries can see: `off + own.len()`.
+    fn kn(&self) -> usize {
+        self.off + self.own.len()
+    }
+}
+
+/// What the attention backward needs, per task (sequence `i`, KV head `j`, in task order
+/// `i·K + j`): the task's `G = H/K` query heads *interleaved* by position — row `r·G + hg` is
+/// query head `j·G + hg` at its `r`-th own position — so the rows of a causal block for all `G`
+/// heads that share the KV head are one contiguous `[bm·G, hd]` matrix (one GEMM instead of `G`).
+#[derive(Debug, Clone)]
+struct AttnTask {
+    /// `[L·G, hd]` interleaved, RoPE applied (`L` = own rows).
+    q: Vec<f32>,
+    /// `[kn, hd]`: the keys it sees (ancestors', then own), RoPE applied.
+    k: Vec<f32>,
+    /// `[L·G, hd]` interleaved.
+    o: Vec<f32>,
+    /// `[L·G]`.
+    lse: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+struct AttnSaved {
+    layout: AttnLayout,
     hd: usize,
+    tasks: Vec<AttnTask>,
+    /// `[n, K·hd]` (projection layout).
+    v: FlexTensor,
+    /// The output, `[n, H·hd]`.
+    out: FlexTensor,
+}
+
+/// Checks `layout` against `n` packed rows: every row belongs to exactly one sequence, and a
+/// parent precedes its children in the list (so ancestor chains end).
+fn check_layout(layout: &AttnLayout, n: usize) {
+    let mut owner = vec![false; n];
+    for (i, s) in layout.seqs.iter().enumerate() {
+        assert!(
+            s.start + s.len <= n,
+            "attention layout: rows past the input"
+        );
+        if let Some(p) = s.parent {
+            assert!(
+                p < i,
+                "attention layout: a parent must precede its children"
+            );
+        }
+        for o in &mut owner[s.start..s.start + s.len] {
+            assert!(!*o, "attention layout: a row in two sequences");
+            *o = true;
+        }
+    }
+    assert!(
+        owner.iter().all(|&o| o),
+        "attention layout: a row in no sequence"
+    );
+}
+
+/// For each packed row, its sequence and its index among that sequence's own rows.
+fn row_owners(layout: &AttnLayout, n: usize) -> Vec<(usize, usize)> {
+    let mut owner = vec![(0usize, 0usize); n];
+    for (i, s) in layout.seqs.iter().enumerate() {
+        for r in 0..s.len {
+            owner[s.start + r] = (i, r);
+        }
+    }
+    owner
+}
+
+/// Per-task `[L·G, hd]` buffers (interleaved as in [`AttnTask`]) → projection layout
+/// `[n, K·G·hd]`: own row `r` of task `(i, j)` is packed row `start_i + r`, columns
+/// `j·G·hd..(j+1)·G·hd`, one contiguous copy.
+fn tasks_to_rows<'a>(
+    owner: &[(usize, usize)],
+    part: impl Fn(usize) -> &'a [f32] + Sync,
+    (kv, group, hd): (usize, usize, usize),
 ) -> FlexTensor {
     let w = kv * group * hd;
-    let mut out = zeros(b * s * w);
+    let n = owner.len();
+    let mut out = zeros(n * w);
     out.par_chunks_mut(w).enumerate().for_each(|(row, o)| {
-        let (i, r) = (row / s, row % s);
+        let (i, r) = owner[row];
         for j in 0..kv {
-            let at = ((i * kv + j) * s + r) * group * hd;
+            let src = part(i * kv + j);
+            let at = r * group * hd;
             o[j * group * hd..(j + 1) * group * hd].copy_from_slice(&src[at..at + group * hd]);
         }
     });
-    tensor(out, [b * s, w])
+    tensor(out, [n, w])
 }
 
 /// Positions per causal block: small enough to skip most of the masked triangle (at 288
@@ -1305,74 +1445,102 @@ fn tasks_to_rows(
 /// stacked, a block is `32·G` GEMM rows, and its scores `[32·G, s]` stay in L2.
 const ATTN_BLOCK: usize = 32;
 
-/// Query-position blocks `[r0, r1)` of a causal sequence of length `s`.
-fn causal_blocks(s: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..s.div_ceil(ATTN_BLOCK)).map(move |b| (b * ATTN_BLOCK, ((b + 1) * ATTN_BLOCK).min(s)))
+/// Query-row blocks `[r0, r1)` of a sequence with `l` own rows.
+fn causal_blocks(l: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..l.div_ceil(ATTN_BLOCK)).map(move |b| (b * ATTN_BLOCK, ((b + 1) * ATTN_BLOCK).min(l)))
 }
 
-fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) -> AttnSaved {
-    let AttnDims {
-        batch: b,
-        heads: hh,
-        kv_heads: kv,
-        theta,
-    } = dims;
+/// Copies the `hd` columns of KV head `j` of the task's key rows (ancestors', then own) out of
+/// a projection-layout `[n, K·hd]` buffer into `dst` `[kn, hd]`, rotated by RoPE at positions
+/// `0..kn` when `rotate`.
+fn gather_keys(
+    src: &[f32],
+    geom: &TaskGeom,
+    (kv, j, hd): (usize, usize, usize),
+    rope: Option<(&[f32], &[f32])>,
+    dst: &mut [f32],
+) {
+    let half = hd / 2;
+    let mut pos = 0;
+    for range in &geom.keys {
+        let len = range.len();
+        let d = &mut dst[pos * hd..(pos + len) * hd];
+        let s = &src[range.start * kv * hd + j * hd..];
+        match rope {
+            Some((cos, sin)) => rotate_rows(
+                s,
+                kv * hd,
+                d,
+                (hd, 1),
+                &cos[pos * half..],
+                &sin[pos * half..],
+            ),
+            None => {
+                for (r, row) in d.chunks_mut(hd).enumerate() {
+                    row.copy_from_slice(&s[r * kv * hd..r * kv * hd + hd]);
+                }
+            }
+        }
+        pos += len;
+    }
+}
+
+fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, layout: AttnLayout) -> AttnSaved {
+    let (hh, kv, theta) = (layout.heads, layout.kv_heads, layout.theta);
     let [n, qw] = self::dims::<2>(q);
-    assert!(b > 0 && n.is_multiple_of(b) && kv > 0 && hh.is_multiple_of(kv));
-    let (s, hd, g) = (n / b, qw / hh, hh / kv);
+    assert!(kv > 0 && hh.is_multiple_of(kv) && qw.is_multiple_of(hh));
+    let (hd, g) = (qw / hh, hh / kv);
     assert_eq!(self::dims::<2>(k), [n, kv * hd], "attention: k shape");
     assert_eq!(self::dims::<2>(v), [n, kv * hd], "attention: v shape");
+    check_layout(&layout, n);
+    let geoms: Vec<TaskGeom> = (0..layout.seqs.len())
+        .map(|i| TaskGeom::of(&layout, i))
+        .collect();
+    let max_pos = geoms.iter().map(TaskGeom::kn).max().unwrap_or(0);
     let (qs, ks, vs) = (f32s(q), f32s(k), f32s(v));
-    let (cos, sin) = rope_tables(s, hd, theta);
+    let (cos, sin) = rope_tables(max_pos, hd, theta);
+    let half = hd / 2;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut qr = zeros(b * hh * s * hd);
-    let mut kr = zeros(b * kv * s * hd);
-    let mut oh = zeros(b * hh * s * hd);
-    let mut lse = zeros(b * hh * s);
-    qr.par_chunks_mut(g * s * hd)
-        .zip(kr.par_chunks_mut(s * hd))
-        .zip(oh.par_chunks_mut(g * s * hd))
-        .zip(lse.par_chunks_mut(g * s))
-        .enumerate()
-        .for_each(|(task, (((qt, kt), ot), lt))| {
+    let tasks: Vec<AttnTask> = (0..geoms.len() * kv)
+        .into_par_iter()
+        .map(|task| {
             let (i, j) = (task / kv, task % kv);
-            let row0 = i * s;
+            let geom = &geoms[i];
+            let (l, off, kn) = (geom.own.len(), geom.off, geom.kn());
+            let mut kt = zeros(kn * hd);
+            gather_keys(ks, geom, (kv, j, hd), Some((&cos, &sin)), &mut kt);
+            let mut vt = zeros(kn * hd);
+            gather_keys(vs, geom, (kv, j, hd), None, &mut vt);
+            let mut qt = zeros(l * g * hd);
             rotate_rows(
-                &ks[row0 * kv * hd + j * hd..],
-                kv * hd,
-                kt,
-                (hd, 1),
-                &cos,
-                &sin,
-            );
-            rotate_rows(
-                &qs[row0 * hh * hd + j * g * hd..],
+                &qs[geom.own.start * hh * hd + j * g * hd..],
                 hh * hd,
-                qt,
+                &mut qt,
                 (hd, g),
-                &cos,
-                &sin,
+                &cos[off * half..],
+                &sin[off * half..],
             );
-            let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
-            // The block's scores, row `lr` = query row `r0·G + lr`.
-            let mut p = vec![0f32; ATTN_BLOCK.min(s) * g * s];
-            // Query positions in blocks: block [r0, r1) only needs keys 0..r1 (causal), so
-            // the masked upper triangle is never multiplied; its G heads are the rows
+            let mut ot = zeros(l * g * hd);
+            let mut lt = zeros(l * g);
+            // The block's scores, row `lr` = query row `r0·G + lr`, keys at stride `kn`.
+            let mut p = vec![0f32; ATTN_BLOCK.min(l) * g * kn];
+            // Own query rows in blocks: block [r0, r1) only needs keys 0..off + r1 (causal),
+            // so the masked upper triangle is never multiplied; its G heads are the rows
             // r0·G..r1·G.
-            for (r0, r1) in causal_blocks(s) {
-                let (rows, kn) = ((r1 - r0) * g, r1);
-                // scores = q kᵀ for those rows, keys 0..r1
+            for (r0, r1) in causal_blocks(l) {
+                let (rows, kb) = ((r1 - r0) * g, off + r1);
+                // scores = q kᵀ for those rows, keys 0..off + r1
                 matmul(
                     &mut p,
-                    s,
-                    View::rows(qt, r0 * g * hd, hd),
-                    View::rows(kt, 0, hd).t(),
-                    (rows, kn, hd),
+                    kn,
+                    View::rows(&qt, r0 * g * hd, hd),
+                    View::rows(&kt, 0, hd).t(),
+                    (rows, kb, hd),
                     false,
                 );
                 for (lr, row) in (r0 * g..r1 * g).enumerate() {
-                    let r = row / g;
-                    let prow = &mut p[lr * s..lr * s + kn];
+                    let r = off + row / g;
+                    let prow = &mut p[lr * kn..lr * kn + kb];
                     let live = &mut prow[..=r];
                     let mut m = f32::NEG_INFINITY;
                     for x in live.iter_mut() {
@@ -1394,78 +1562,83 @@ fn attn_forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, dims: AttnDims) 
                 matmul(
                     &mut ot[r0 * g * hd..r1 * g * hd],
                     hd,
-                    View::rows(&p, 0, s),
-                    vj,
-                    (rows, hd, kn),
+                    View::rows(&p, 0, kn),
+                    View::rows(&vt, 0, hd),
+                    (rows, hd, kb),
                     false,
                 );
             }
-        });
-    let out = tasks_to_rows(&oh, (b, kv, g), s, hd);
+            AttnTask {
+                q: qt,
+                k: kt,
+                o: ot,
+                lse: lt,
+            }
+        })
+        .collect();
+    let owner = row_owners(&layout, n);
+    let out = tasks_to_rows(&owner, |t| &tasks[t].o, (kv, g, hd));
     AttnSaved {
-        dims,
-        s,
+        layout,
         hd,
-        q: qr,
-        k: kr,
+        tasks,
         v: v.clone(),
-        o: oh,
-        lse,
         out,
     }
 }
 
 fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let AttnDims {
-        batch: b,
-        heads: hh,
-        kv_heads: kv,
-        theta,
-    } = st.dims;
-    let (s, hd, g) = (st.s, st.hd, hh / kv);
+    let layout = &st.layout;
+    let (hh, kv, theta) = (layout.heads, layout.kv_heads, layout.theta);
+    let (hd, g) = (st.hd, hh / kv);
     let (dos, vs) = (f32s(dout), f32s(&st.v));
-    let (cos, sin) = rope_tables(s, hd, theta);
+    let [n, _] = self::dims::<2>(&st.v);
+    let geoms: Vec<TaskGeom> = (0..layout.seqs.len())
+        .map(|i| TaskGeom::of(layout, i))
+        .collect();
+    let max_pos = geoms.iter().map(TaskGeom::kn).max().unwrap_or(0);
+    let (cos, sin) = rope_tables(max_pos, hd, theta);
+    let half = hd / 2;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut dq = zeros(b * hh * s * hd);
-    let mut dk = zeros(b * kv * s * hd);
-    let mut dv = zeros(b * kv * s * hd);
-    dq.par_chunks_mut(g * s * hd)
-        .zip(dk.par_chunks_mut(s * hd))
-        .zip(dv.par_chunks_mut(s * hd))
-        .enumerate()
-        .for_each(|(task, ((dqt, dkt), dvt))| {
+    // Per task: dQ of its own rows, dK / dV of every key it sees (ancestors' rows included).
+    let grads: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..geoms.len() * kv)
+        .into_par_iter()
+        .map(|task| {
             let (i, j) = (task / kv, task % kv);
-            let row0 = i * s;
-            let kt = &st.k[task * s * hd..(task + 1) * s * hd];
-            let qt = &st.q[task * g * s * hd..(task + 1) * g * s * hd];
-            let ot = &st.o[task * g * s * hd..(task + 1) * g * s * hd];
-            let lse = &st.lse[task * g * s..(task + 1) * g * s];
-            let vj = View::rows(vs, row0 * kv * hd + j * hd, kv * hd);
+            let geom = &geoms[i];
+            let (l, off, kn) = (geom.own.len(), geom.off, geom.kn());
+            let t = &st.tasks[task];
+            let (kt, qt, ot, lse) = (&t.k, &t.q, &t.o, &t.lse);
+            let mut vt = zeros(kn * hd);
+            gather_keys(vs, geom, (kv, j, hd), None, &mut vt);
             // dO of the task's heads, interleaved like q.
-            let mut dot = vec![0f32; g * s * hd];
+            let mut dot = zeros(l * g * hd);
             for (r, d) in dot.chunks_mut(g * hd).enumerate() {
-                let at = (row0 + r) * hh * hd + j * g * hd;
+                let at = (geom.own.start + r) * hh * hd + j * g * hd;
                 d.copy_from_slice(&dos[at..at + g * hd]);
             }
-            // The block's P and dP / dS, row `lr` = query row `r0·G + lr`.
-            let mut p = vec![0f32; ATTN_BLOCK.min(s) * g * s];
-            let mut dp = vec![0f32; ATTN_BLOCK.min(s) * g * s];
-            for (r0, r1) in causal_blocks(s) {
-                let (rows, kn) = ((r1 - r0) * g, r1);
+            let mut dqt = zeros(l * g * hd);
+            let mut dkt = zeros(kn * hd);
+            let mut dvt = zeros(kn * hd);
+            // The block's P and dP / dS, row `lr` = query row `r0·G + lr`, keys at stride kn.
+            let mut p = vec![0f32; ATTN_BLOCK.min(l) * g * kn];
+            let mut dp = vec![0f32; ATTN_BLOCK.min(l) * g * kn];
+            for (r0, r1) in causal_blocks(l) {
+                let (rows, kb) = ((r1 - r0) * g, off + r1);
                 let q_blk = View::rows(qt, r0 * g * hd, hd);
                 let do_blk = View::rows(&dot, r0 * g * hd, hd);
-                // P = exp(scale·q kᵀ − lse) for the block's rows, keys 0..r1
+                // P = exp(scale·q kᵀ − lse) for the block's rows, keys 0..kb
                 matmul(
                     &mut p,
-                    s,
+                    kn,
                     q_blk,
                     View::rows(kt, 0, hd).t(),
-                    (rows, kn, hd),
+                    (rows, kb, hd),
                     false,
                 );
                 for (lr, row) in (r0 * g..r1 * g).enumerate() {
-                    let r = row / g;
-                    let prow = &mut p[lr * s..lr * s + kn];
+                    let r = off + row / g;
+                    let prow = &mut p[lr * kn..lr * kn + kb];
                     let live = &mut prow[..=r];
                     for x in live.iter_mut() {
                         *x = *x * scale - lse[row];
@@ -1473,14 +1646,21 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
                     exp_in_place(live);
                     prow[r + 1..].fill(0.0);
                 }
-                // dV[0..r1] += Pᵀ dO  (dV starts at zero)
-                let p_blk = View::rows(&p, 0, s);
-                matmul(dvt, hd, p_blk.t(), do_blk, (kn, hd, rows), true);
+                // dV[0..kb] += Pᵀ dO  (dV starts at zero)
+                let p_blk = View::rows(&p, 0, kn);
+                matmul(&mut dvt, hd, p_blk.t(), do_blk, (kb, hd, rows), true);
                 // dP = dO Vᵀ
-                matmul(&mut dp, s, do_blk, vj.t(), (rows, kn, hd), false);
+                matmul(
+                    &mut dp,
+                    kn,
+                    do_blk,
+                    View::rows(&vt, 0, hd).t(),
+                    (rows, kb, hd),
+                    false,
+                );
                 // dS = P ∘ (dP − rowsum(dO ∘ O)) · scale
                 for (lr, row) in (r0 * g..r1 * g).enumerate() {
-                    let r = row / g;
+                    let r = off + row / g;
                     let dor = &dot[row * hd..(row + 1) * hd];
                     let or = &ot[row * hd..(row + 1) * hd];
                     let dsum = dor
@@ -1488,33 +1668,57 @@ fn attn_backward(st: &AttnSaved, dout: &FlexTensor) -> (FlexTensor, FlexTensor, 
                         .zip(or)
                         .map(|(&a, &b)| f64::from(a * b))
                         .sum::<f64>() as f32;
-                    let prow = &p[lr * s..lr * s + r + 1];
-                    let dprow = &mut dp[lr * s..lr * s + kn];
+                    let prow = &p[lr * kn..lr * kn + r + 1];
+                    let dprow = &mut dp[lr * kn..lr * kn + kb];
                     for (d, &pv) in dprow[..=r].iter_mut().zip(prow) {
                         *d = pv * (*d - dsum) * scale;
                     }
                     dprow[r + 1..].fill(0.0);
                 }
-                // dQ = dS K ; dK[0..r1] += dSᵀ Q
-                let ds_blk = View::rows(&dp, 0, s);
+                // dQ = dS K ; dK[0..kb] += dSᵀ Q
+                let ds_blk = View::rows(&dp, 0, kn);
                 matmul(
                     &mut dqt[r0 * g * hd..r1 * g * hd],
                     hd,
                     ds_blk,
                     View::rows(kt, 0, hd),
-                    (rows, hd, kn),
+                    (rows, hd, kb),
                     false,
                 );
-                matmul(dkt, hd, ds_blk.t(), q_blk, (kn, hd, rows), true);
+                matmul(&mut dkt, hd, ds_blk.t(), q_blk, (kb, hd, rows), true);
             }
-            unrotate_rows(dqt, (hd, g), &cos, &sin);
-            unrotate_rows(dkt, (hd, 1), &cos, &sin);
-        });
-    (
-        tasks_to_rows(&dq, (b, kv, g), s, hd),
-        tasks_to_rows(&dk, (b, kv, 1), s, hd),
-        tasks_to_rows(&dv, (b, kv, 1), s, hd),
-    )
+            unrotate_rows(&mut dqt, (hd, g), &cos[off * half..], &sin[off * half..]);
+            unrotate_rows(&mut dkt, (hd, 1), &cos, &sin);
+            (dqt, dkt, dvt)
+        })
+        .collect();
+    let owner = row_owners(layout, n);
+    let dq = tasks_to_rows(&owner, |t| &grads[t].0, (kv, g, hd));
+    // dK / dV: each task's keys go back to their packed rows; an ancestor's rows collect the
+    // sum over every task that sees them (its own and its descendants'), in task order.
+    let w = kv * hd;
+    let (mut dk, mut dv) = (zeros(n * w), zeros(n * w));
+    for (task, (_, dkt, dvt)) in grads.iter().enumerate() {
+        let (i, j) = (task / kv, task % kv);
+        let mut pos = 0;
+        for range in &geoms[i].keys {
+            for (c, row) in range.clone().enumerate() {
+                let (src_k, src_v) = (
+                    &dkt[(pos + c) * hd..(pos + c + 1) * hd],
+                    &dvt[(pos + c) * hd..(pos + c + 1) * hd],
+                );
+                let at = row * w + j * hd;
+                for (d, s) in dk[at..at + hd].iter_mut().zip(src_k) {
+                    *d += s;
+                }
+                for (d, s) in dv[at..at + hd].iter_mut().zip(src_v) {
+                    *d += s;
+                }
+            }
+            pos += range.len();
+        }
+    }
+    (dq, tensor(dk, [n, w]), tensor(dv, [n, w]))
 }
 
 // ---------------------------------------------------------------------------------------------

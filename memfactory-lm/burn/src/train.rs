@@ -159,7 +159,16 @@ pub struct Decoder {
     /// of composed tensor ops (any backend).
     #[module(skip)]
     pub fused: bool,
+    /// On the fused path, rows whose inputs share a prefix of at least this many tokens run
+    /// that prefix once ([`pack`]); 0 turns sharing off. Rows are always packed without
+    /// padding there.
+    #[module(skip)]
+    pub prefix_min_tokens: usize,
 }
+
+/// Default [`Decoder::prefix_min_tokens`]: shorter common prefixes save less than the
+/// bookkeeping of another sequence costs.
+pub const PREFIX_MIN_TOKENS: usize = 8;
 
 /// Log-probs of action tokens, `[batch, max_action_len]`, with a 0/1 mask of real tokens.
 #[derive(Debug, Clone)]
@@ -291,6 +300,7 @@ impl TrainModel {
             },
             cfg,
             fused: lm.device == Device::flex(),
+            prefix_min_tokens: PREFIX_MIN_TOKENS,
         };
         Ok(TrainModel { decoder, device })
     }
@@ -305,6 +315,14 @@ impl TrainModel {
     ) -> Result<ActionLogprobs> {
         self.decoder
             .action_logprobs(batch, temperature, &self.device)
+    }
+
+    /// Shares prompt prefixes among the rows of a batch on the fused path: rows whose inputs
+    /// begin with the same `min_tokens` or more tokens run that prefix's forward once (its
+    /// gradient is the sum over the rows that read it). `None` turns it off (each row then
+    /// runs alone, still without padding). On by default, from [`PREFIX_MIN_TOKENS`] tokens.
+    pub fn set_prefix_sharing(&mut self, min_tokens: Option<usize>) {
+        self.decoder.prefix_min_tokens = min_tokens.map_or(0, |m| m.max(1));
     }
 
     /// Turns the fused CPU kernels on or off (they are on by default on `flex`, and can only
@@ -322,30 +340,29 @@ impl TrainModel {
 }
 
 impl Decoder {
-    /// The final hidden states `[b·s, d]` (before the final norm) of right-padded `ids`.
+    /// The final hidden states `[b·s, d]` (before the final norm) of right-padded `ids`,
+    /// through burn's composed ops.
     fn hidden(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let b = ids.len();
         let s = ids[0].len();
-        if self.fused {
-            let x = fused::gather_rows(self.embed.val(), ids.concat());
-            return self.hidden_fused(x, b);
-        }
         let flat: Vec<i64> = ids.iter().flatten().map(|&t| t as i64).collect();
         let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(flat, [b * s]), device);
         let x = self.embed.val().select(0, idx);
         self.hidden_composed(x, b, s, device)
     }
 
-    /// [`Decoder::hidden`] through the fused CPU kernels: every tensor stays `[b·s, ·]`.
-    fn hidden_fused(&self, mut x: Tensor<2>, b: usize) -> Tensor<2> {
+    /// The final hidden states `[n, d]` (before the final norm) of packed rows through the
+    /// fused CPU kernels: every tensor stays `[n, ·]`; `seqs` says which rows form a sequence
+    /// (and which continue a shared prefix).
+    fn hidden_fused(&self, mut x: Tensor<2>, seqs: Vec<fused::AttnSeq>) -> Tensor<2> {
         let cfg = &self.cfg;
         let n = x.dims()[0];
         let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-        let dims = fused::AttnDims {
-            batch: b,
+        let layout = fused::AttnLayout {
             heads: hh,
             kv_heads: kv,
             theta: cfg.rope_theta,
+            seqs: seqs.into(),
         };
         let head_norm = |t: Tensor<2>, w: &Param<Tensor<1>>, heads: usize| {
             fused::rms_norm(t.reshape([n * heads, hd]), w.val(), cfg.rms_eps)
@@ -360,7 +377,7 @@ impl Decoder {
                 q = head_norm(q, qn, hh);
                 k = head_norm(k, kn, kv);
             }
-            let o = fused::causal_attention(q, k, v, dims);
+            let o = fused::packed_attention(q, k, v, layout.clone());
             x = fused::add(x, blk.o_proj.forward_fused(o));
             let h = fused::rms_norm(x.clone(), blk.ffn_norm.val(), cfg.rms_eps);
             let g = blk.gate_proj.forward_fused(h.clone());
@@ -446,27 +463,45 @@ impl Decoder {
             }
         }
         let b = batch.len();
-        // Inputs: prompt ++ action[..-1], right-padded; position p predicts token p + 1.
-        let lens: Vec<usize> = batch.iter().map(|(p, a)| p.len() + a.len() - 1).collect();
-        let s = *lens.iter().max().unwrap_or(&1);
+        // Inputs: prompt ++ action[..-1]; position p predicts token p + 1.
+        let inputs: Vec<Vec<u32>> = batch
+            .iter()
+            .map(|(p, a)| p.iter().chain(&a[..a.len() - 1]).copied().collect())
+            .collect();
         let amax = batch.iter().map(|(_, a)| a.len()).max().unwrap_or(1);
-        let mut ids = vec![vec![0u32; s]; b];
         let mut mask = vec![0f32; b * amax];
-        for (i, (p, a)) in batch.iter().enumerate() {
-            let full: Vec<u32> = p.iter().chain(a.iter()).copied().collect();
-            ids[i][..lens[i]].copy_from_slice(&full[..lens[i]]);
+        for (i, (_, a)) in batch.iter().enumerate() {
             mask[i * amax..i * amax + a.len()].fill(1.0);
         }
+        // Fused: rows packed without padding, shared prefixes once. Composed: right-padded
+        // to the longest row (`row(i, t)` = i·s + t).
+        let (h, row): (Tensor<2>, Box<dyn Fn(usize, usize) -> usize>) = if self.fused {
+            let packed = pack(&inputs, self.prefix_min_tokens);
+            let x = fused::gather_rows(self.embed.val(), packed.ids);
+            let h = self.hidden_fused(x, packed.seqs);
+            let place = packed.place;
+            (h, Box::new(move |i, t| place[i].row(t)))
+        } else {
+            let s = inputs.iter().map(Vec::len).max().unwrap_or(1);
+            let ids: Vec<Vec<u32>> = inputs
+                .iter()
+                .map(|x| {
+                    let mut r = x.clone();
+                    r.resize(s, 0);
+                    r
+                })
+                .collect();
+            (self.hidden(&ids, device), Box::new(move |i, t| i * s + t))
+        };
         // Only the action positions go through the LM head: logits are [b·amax, vocab]
         // instead of [b·s, vocab] (a 900-token prompt would otherwise need GBs).
-        let h = self.hidden(&ids, device);
         let mut rows_at = vec![0i64; b * amax];
         let mut tgt = vec![0i64; b * amax];
         for (i, (p, a)) in batch.iter().enumerate() {
             for j in 0..amax {
                 // Padding slots point at the row's first action position (masked below).
                 let jj = j.min(a.len() - 1);
-                rows_at[i * amax + j] = (i * s + p.len() - 1 + jj) as i64;
+                rows_at[i * amax + j] = row(i, p.len() - 1 + jj) as i64;
                 tgt[i * amax + j] = a[jj] as i64;
             }
         }
@@ -578,5 +613,169 @@ impl BurnLm {
     /// Hyper-parameters (for trainers that build their own [`Decoder`]).
     pub fn model_config(&self) -> &ModelConfig {
         &self.cfg
+    }
+}
+
+/// Where one batch row's inputs sit in a packed layout: positions `0..shared` in the shared
+/// prefix's rows from `prefix_start`, the rest in its own rows from `own_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// First packed row of the shared prefix (unused when `shared` is 0).
+    pub prefix_start: usize,
+    /// Positions read from the shared prefix.
+    pub shared: usize,
+    /// First packed row of the row's own tokens.
+    pub own_start: usize,
+}
+
+impl Placement {
+    /// The packed row of position `t`.
+    pub fn row(&self, t: usize) -> usize {
+        if t < self.shared {
+            self.prefix_start + t
+        } else {
+            self.own_start + t - self.shared
+        }
+    }
+}
+
+/// A batch of token sequences packed for the fused kernels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// Token ids, packed row after row.
+    pub ids: Vec<u32>,
+    /// The sequences (shared prefixes first in their group, then the continuations).
+    pub seqs: Vec<fused::AttnSeq>,
+    /// Per input, where its positions went.
+    pub place: Vec<Placement>,
+}
+
+/// Packs `inputs` row after row without padding; with `min_shared > 0`, inputs that begin with
+/// a common prefix of at least `min_shared` tokens are grouped and the prefix is packed once,
+/// each member continuing it. The grouping maximises the tokens saved over partitions of the
+/// lexicographically sorted inputs into runs (one level: a prefix and its continuations), and
+/// every member keeps at least one token of its own.
+pub fn pack(inputs: &[Vec<u32>], min_shared: usize) -> Packed {
+    let n = inputs.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // Groups: runs [a, b) of `order` and the length they share.
+    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    if min_shared == 0 || n < 2 {
+        groups.extend((0..n).map(|k| (k, k + 1, 0)));
+    } else {
+        order.sort_by(|&a, &b| inputs[a].cmp(&inputs[b]).then(a.cmp(&b)));
+        let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let adj: Vec<usize> = (1..n)
+            .map(|k| lcp(&inputs[order[k - 1]], &inputs[order[k]]))
+            .collect();
+        // best[j] = most tokens saved packing order[..j]; from[j] = where its last run starts.
+        let mut best = vec![0usize; n + 1];
+        let mut from = vec![0usize; n + 1];
+        let mut shared_of = vec![0usize; n + 1];
+        for j in 1..=n {
+            best[j] = best[j - 1];
+            from[j] = j - 1;
+            let (mut common, mut shortest) = (usize::MAX, inputs[order[j - 1]].len());
+            for a in (0..j - 1).rev() {
+                common = common.min(adj[a]);
+                shortest = shortest.min(inputs[order[a]].len());
+                let shared = common.min(shortest.saturating_sub(1));
+                if shared < min_shared {
+                    if common < min_shared {
+                        break;
+                    }
+                    continue;
+                }
+                let saved = best[a] + (j - a - 1) * shared;
+                if saved > best[j] {
+                    best[j] = saved;
+                    from[j] = a;
+                    shared_of[j] = shared;
+                }
+            }
+        }
+        let mut j = n;
+        while j > 0 {
+            let a = from[j];
+            groups.push((a, j, if j - a > 1 { shared_of[j] } else { 0 }));
+            j = a;
+        }
+        groups.reverse();
+    }
+    let mut ids = Vec::new();
+    let mut seqs = Vec::new();
+    let mut place = vec![
+        Placement {
+            prefix_start: 0,
+            shared: 0,
+            own_start: 0,
+        };
+        n
+    ];
+    for (a, b, shared) in groups {
+        let parent = (shared > 0).then(|| {
+            seqs.push(fused::AttnSeq {
+                start: ids.len(),
+                len: shared,
+                parent: None,
+            });
+            ids.extend_from_slice(&inputs[order[a]][..shared]);
+            seqs.len() - 1
+        });
+        let prefix_start = parent.map_or(0, |p| seqs[p].start);
+        for &i in &order[a..b] {
+            let own = &inputs[i][shared..];
+            place[i] = Placement {
+                prefix_start,
+                shared,
+                own_start: ids.len(),
+            };
+            seqs.push(fused::AttnSeq {
+                start: ids.len(),
+                len: own.len(),
+                parent,
+            });
+            ids.extend_from_slice(own);
+        }
+    }
+    Packed { ids, seqs, place }
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::pack;
+
+    fn unpack(p: &super::Packed, i: usize, len: usize) -> Vec<u32> {
+        (0..len).map(|t| p.ids[p.place[i].row(t)]).collect()
+    }
+
+    #[test]
+    fn packing_keeps_every_token_and_shares_common_prefixes() {
+        let common: Vec<u32> = (100..120).collect();
+        let mut inputs = Vec::new();
+        for k in 0..3u32 {
+            let mut x = common.clone();
+            x.extend([k, k + 1]);
+            inputs.push(x);
+        }
+        inputs.push(vec![7, 8, 9]);
+        // Same prompt exactly: the shared part stops one short so each keeps a row.
+        inputs.push(common.clone());
+        let p = pack(&inputs, 8);
+        for (i, x) in inputs.iter().enumerate() {
+            assert_eq!(unpack(&p, i, x.len()), *x, "input {i}");
+        }
+        // 20 shared tokens read by 4 rows (the plain prompt caps it at 19 for all of them) or 3.
+        let total: usize = inputs.iter().map(Vec::len).sum();
+        assert!(p.ids.len() < total - 2 * 19, "{} of {total}", p.ids.len());
+        let unshared = pack(&inputs, 0);
+        assert_eq!(unshared.ids.len(), total);
+        assert!(unshared.seqs.iter().all(|s| s.parent.is_none()));
+        for (i, x) in inputs.iter().enumerate() {
+            assert_eq!(unpack(&unshared, i, x.len()), *x);
+        }
+        // Below the minimum nothing is shared.
+        let short = pack(&[vec![1, 2, 3, 4], vec![1, 2, 3, 5]], 8);
+        assert_eq!(short.ids.len(), 8);
     }
 }

@@ -2,7 +2,9 @@
 //! the composed tensor-op forward: action log-probs and every parameter's gradient agree on
 //! three tiny architectures (Llama with GQA and tied embeddings, Qwen2 with q/k/v biases,
 //! Qwen3 with per-head q/k norms), on a ragged batch (right padding), with full fine-tuning
-//! and with LoRA; and the vectorised `exp` stays within a few ulp of libm's.
+//! and with LoRA; rows that share a prompt prefix give the same log-probs and gradients with
+//! the prefix run once as with every row run alone; and the vectorised `exp` stays within a
+//! few ulp of libm's.
 
 use std::path::{Path, PathBuf};
 
@@ -198,6 +200,87 @@ fn fused_matches_composed_with_lora_and_temperature() {
         seed: 5,
     };
     compare(Some(&lora), 0.7);
+}
+
+/// A GRPO-like batch: a group of rows with one prompt and different actions (two of them
+/// beginning alike, so the shared part runs into the action), two rows with a common
+/// instruction and different questions, and a row alone.
+fn shared_batch(vocab: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let ids = |n: usize, seed: usize| -> Vec<u32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % (vocab - 1)) as u32)
+            .collect()
+    };
+    let cat = |a: Vec<u32>, b: Vec<u32>| -> Vec<u32> { a.into_iter().chain(b).collect() };
+    let prompt = ids(41, 1);
+    let instruction = ids(23, 2);
+    vec![
+        (prompt.clone(), ids(9, 3)),
+        (ids(15, 9), ids(6, 10)),
+        (prompt.clone(), ids(5, 4)),
+        (cat(instruction.clone(), ids(12, 5)), ids(7, 6)),
+        (prompt.clone(), cat(ids(3, 3), ids(8, 8))),
+        (cat(instruction, ids(17, 7)), ids(4, 8)),
+        (prompt, ids(1, 11)),
+    ]
+}
+
+fn compare_sharing(lora: Option<&LoraConfig>, temperature: f32) {
+    for (name, lm) in models() {
+        let b = shared_batch(lm.model_config().vocab);
+        let inputs: Vec<Vec<u32>> = b
+            .iter()
+            .map(|(p, a)| p.iter().chain(&a[..a.len() - 1]).copied().collect())
+            .collect();
+        let packed = memfactory_lm_burn::train::pack(&inputs, 8);
+        let total: usize = inputs.iter().map(Vec::len).sum();
+        assert!(
+            packed.ids.len() + 3 * 40 + 22 <= total,
+            "{name}: the prompt and the instruction are shared ({} of {total} rows)",
+            packed.ids.len()
+        );
+        let mut tm = TrainModel::new(&lm, lora).unwrap();
+        nonzero_lora_b(&mut tm);
+        let (lp_s, g_s) = run(&tm, &b, temperature);
+        tm.set_prefix_sharing(None);
+        let (lp_u, g_u) = run(&tm, &b, temperature);
+        tm.set_fused(false).unwrap();
+        let (lp_c, _) = run(&tm, &b, temperature);
+        for (what, other) in [("alone", &lp_u), ("composed", &lp_c)] {
+            let worst = lp_s
+                .iter()
+                .zip(other)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst < 2e-5,
+                "{name}: shared vs {what}: log-prob differs by {worst}"
+            );
+        }
+        let names_s: Vec<&String> = g_s.iter().map(|(n, _)| n).collect();
+        let names_u: Vec<&String> = g_u.iter().map(|(n, _)| n).collect();
+        assert_eq!(names_s, names_u, "{name}: same parameters get gradients");
+        for ((pn, gs), (_, gu)) in g_s.iter().zip(&g_u) {
+            assert!(gu.iter().any(|&v| v != 0.0), "{name}: {pn} all zero");
+            let e = rel_err(gs, gu);
+            assert!(e < 1e-4, "{name}: gradient of {pn} differs (relative {e})");
+        }
+    }
+}
+
+#[test]
+fn shared_prefixes_match_rows_alone_full_fine_tuning() {
+    compare_sharing(None, 1.0);
+}
+
+#[test]
+fn shared_prefixes_match_rows_alone_with_lora() {
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        seed: 6,
+    };
+    compare_sharing(Some(&lora), 0.7);
 }
 
 #[test]
