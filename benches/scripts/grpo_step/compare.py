@@ -19,6 +19,8 @@ Systems:
                one JSON line of rollout and update seconds per step). Same 2 questions, exported
                from `memfactory eval` trajectories (see export_data). Its trainer is a FULL
                fine-tune (it has no LoRA), Adam, gradient checkpointing on (its default), beta 0.
+  memfactory-noshare  the same with prompt-prefix sharing off in rollouts and update
+               ([model] and [train] prefix_sharing = false): what sharing buys.
   trl          trl.GRPOTrainer on a single-turn version of the task (trl_grpo.py): the whole
                needle context in one prompt, group 8, 2 prompts per step, max 32 new tokens.
 
@@ -77,6 +79,19 @@ def bench_recipe(a, out_dir: Path) -> Path:
     return p
 
 
+def noshare_recipe(recipe: Path, out_dir: Path) -> Path:
+    """The same recipe with prompt-prefix sharing off in rollouts ([model]) and in the update
+    ([train]): what sharing buys, measured in the same run."""
+    t = recipe.read_text()
+    for section in ("model", "train"):
+        head, sep, rest = t.partition(f"\n[{section}]\n")
+        assert sep, f"recipe has no [{section}]"
+        t = head + sep + "prefix_sharing = false\n" + rest
+    p = out_dir / "memagent_grpo_step_noshare.toml"
+    p.write_text(t)
+    return p
+
+
 def recipe_values(recipe: Path) -> dict:
     import tomllib
 
@@ -129,8 +144,8 @@ def export_data(a, recipe: Path, work: Path) -> Path:
     return p
 
 
-def run_memfactory(a, recipe: Path, work: Path, k: int) -> dict:
-    out = work / f"mf-{k}"
+def run_memfactory(a, recipe: Path, work: Path, k: int, tag: str = "mf") -> dict:
+    out = work / f"{tag}-{k}"
     rc, so, se, rss, wall = ce.run_measured([a.memfactory_bin, "train", str(recipe), "--out", str(out)],
                                             label="memfactory")
     if rc != 0:
@@ -233,7 +248,9 @@ def main() -> int:
     v = recipe_values(recipe)
     assert v["samples_per_step"] == a.questions, "--questions must equal the recipe's samples_per_step"
     data = export_data(a, recipe, work)
+    noshare = noshare_recipe(recipe, work)
     runners = {"memfactory": lambda k: run_memfactory(a, recipe, work, k),
+               "memfactory-noshare": lambda k: run_memfactory(a, noshare, work, k, "mf-noshare"),
                "memfactory-py": lambda k: run_mfpy(a, data, work, v, k),
                "trl": lambda k: run_trl(a, data, work, v, k)}
     rounds = []

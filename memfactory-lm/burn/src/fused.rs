@@ -66,6 +66,15 @@ pub trait TrainKernels: Backend {
     ) -> FloatTensor<Self>;
     /// `log_softmax(logits)[row, targets[row]]` for every row.
     fn fused_target_logprobs(logits: FloatTensor<Self>, targets: Vec<u32>) -> FloatTensor<Self>;
+    /// `log_softmax(h · w / temperature)[row, targets[row]]` for `h` `[n, d]` and the LM head
+    /// `w` `[d, V]` (may be a strided view), without keeping the `[n, V]` logits: they are
+    /// made in row slices, and made again in the backward pass.
+    fn fused_head_logprobs(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: Vec<u32>,
+        temperature: f32,
+    ) -> FloatTensor<Self>;
     /// `x · w` for `x` `[n, in]` and `w` `[in, out]` (either may be a strided view).
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Rows `ids` of `table` `[V, d]` → `[ids.len(), d]` (an embedding lookup, or picking the
@@ -246,6 +255,16 @@ pub fn target_logprobs(logits: Tensor<2>, targets: Vec<u32>) -> Tensor<1> {
     ))
 }
 
+/// See [`TrainKernels::fused_head_logprobs`].
+pub fn head_logprobs(h: Tensor<2>, w: Tensor<2>, targets: Vec<u32>, temperature: f32) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_head_logprobs(
+        h.into_dispatch(),
+        w.into_dispatch(),
+        targets,
+        temperature,
+    ))
+}
+
 /// See [`TrainKernels::fused_linear`].
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as TrainKernels>::fused_linear(
@@ -378,6 +397,15 @@ impl TrainKernels for Flex {
 
     fn fused_target_logprobs(logits: FlexTensor, targets: Vec<u32>) -> FlexTensor {
         logprobs_forward(&contiguous(logits), &targets).0
+    }
+
+    fn fused_head_logprobs(
+        h: FlexTensor,
+        w: FlexTensor,
+        targets: Vec<u32>,
+        temperature: f32,
+    ) -> FlexTensor {
+        head_forward(&contiguous(h), &w, &targets, temperature).0
     }
 
     fn fused_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
@@ -514,6 +542,35 @@ impl Backward<Flex, 1> for LogprobsBackward {
 }
 
 #[derive(Debug)]
+struct HeadBackward;
+
+/// What the head's backward needs: `h`, `w`, the rows' log-sum-exp, targets, temperature.
+#[derive(Debug, Clone)]
+struct HeadSaved {
+    h: FlexTensor,
+    w: FlexTensor,
+    lse: Vec<f32>,
+    targets: Vec<u32>,
+    temperature: f32,
+}
+
+impl Backward<Flex, 2> for HeadBackward {
+    type State = HeadSaved;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_h, node_w] = ops.parents;
+        let dlp = contiguous(grads.consume::<Flex>(&ops.node));
+        let (dh, dw) = head_backward(&ops.state, &dlp, node_h.is_some(), node_w.is_some());
+        if let (Some(node), Some(g)) = (node_h, dh) {
+            grads.register::<Flex>(node.id, g);
+        }
+        if let (Some(node), Some(g)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
 struct LinearBackward;
 
 impl Backward<Flex, 2> for LinearBackward {
@@ -621,6 +678,33 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         let (lp, lse) = logprobs_forward(&l, &targets);
         match prep {
             OpsKind::Tracked(prep) => prep.finish((l, lse, targets), lp),
+            OpsKind::UnTracked(prep) => prep.finish(lp),
+        }
+    }
+
+    fn fused_head_logprobs(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        targets: Vec<u32>,
+        temperature: f32,
+    ) -> FloatTensor<Self> {
+        let prep = HeadBackward
+            .prepare::<C>([h.node(), w.node()])
+            .compute_bound()
+            .stateful();
+        let (hs, ws) = (contiguous(h.into_primitive()), w.into_primitive());
+        let (lp, lse) = head_forward(&hs, &ws, &targets, temperature);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(
+                HeadSaved {
+                    h: hs,
+                    w: ws,
+                    lse,
+                    targets,
+                    temperature,
+                },
+                lp,
+            ),
             OpsKind::UnTracked(prep) => prep.finish(lp),
         }
     }
@@ -924,6 +1008,187 @@ fn logprobs_backward(
             o[targets[r] as usize] += d[r];
         });
     tensor(out, [n, v])
+}
+
+/// Logit rows made at once by [`head_forward`] / [`head_backward`]: about 32 MB of logits
+/// for a 49,152-token vocabulary, whatever the number of action tokens.
+const HEAD_SLICE_FLOATS: usize = 8 << 20;
+
+/// Rows of `h` per logit slice for a vocabulary of `v`.
+fn head_slice(v: usize) -> usize {
+    (HEAD_SLICE_FLOATS / v.max(1)).max(1)
+}
+
+/// `z = h_rows · w / temperature` for `rows` of `h` `[n, d]` into `out` `[rows.len(), V]`.
+fn head_logits(
+    h: &FlexTensor,
+    w: &FlexTensor,
+    rows: std::ops::Range<usize>,
+    temperature: f32,
+) -> Vec<f32> {
+    let ([_, d], [_, v]) = (dims::<2>(h), dims::<2>(w));
+    let m = rows.len();
+    let mut z = with_views(h, w, |hv, wv| {
+        let hv = View {
+            off: hv.off + rows.start * hv.rs,
+            ..hv
+        };
+        product(hv, wv, (m, v, d))
+    });
+    if temperature != 1.0 {
+        let inv = 1.0 / temperature;
+        z.par_iter_mut().for_each(|x| *x *= inv);
+    }
+    z
+}
+
+/// The head's log-probs of `targets` and each row's log-sum-exp, one row slice of logits at a
+/// time (the same per-row arithmetic as [`logprobs_forward`]).
+fn head_forward(
+    h: &FlexTensor,
+    w: &FlexTensor,
+    targets: &[u32],
+    temperature: f32,
+) -> (FlexTensor, Vec<f32>) {
+    head_forward_in(h, w, targets, temperature, head_slice(dims::<2>(w)[1]))
+}
+
+fn head_forward_in(
+    h: &FlexTensor,
+    w: &FlexTensor,
+    targets: &[u32],
+    temperature: f32,
+    step: usize,
+) -> (FlexTensor, Vec<f32>) {
+    let ([n, _], [_, v]) = (dims::<2>(h), dims::<2>(w));
+    assert_eq!(targets.len(), n, "head_logprobs: one target per row");
+    let (mut lp, mut lse) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for r0 in (0..n).step_by(step) {
+        let r1 = (r0 + step).min(n);
+        let z = head_logits(h, w, r0..r1, temperature);
+        let rows: Vec<(f32, f32)> = z
+            .par_chunks(v)
+            .zip(targets[r0..r1].par_iter())
+            .map_init(
+                || vec![0f32; v],
+                |buf, (row, &t)| {
+                    let l = log_sum_exp(row, buf);
+                    (row[t as usize] - l, l)
+                },
+            )
+            .collect();
+        for (a, b) in rows {
+            lp.push(a);
+            lse.push(b);
+        }
+    }
+    (tensor(lp, [n]), lse)
+}
+
+/// `dh = dz · wᵀ` and `dw = hᵀ · dz` (in `w`'s storage orientation, as [`linear_dw`]) with
+/// `dz = (δ(c, t) − softmax_c) · dlp / temperature`, the logits made again slice by slice.
+fn head_backward(
+    st: &HeadSaved,
+    dlp: &FlexTensor,
+    want_h: bool,
+    want_w: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    head_backward_in(st, dlp, (want_h, want_w), head_slice(dims::<2>(&st.w)[1]))
+}
+
+fn head_backward_in(
+    st: &HeadSaved,
+    dlp: &FlexTensor,
+    (want_h, want_w): (bool, bool),
+    step: usize,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let (h, w) = (&st.h, &st.w);
+    let ([n, d], [_, v]) = (dims::<2>(h), dims::<2>(w));
+    let dl = f32s(dlp);
+    let col_major = is_col_major(w);
+    let mut dh = if want_h { zeros(n * d) } else { Vec::new() };
+    let mut dw = if want_w { zeros(d * v) } else { Vec::new() };
+    let inv_t = 1.0 / st.temperature;
+    for r0 in (0..n).step_by(step) {
+        let r1 = (r0 + step).min(n);
+        let m = r1 - r0;
+        let mut dz = head_logits(h, w, r0..r1, st.temperature);
+        dz.par_chunks_mut(v).enumerate().for_each(|(k, o)| {
+            let r = r0 + k;
+            for a in o.iter_mut() {
+                *a -= st.lse[r];
+            }
+            exp_in_place(o);
+            let g = dl[r] * inv_t;
+            for a in o.iter_mut() {
+                *a *= -g;
+            }
+            o[st.targets[r] as usize] += g;
+        });
+        let dzv = View::rows(&dz, 0, v);
+        if want_h {
+            with_views(h, w, |_, wv| {
+                gemm_into(&mut dh[r0 * d..r1 * d], d, dzv, wv.t(), (m, d, v), false)
+            });
+        }
+        if want_w {
+            let hv = View::rows(f32s(h), r0 * d, d);
+            if col_major {
+                // [V, d] storage: dwᵀ += dzᵀ · h
+                gemm_into(&mut dw, d, dzv.t(), hv, (v, d, m), true);
+            } else {
+                gemm_into(&mut dw, v, hv.t(), dzv, (d, v, m), true);
+            }
+        }
+    }
+    let dh = want_h.then(|| tensor(dh, [n, d]));
+    let dw = want_w.then(|| {
+        if col_major {
+            let t = tensor(dw, [v, d]);
+            let layout = t.layout().transpose(0, 1);
+            t.with_layout(layout)
+        } else {
+            tensor(dw, [d, v])
+        }
+    });
+    (dh, dw)
+}
+
+/// `dst[m, n] (row stride dst_rs) = (accumulate ? dst : 0) + a · b` on every core.
+fn gemm_into(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: View,
+    b: View,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n - 1 < dst.len());
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the assert keeps the m×n elements at row stride `dst_rs` inside `dst`, which is
+    // borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            dst_rs,
+            a,
+            b,
+            (m, n, k),
+            accumulate,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
 }
 
 /// `cos`, `sin` `[s, hd/2]` of RoPE, computed as the composed path's `rope_tables`.
@@ -1771,5 +2036,83 @@ fn exp_portable(xs: &mut [f32]) {
         let n = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
         let scale = f32::from_bits(((n + 127) << 23) as u32);
         *x = p * scale;
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+
+    fn vals(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// Slicing the head's rows changes nothing: log-probs, `dh` and `dw` (row-major and
+    /// transposed storage) equal the one-slice computation, which equals the unfused maths.
+    #[test]
+    fn head_slices_agree_with_whole_logits() {
+        let (n, d, v) = (7usize, 5usize, 11usize);
+        let h = tensor(vals(n * d, 1), [n, d]);
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 3) % v as u32).collect();
+        let dlp = tensor(vals(n, 7), [n]);
+        for col_major in [false, true] {
+            let w = if col_major {
+                let t = tensor(vals(v * d, 3), [v, d]);
+                let l = t.layout().transpose(0, 1);
+                t.with_layout(l)
+            } else {
+                tensor(vals(d * v, 3), [d, v])
+            };
+            let whole = head_forward_in(&h, &w, &targets, 0.7, n);
+            // Reference: whole logits, then the target log-softmax.
+            let z = tensor(head_logits(&h, &w, 0..n, 0.7), [n, v]);
+            let (lp_ref, _) = logprobs_forward(&z, &targets);
+            assert_eq!(f32s(&whole.0), f32s(&lp_ref));
+            let st = |lse: Vec<f32>| HeadSaved {
+                h: h.clone(),
+                w: w.clone(),
+                lse,
+                targets: targets.clone(),
+                temperature: 0.7,
+            };
+            let (dh1, dw1) = head_backward_in(&st(whole.1.clone()), &dlp, (true, true), n);
+            for step in [1, 2, 3] {
+                let part = head_forward_in(&h, &w, &targets, 0.7, step);
+                assert_eq!(f32s(&part.0), f32s(&whole.0), "step {step}");
+                let (dh, dw) = head_backward_in(&st(part.1), &dlp, (true, true), step);
+                let close = |a: &FlexTensor, b: &FlexTensor| {
+                    let (a, b) = (a.to_contiguous(), b.to_contiguous());
+                    f32s(&a)
+                        .iter()
+                        .zip(f32s(&b))
+                        .all(|(x, y)| (x - y).abs() <= 1e-5)
+                };
+                assert!(
+                    close(dh.as_ref().unwrap(), dh1.as_ref().unwrap()),
+                    "dh, step {step}"
+                );
+                assert!(
+                    close(dw.as_ref().unwrap(), dw1.as_ref().unwrap()),
+                    "dw, step {step}"
+                );
+            }
+            // dh against the unfused backward: dz · wᵀ.
+            let dz = logprobs_backward(&z, &whole.1, &targets, &dlp);
+            let dzs: Vec<f32> = f32s(&dz).iter().map(|x| x / 0.7).collect();
+            let dh_ref = linear_dx(&tensor(dzs, [n, v]), &w);
+            let (a, b) = (dh1.unwrap(), dh_ref);
+            assert!(
+                f32s(&a)
+                    .iter()
+                    .zip(f32s(&b))
+                    .all(|(x, y)| (x - y).abs() <= 1e-5)
+            );
+            assert_eq!(is_col_major(dw1.as_ref().unwrap()), col_major);
+        }
     }
 }

@@ -521,19 +521,17 @@ impl Decoder {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
         };
-        let mut logits = if self.fused {
-            fused::linear(h, head)
-        } else {
-            h.matmul(head)
-        };
-        if temperature > 0.0 && temperature != 1.0 {
-            logits = logits.div_scalar(temperature);
-        }
+        let temp = if temperature > 0.0 { temperature } else { 1.0 };
         let mask: Tensor<2> = Tensor::from_data(TensorData::new(mask, [b, amax]), device);
         let lp = if self.fused {
+            // The [b·amax, vocab] logits are never kept: made in slices, made again backward.
             let tgt = tgt.iter().map(|&t| t as u32).collect();
-            fused::target_logprobs(logits, tgt).reshape([b, amax])
+            fused::head_logprobs(h, head, tgt, temp).reshape([b, amax])
         } else {
+            let mut logits = h.matmul(head);
+            if temp != 1.0 {
+                logits = logits.div_scalar(temp);
+            }
             let t: Tensor<2, Int> = Tensor::from_data(TensorData::new(tgt, [b * amax, 1]), device);
             log_softmax(logits, 1).gather(1, t).reshape([b, amax])
         };
