@@ -29,7 +29,10 @@
 //!   padding with per-row positions, greedy / temperature / top-k / top-p sampling from a
 //!   per-request ChaCha seed, stop strings, and the log-prob of every sampled token;
 //! - a training forward ([`train`]): log-probs of action tokens after a prompt under autodiff,
-//!   with LoRA on named projections or full fine-tuning.
+//!   with LoRA on named projections or full fine-tuning; on `flex` the rows are packed without
+//!   padding, a prompt prefix several rows share runs once ([`train::pack`],
+//!   [`fused::packed_attention`]), and the LM head's `[rows, vocab]` logits are never kept
+//!   ([`fused::head_logprobs`] makes them in slices, and again in the backward pass).
 //!
 //! Backends: `flex` (pure-Rust CPU, always on), `wgpu` and `cuda` behind the crate features of
 //! the same names.
