@@ -43,6 +43,17 @@ fn model() -> BurnLm {
 }
 
 fn rollout(lm: &dyn LanguageModel, step: usize, groups: usize, g: usize) -> Result<Vec<Group>> {
+    rollout_with(lm, step, groups, g, &PROMPT)
+}
+
+/// [`rollout`] from another prompt.
+fn rollout_with(
+    lm: &dyn LanguageModel,
+    step: usize,
+    groups: usize,
+    g: usize,
+    prompt: &[u32],
+) -> Result<Vec<Group>> {
     let sample: Sample =
         serde_json::from_value(serde_json::json!({"id": "s", "question": "q", "answers": ["a"]}))
             .unwrap();
@@ -50,7 +61,7 @@ fn rollout(lm: &dyn LanguageModel, step: usize, groups: usize, g: usize) -> Resu
     for gi in 0..groups {
         let reqs: Vec<GenRequest> = (0..g)
             .map(|p| GenRequest {
-                prompt: Prompt::Tokens(PROMPT.to_vec()),
+                prompt: Prompt::Tokens(prompt.to_vec()),
                 params: SamplingParams {
                     max_new_tokens: 3,
                     temperature: 1.0,
@@ -777,4 +788,65 @@ fn zero_variance_groups_are_dropped_kept_or_resampled() {
         )
         .unwrap();
     assert_eq!((n, m.resample_rounds, m.rows), (3, 3, 8));
+}
+
+/// A prompt long enough to be shared by a group's rows (at least `PREFIX_MIN_TOKENS`).
+const LONG_PROMPT: [u32; 24] = [
+    5, 17, 42, 99, 3, 8, 61, 7, 12, 90, 33, 4, 5, 17, 42, 99, 21, 22, 23, 24, 25, 26, 27, 28,
+];
+
+/// `prefix_sharing` (each group's prompt run once per forward, rows packed) against every row
+/// run alone: the same step up to f32 summation order, in the loss, the gradient norm, the
+/// recomputed old log-probs (ratio 1) and the updated policy.
+#[test]
+fn prefix_sharing_changes_only_float_rounding() {
+    let groups = rollout_with(&model(), 7, 2, 8, &LONG_PROMPT).unwrap();
+    let target = first_token(&groups[0]);
+    let run = |sharing: bool| {
+        let cfg = cfg_from(&format!(
+            "old_logprobs = \"recompute\"\nprefix_sharing = {sharing}\n{ONE_BATCH}"
+        ));
+        assert_eq!(cfg.prefix_sharing, sharing);
+        let mut t = Trainer::new(Arc::new(model()), cfg, reward_for(target), None).unwrap();
+        let m = t.train_on(&groups).unwrap();
+        (m, t.lm().batch_logits(&[LONG_PROMPT.to_vec()]).unwrap())
+    };
+    let ((shared, ls), (alone, la)) = (run(true), run(false));
+    println!(
+        "loss {} / {}, grad norm {} / {}, ratio {} / {}",
+        shared.loss, alone.loss, shared.grad_norm, alone.grad_norm, shared.ratio, alone.ratio
+    );
+    assert!(shared.rows > 0 && shared.rows == alone.rows);
+    assert!(shared.updates > 0);
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(b.abs()).max(f64::MIN_POSITIVE);
+    assert!(
+        rel(shared.loss, alone.loss) < 1e-4,
+        "loss {} vs {}",
+        shared.loss,
+        alone.loss
+    );
+    assert!(
+        rel(shared.grad_norm, alone.grad_norm) < 1e-4,
+        "grad norm {} vs {}",
+        shared.grad_norm,
+        alone.grad_norm
+    );
+    assert!((shared.ratio - 1.0).abs() < 1e-5 && (alone.ratio - 1.0).abs() < 1e-5);
+    let l0 = model().batch_logits(&[LONG_PROMPT.to_vec()]).unwrap();
+    let max_diff = |a: &[Vec<Vec<f32>>], b: &[Vec<Vec<f32>>]| {
+        a.iter()
+            .flatten()
+            .flatten()
+            .zip(b.iter().flatten().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let moved = max_diff(&ls, &l0);
+    assert!(moved > 0.0, "the update moved the policy");
+    let apart = max_diff(&ls, &la);
+    println!("logits {apart} apart after a move of {moved}");
+    assert!(
+        apart <= 1e-3 * moved,
+        "sharing vs alone: logits {apart} apart after a move of {moved}"
+    );
 }
