@@ -451,29 +451,23 @@ impl Trainer {
         let min_shared = model.decoder.prefix_min_tokens;
         let budget = self.cfg.micro_batch_tokens.max(1);
         let mut chunks = Vec::new();
+        // The open chunk [start, i): its longest row and its packed tokens.
         let (mut start, mut longest, mut tokens) = (0usize, 0usize, 0usize);
         for (i, r) in rows.iter().enumerate() {
             let len = r.prompt_ids.len() + r.action_ids.len() - 1;
-            let cost = if packed {
-                let shared = match (i > start, min_shared) {
-                    (true, m) if m > 0 => {
-                        let l = common_prefix(rows[i - 1], r).min(len - 1);
-                        if l >= m { l } else { 0 }
-                    }
-                    _ => 0,
-                };
-                tokens + len - shared
+            let shared = if packed && min_shared > 0 && i > start {
+                let l = common_prefix(rows[i - 1], r).min(len - 1);
+                if l >= min_shared { l } else { 0 }
             } else {
-                longest.max(len) * (i + 1 - start)
+                0
             };
+            let (l, t) = (longest.max(len), tokens + len - shared);
+            let cost = if packed { t } else { l * (i + 1 - start) };
             if i > start && cost > budget {
                 chunks.push(start..i);
-                start = i;
-                longest = len;
-                tokens = len;
+                (start, longest, tokens) = (i, len, len);
             } else {
-                longest = longest.max(len);
-                tokens = if packed { cost } else { tokens + len };
+                (longest, tokens) = (l, t);
             }
         }
         if start < rows.len() {
@@ -755,20 +749,11 @@ fn row_key(r: &Row) -> (&[u32], &[u32]) {
 
 /// Tokens two rows' inputs (prompt ++ action without its last token) begin with alike.
 fn common_prefix(a: &Row, b: &Row) -> usize {
-    let input = |r: &Row| {
+    fn input(r: &Row) -> impl Iterator<Item = &u32> {
         let n = r.prompt_ids.len() + r.action_ids.len() - 1;
-        r.prompt_ids
-            .iter()
-            .chain(&r.action_ids)
-            .take(n)
-            .copied()
-            .collect::<Vec<u32>>()
-    };
-    input(a)
-        .iter()
-        .zip(&input(b))
-        .take_while(|(x, y)| x == y)
-        .count()
+        r.prompt_ids.iter().chain(&r.action_ids).take(n)
+    }
+    input(a).zip(input(b)).take_while(|(x, y)| x == y).count()
 }
 
 fn shuffled(n: usize, seed: u64) -> Vec<usize> {

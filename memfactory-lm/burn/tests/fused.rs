@@ -157,24 +157,32 @@ fn compare(lora: Option<&LoraConfig>, temperature: f32) {
         let (lp_f, g_f) = run(&fused, &b, temperature);
         fused.set_fused(false).unwrap();
         let (lp_c, g_c) = run(&fused, &b, temperature);
-        let worst = lp_f
-            .iter()
-            .zip(&lp_c)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst < 2e-5, "{name}: log-prob differs by {worst}");
+        assert_logprobs_close(&format!("{name}: fused vs composed"), &lp_f, &lp_c);
         assert!(lp_c.iter().any(|&v| v < -1.0), "{name}: log-probs are real");
-        let names_f: Vec<&String> = g_f.iter().map(|(n, _)| n).collect();
-        let names_c: Vec<&String> = g_c.iter().map(|(n, _)| n).collect();
-        assert_eq!(names_f, names_c, "{name}: same parameters get gradients");
-        assert!(!g_c.is_empty());
-        for ((pn, gf), (_, gc)) in g_f.iter().zip(&g_c) {
-            assert!(
-                gc.iter().any(|&v| v != 0.0),
-                "{name}: {pn} has an all-zero gradient"
-            );
-            let e = rel_err(gf, gc);
-            assert!(e < 1e-3, "{name}: gradient of {pn} differs (relative {e})");
-        }
+        assert_grads_close(&format!("{name}: fused vs composed"), &g_f, &g_c, 1e-3);
+    }
+}
+
+/// Log-probs of two runs differ by less than 2e-5.
+fn assert_logprobs_close(what: &str, a: &[f32], b: &[f32]) {
+    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(worst < 2e-5, "{what}: log-prob differs by {worst}");
+}
+
+/// The same parameters get gradients in both runs, none all zero, each within `bound`
+/// ([`rel_err`]).
+fn assert_grads_close(what: &str, a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], bound: f32) {
+    let names_a: Vec<&String> = a.iter().map(|(n, _)| n).collect();
+    let names_b: Vec<&String> = b.iter().map(|(n, _)| n).collect();
+    assert_eq!(names_a, names_b, "{what}: same parameters get gradients");
+    assert!(!b.is_empty());
+    for ((pn, ga), (_, gb)) in a.iter().zip(b) {
+        assert!(
+            gb.iter().any(|&v| v != 0.0),
+            "{what}: {pn} has an all-zero gradient"
+        );
+        let e = rel_err(ga, gb);
+        assert!(e < bound, "{what}: gradient of {pn} differs (relative {e})");
     }
 }
 
@@ -246,24 +254,9 @@ fn compare_sharing(lora: Option<&LoraConfig>, temperature: f32) {
         let (lp_u, g_u) = run(&tm, &b, temperature);
         tm.set_fused(false).unwrap();
         let (lp_c, _) = run(&tm, &b, temperature);
-        for (what, other) in [("alone", &lp_u), ("composed", &lp_c)] {
-            let worst = lp_s
-                .iter()
-                .zip(other)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                worst < 2e-5,
-                "{name}: shared vs {what}: log-prob differs by {worst}"
-            );
-        }
-        let names_s: Vec<&String> = g_s.iter().map(|(n, _)| n).collect();
-        let names_u: Vec<&String> = g_u.iter().map(|(n, _)| n).collect();
-        assert_eq!(names_s, names_u, "{name}: same parameters get gradients");
-        for ((pn, gs), (_, gu)) in g_s.iter().zip(&g_u) {
-            assert!(gu.iter().any(|&v| v != 0.0), "{name}: {pn} all zero");
-            let e = rel_err(gs, gu);
-            assert!(e < 1e-4, "{name}: gradient of {pn} differs (relative {e})");
-        }
+        assert_logprobs_close(&format!("{name}: shared vs alone"), &lp_s, &lp_u);
+        assert_logprobs_close(&format!("{name}: shared vs composed"), &lp_s, &lp_c);
+        assert_grads_close(&format!("{name}: shared vs alone"), &g_s, &g_u, 1e-4);
     }
 }
 

@@ -10,27 +10,6 @@ use memfactory_core::{ChatMessage, GenRequest, LanguageModel, Prompt, SamplingPa
 use memfactory_lm_burn::BurnLm;
 use serde_json::Value;
 
-fn golden(name: &str) -> Option<Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    match std::fs::read_to_string(&p) {
-        Ok(s) => Some(serde_json::from_str(&s).expect("golden JSON")),
-        Err(_) => {
-            println!("skipping: golden file {} not found", p.display());
-            None
-        }
-    }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn f(v: &Value) -> f32 {
     v.as_f64().unwrap() as f32
 }
@@ -81,7 +60,7 @@ fn check_chat_rendering(lm: &BurnLm, g: &Value) {
         );
         assert_eq!(
             lm.encode(&text).unwrap(),
-            ids(&case["ids"]),
+            common::ids(&case["ids"]),
             "ids of {text:?}"
         );
     }
@@ -93,7 +72,7 @@ fn check_tokenization(lm: &BurnLm, g: &Value) {
         let text = case["text"].as_str().unwrap();
         assert_eq!(
             lm.encode(text).unwrap(),
-            ids(&case["ids"]),
+            common::ids(&case["ids"]),
             "tokenization of {text:?}"
         );
     }
@@ -101,7 +80,7 @@ fn check_tokenization(lm: &BurnLm, g: &Value) {
 
 #[test]
 fn smollm2_matches_transformers() {
-    let Some(g) = golden("smollm2_q4_1.json") else {
+    let Some(g) = common::golden("smollm2_q4_1.json") else {
         return;
     };
     let Some(lm) = common::model() else {
@@ -109,11 +88,11 @@ fn smollm2_matches_transformers() {
         return;
     };
     check_tokenization(lm, &g);
-    let probe = ids(&g["probe_ids"]);
+    let probe = common::ids(&g["probe_ids"]);
     let mut worst = 0f32;
     for p in g["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
-        let want_ids = ids(&p["ids"]);
+        let want_ids = common::ids(&p["ids"]);
         let got_ids = if p["kind"] == "chat" {
             let msgs: Vec<ChatMessage> = p["messages"]
                 .as_array()
@@ -147,7 +126,7 @@ fn smollm2_matches_transformers() {
             );
             let mut d = (row[argmax(row)] - f(&want["max_logit"])).abs();
             d = d.max((lse(row) - f(&want["logsumexp"])).abs());
-            for (id, l) in ids(&want["top_ids"])
+            for (id, l) in common::ids(&want["top_ids"])
                 .iter()
                 .zip(want["top_logits"].as_array().unwrap())
             {
@@ -173,7 +152,7 @@ fn smollm2_matches_transformers() {
         );
         assert!(d_max <= 1e-3, "{name}: max |Δlogit| {d_max}");
         worst = worst.max(d_max);
-        let want_new = ids(&p["greedy"]["new_ids"]);
+        let want_new = common::ids(&p["greedy"]["new_ids"]);
         assert_eq!(
             greedy_ids(lm, &want_ids, want_new.len()),
             want_new,
@@ -184,7 +163,9 @@ fn smollm2_matches_transformers() {
 }
 
 fn tiny(name: &str, dir: &str) {
-    let Some(g) = golden(name) else { return };
+    let Some(g) = common::golden(name) else {
+        return;
+    };
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(dir);
@@ -193,7 +174,7 @@ fn tiny(name: &str, dir: &str) {
     let mut worst = 0f32;
     for s in g["sequences"].as_array().unwrap() {
         let name = s["name"].as_str().unwrap();
-        let want_ids = ids(&s["ids"]);
+        let want_ids = common::ids(&s["ids"]);
         if let Some(r) = s["rendered"].as_str() {
             // Chat sequences: the rendered text must encode to the same ids.
             assert_eq!(
@@ -218,7 +199,7 @@ fn tiny(name: &str, dir: &str) {
             }
             worst = worst.max((lse(&logits[pos]) - f(&s["logsumexp"][pos])).abs());
         }
-        let want_new = ids(&s["greedy"]["new_ids"]);
+        let want_new = common::ids(&s["greedy"]["new_ids"]);
         assert_eq!(
             greedy_ids(&lm, &want_ids, want_new.len()),
             want_new,
@@ -230,7 +211,7 @@ fn tiny(name: &str, dir: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| ids(&r["ids"]))
+        .map(|r| common::ids(&r["ids"]))
         .collect();
     let got = lm.batch_logits(&rows).unwrap();
     for (r, row) in g["batch"]["rows"].as_array().unwrap().iter().enumerate() {

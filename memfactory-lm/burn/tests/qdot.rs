@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use memfactory_core::{GenRequest, LanguageModel, Prompt, SamplingParams};
@@ -19,32 +18,13 @@ const NEAR_TIE: f64 = 0.3;
 
 const CHILD: &str = "MEMFACTORY_QDOT_TEST_CHILD";
 
-fn golden() -> Option<Value> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/smollm2_q4_1.json");
-    match std::fs::read_to_string(&p) {
-        Ok(s) => Some(serde_json::from_str(&s).expect("golden JSON")),
-        Err(_) => {
-            println!("skipping: golden file {} not found", p.display());
-            None
-        }
-    }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// Child: greedy continuations of every parity prompt, one at a time and as one batch.
 #[test]
 fn child_greedy_on_parity_prompts() {
     if std::env::var_os(CHILD).is_none() {
         return; // only meaningful as the child of `int8_decode_keeps_the_parity_greedy_tokens`
     }
-    let (Some(g), Some(lm)) = (golden(), common::model()) else {
+    let (Some(g), Some(lm)) = (common::golden("smollm2_q4_1.json"), common::model()) else {
         return;
     };
     let reqs: Vec<GenRequest> = g["prompts"]
@@ -52,8 +32,8 @@ fn child_greedy_on_parity_prompts() {
         .unwrap()
         .iter()
         .map(|p| GenRequest {
-            prompt: Prompt::Tokens(ids(&p["ids"])),
-            params: SamplingParams::greedy(ids(&p["greedy"]["new_ids"]).len()),
+            prompt: Prompt::Tokens(common::ids(&p["ids"])),
+            params: SamplingParams::greedy(common::ids(&p["greedy"]["new_ids"]).len()),
         })
         .collect();
     let single: Vec<_> = reqs
@@ -96,7 +76,7 @@ fn run_child(mode: &str) -> Option<Vec<(Vec<u32>, Vec<f32>)>> {
                     .unwrap()
                     .iter()
                     .map(|x| x.as_f64().unwrap() as f32);
-                (ids(&o["ids"]), lp.collect())
+                (common::ids(&o["ids"]), lp.collect())
             })
             .collect(),
     )
@@ -104,7 +84,7 @@ fn run_child(mode: &str) -> Option<Vec<(Vec<u32>, Vec<f32>)>> {
 
 #[test]
 fn int8_decode_keeps_the_parity_greedy_tokens() {
-    let Some(g) = golden() else {
+    let Some(g) = common::golden("smollm2_q4_1.json") else {
         return;
     };
     if !common::model_path().exists() {
@@ -126,7 +106,7 @@ fn int8_decode_keeps_the_parity_greedy_tokens() {
         let p = &prompts[i % n];
         let name = p["name"].as_str().unwrap();
         let batch = if i < n { "b1" } else { "batched" };
-        let want = ids(&p["greedy"]["new_ids"]);
+        let want = common::ids(&p["greedy"]["new_ids"]);
         assert_eq!(fi, &want, "{name} {batch}: f32 activations vs transformers");
         // int8 activations move logits by a few hundredths: greedy tokens must equal
         // transformers' until a step where transformers' own top-1/top-2 margin is a near-tie
@@ -145,7 +125,7 @@ fn int8_decode_keeps_the_parity_greedy_tokens() {
                 "{name} {batch}: int8 diverges at {k} with margin {margin}"
             );
             assert!(
-                ids(&step["top_ids"]).contains(&qi[k]),
+                common::ids(&step["top_ids"]).contains(&qi[k]),
                 "{name} {batch}: int8 token not in top 5"
             );
             diverged += 1;

@@ -1,10 +1,12 @@
-//! Shared helpers: locating and loading the SmolLM2 GGUF once per test binary.
+//! Shared helpers: locating and loading the SmolLM2 GGUF once per test binary, and reading
+//! the golden files of `tests/golden/`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use memfactory_lm_burn::BurnLm;
+use serde_json::Value;
 
 /// Path of the SmolLM2 GGUF: `$MEMFACTORY_SMOLLM2_GGUF` or the workspace default.
 pub fn model_path() -> PathBuf {
@@ -37,4 +39,27 @@ pub fn model() -> Option<&'static BurnLm> {
         Some(lm)
     })
     .as_ref()
+}
+
+/// `tests/golden/NAME` parsed, or `None` (with a printed reason) when it is absent.
+pub fn golden(name: &str) -> Option<Value> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Some(serde_json::from_str(&s).expect("golden JSON")),
+        Err(_) => {
+            println!("skipping: golden file {} not found", p.display());
+            None
+        }
+    }
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
