@@ -408,20 +408,7 @@ mod tests {
     use crate::kernels::Acts;
     use crate::quant::{GgmlType, dequantize};
 
-    /// A small deterministic generator (splitmix64).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn unit(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        }
-    }
+    use memfactory_core::seed::SplitMix64 as Rng;
 
     /// `rows × cols` weights of type `ty` as GGUF blocks: random quants, with every fourth
     /// block at the extremes (all 15 nibbles / all −128 bytes) to catch saturation.
@@ -429,10 +416,11 @@ mod tests {
         let mut v = Vec::new();
         for b in 0..rows * cols / 32 {
             let mut blk = vec![0u8; ty.block_bytes()];
-            let d = 0.01 + 0.05 * (rng.unit().abs());
+            let d = 0.01 + 0.05 * (rng.signed_unit().abs());
             blk[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
             let at = if ty == GgmlType::Q4_1 {
-                blk[2..4].copy_from_slice(&half::f16::from_f32(-0.3 * rng.unit()).to_le_bytes());
+                blk[2..4]
+                    .copy_from_slice(&half::f16::from_f32(-0.3 * rng.signed_unit()).to_le_bytes());
                 4
             } else {
                 2
@@ -441,7 +429,7 @@ mod tests {
                 *q = match (b % 4, ty) {
                     (0, GgmlType::Q8_0) => 0x80,
                     (0, _) => 0xFF,
-                    _ => rng.next() as u8,
+                    _ => rng.next_u64() as u8,
                 };
             }
             v.extend(blk);
@@ -452,7 +440,9 @@ mod tests {
     /// `m × k` activations with heavy-tailed rows; some blocks all zero, some with a ±max
     /// pair so quants hit ±127.
     fn acts(m: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
-        let mut x: Vec<f32> = (0..m * k).map(|_| rng.unit() * rng.unit() * 3.0).collect();
+        let mut x: Vec<f32> = (0..m * k)
+            .map(|_| rng.signed_unit() * rng.signed_unit() * 3.0)
+            .collect();
         for (bi, b) in x.chunks_exact_mut(32).enumerate() {
             match bi % 5 {
                 0 => b.fill(0.0),
@@ -599,7 +589,7 @@ mod tests {
         let ty = GgmlType::Q4_1;
         let data = blocks(ty, rows, cols, &mut rng);
         let hm = HostMat::new(ty, rows, cols, data).unwrap();
-        let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.signed_unit()).collect();
         let f = hm.matmul_t_acts(&x, 1, Acts::F32 { simd: false });
         let q = hm.matmul_t_acts(&x, 1, Acts::Int8(QdotPath::detect()));
         let scale = f.iter().map(|v| v.abs()).fold(0f32, f32::max);

@@ -397,16 +397,11 @@ fn assert_search(s: &dyn MemoryStore, q: &SearchQuery, expected: &[(&str, f32)],
 }
 
 /// A deterministic stream of numbers in [-1, 1) (SplitMix64).
-struct Numbers(u64);
+struct Numbers(memfactory_core::seed::SplitMix64);
 
 impl Numbers {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        self.0.signed_unit()
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.next()).collect()
@@ -961,7 +956,7 @@ fn lexical_search(open: Open<'_>) {
 }
 
 fn dense_fixture(seed: u64, n: usize, dim: usize) -> Vec<MemoryItem> {
-    let mut r = Numbers(seed);
+    let mut r = Numbers(memfactory_core::seed::SplitMix64(seed));
     let mut items: Vec<MemoryItem> = (0..n)
         .map(|i| {
             with_emb(
@@ -994,7 +989,7 @@ fn dense_search_exact_top_k(open: Open<'_>) {
     );
     assert_state(s.as_ref(), &items, &[], "dense fixture");
 
-    let mut r = Numbers(0xface);
+    let mut r = Numbers(memfactory_core::seed::SplitMix64(0xface));
     let mut queries: Vec<Vec<f32>> = (0..5).map(|_| r.vec(6)).collect();
     queries.push(items[3].embedding.clone().unwrap_or_default());
     queries.push(

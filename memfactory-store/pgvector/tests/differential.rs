@@ -11,16 +11,12 @@ use memfactory_core::{MemoryEdit, MemoryItem, MemoryStore, SearchQuery, StoreFac
 use memfactory_store_memory::InMemoryStore;
 use memfactory_store_pgvector::PgvectorFactory;
 
-/// SplitMix64.
-struct Rng(u64);
+/// Draws on SplitMix64.
+struct Rng(memfactory_core::seed::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
@@ -139,7 +135,7 @@ fn random_edits_match_the_in_memory_store_exactly() {
     let t = support::Scratch::new(&url, "differential");
     let f = PgvectorFactory::new(&url, &t.table, true).unwrap();
     for seed in 0..4u64 {
-        let mut r = Rng(seed);
+        let mut r = Rng(memfactory_core::seed::SplitMix64(seed));
         let mut pg = f.open(&format!("differential/{seed}")).unwrap();
         let mut mem = InMemoryStore::new();
         for step in 0..120 {

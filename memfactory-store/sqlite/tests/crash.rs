@@ -35,16 +35,12 @@ const ROUNDS: usize = 5;
 /// The writer stops by itself after this many batches (the parent kills it long before).
 const MAX_BATCHES: u64 = 1_000_000;
 
-/// SplitMix64.
-struct Mix(u64);
+/// Draws on SplitMix64.
+struct Mix(memfactory_core::seed::SplitMix64);
 
 impl Mix {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
@@ -53,7 +49,7 @@ impl Mix {
 
 /// Batch `i` of the stream: a pure function of `i`.
 fn batch(i: u64) -> Vec<MemoryEdit> {
-    let mut r = Mix(i ^ 0xC0FF_EE00_D15C_0DE5);
+    let mut r = Mix(memfactory_core::seed::SplitMix64(i ^ 0xC0FF_EE00_D15C_0DE5));
     let n = 1 + r.below(6);
     (0..n)
         .map(|j| {
