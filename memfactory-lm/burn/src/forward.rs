@@ -102,10 +102,35 @@ pub(crate) fn attention_fused(
     )
 }
 
+/// A tensor's values in row-major order, as f32 (the inference tensors are f32).
+pub(crate) fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data converts to f32")
+}
+
+/// Where a [`KvCache`] keeps its keys and values.
+pub(crate) enum KvStore {
+    /// Device tensors `[batch, kv_heads, capacity, head_dim]` per layer (GPU backends).
+    Tensors {
+        k: Vec<Tensor<4>>,
+        v: Vec<Tensor<4>>,
+    },
+    /// Host memory with the same layout per layer (`flex`): the host decode step
+    /// ([`crate::decode`]) attends over it in place, without tensor ops.
+    Host { k: Vec<Vec<f32>>, v: Vec<Vec<f32>> },
+}
+
 /// Per-layer key/value cache, preallocated to `capacity` positions.
 pub(crate) struct KvCache {
-    pub k: Vec<Tensor<4>>,
-    pub v: Vec<Tensor<4>>,
+    pub store: KvStore,
+    /// Rows (sequences).
+    pub batch: usize,
+    /// Positions each row can hold.
+    pub cap: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
     /// Positions filled so far.
     pub len: usize,
 }
@@ -119,10 +144,10 @@ impl KvCache {
             .try_fold(batch, usize::checked_mul)
     }
 
-    /// A zeroed cache for `batch` rows of `capacity` positions. The size comes from the
-    /// requests, so it is reserved fallibly: on the CPU device the whole size is first
-    /// reserved from the allocator (and released) — a size the system cannot provide is an
-    /// error here instead of an abort inside burn's allocation.
+    /// A zeroed cache for `batch` rows of `capacity` positions: host memory on `flex`,
+    /// tensors elsewhere. The size comes from the requests, so it is reserved fallibly: a
+    /// size the system cannot provide is an error here instead of an abort inside an
+    /// allocation.
     pub fn new(
         cfg: &ModelConfig,
         batch: usize,
@@ -140,22 +165,43 @@ impl KvCache {
         };
         let bytes = Self::bytes(cfg, batch, capacity)
             .ok_or_else(|| too_big("its size overflows".into()))?;
-        if *device == Device::flex() {
-            let mut probe: Vec<u8> = Vec::new();
-            probe
-                .try_reserve_exact(bytes)
-                .map_err(|e| too_big(format!("{bytes} bytes: {e}")))?;
-        }
-        let shape = [batch, cfg.kv_heads, capacity, cfg.head_dim];
+        let store = if *device == Device::flex() {
+            let per = bytes / 4 / (2 * cfg.layers).max(1);
+            let zeroed = || -> Result<Vec<f32>> {
+                let mut v: Vec<f32> = Vec::new();
+                v.try_reserve_exact(per)
+                    .map_err(|e| too_big(format!("{bytes} bytes: {e}")))?;
+                v.resize(per, 0.0);
+                Ok(v)
+            };
+            KvStore::Host {
+                k: (0..cfg.layers).map(|_| zeroed()).collect::<Result<_>>()?,
+                v: (0..cfg.layers).map(|_| zeroed()).collect::<Result<_>>()?,
+            }
+        } else {
+            let shape = [batch, cfg.kv_heads, capacity, cfg.head_dim];
+            KvStore::Tensors {
+                k: (0..cfg.layers)
+                    .map(|_| Tensor::zeros(shape, device))
+                    .collect(),
+                v: (0..cfg.layers)
+                    .map(|_| Tensor::zeros(shape, device))
+                    .collect(),
+            }
+        };
         Ok(KvCache {
-            k: (0..cfg.layers)
-                .map(|_| Tensor::zeros(shape, device))
-                .collect(),
-            v: (0..cfg.layers)
-                .map(|_| Tensor::zeros(shape, device))
-                .collect(),
+            store,
+            batch,
+            cap: capacity,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
             len: 0,
         })
+    }
+
+    /// Offset of position `pos` of K/V head `g` of row `row` in a host layer.
+    pub fn at(&self, row: usize, g: usize, pos: usize) -> usize {
+        ((row * self.kv_heads + g) * self.cap + pos) * self.head_dim
     }
 
     /// Copies positions `src_at .. src_at + len` of row `src_row` of `src` (every layer's keys
@@ -170,32 +216,103 @@ impl KvCache {
         (dst_row, dst_at): (usize, usize),
         len: usize,
     ) {
-        for (dst, src) in self
-            .k
-            .iter_mut()
-            .zip(&src.k)
-            .chain(self.v.iter_mut().zip(&src.v))
-        {
-            let [_, kv, _, hd] = src.dims();
-            let part =
-                src.clone()
-                    .slice([src_row..src_row + 1, 0..kv, src_at..src_at + len, 0..hd]);
-            let old = std::mem::replace(dst, part.clone());
-            *dst = old.slice_assign(
-                [dst_row..dst_row + 1, 0..kv, dst_at..dst_at + len, 0..hd],
-                part,
-            );
+        let n = len * self.head_dim;
+        let (kvh, hd) = (self.kv_heads, self.head_dim);
+        let offsets: Vec<(usize, usize)> = (0..kvh)
+            .map(|g| (src.at(src_row, g, src_at), self.at(dst_row, g, dst_at)))
+            .collect();
+        match (&mut self.store, &src.store) {
+            (KvStore::Host { k, v }, KvStore::Host { k: sk, v: sv }) => {
+                for (dst, src) in k.iter_mut().zip(sk).chain(v.iter_mut().zip(sv)) {
+                    for &(so, d) in &offsets {
+                        dst[d..d + n].copy_from_slice(&src[so..so + n]);
+                    }
+                }
+            }
+            (KvStore::Tensors { k, v }, KvStore::Tensors { k: sk, v: sv }) => {
+                for (dst, src) in k.iter_mut().zip(sk).chain(v.iter_mut().zip(sv)) {
+                    let part = src.clone().slice([
+                        src_row..src_row + 1,
+                        0..kvh,
+                        src_at..src_at + len,
+                        0..hd,
+                    ]);
+                    let old = std::mem::replace(dst, part.clone());
+                    *dst = old.slice_assign(
+                        [dst_row..dst_row + 1, 0..kvh, dst_at..dst_at + len, 0..hd],
+                        part,
+                    );
+                }
+            }
+            // Both caches of one generation are made on the same device.
+            _ => unreachable!("KV caches of one generation share a device"),
         }
     }
 
     /// Keeps only batch rows `rows`.
     pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let n = idx.len();
-        let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(idx, [n]), device);
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let old = std::mem::replace(t, Tensor::zeros([1, 1, 1, 1], device));
-            *t = old.select(0, idx.clone());
+        let per_row = self.kv_heads * self.cap * self.head_dim;
+        match &mut self.store {
+            KvStore::Host { k, v } => {
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    let mut kept = Vec::with_capacity(rows.len() * per_row);
+                    for &r in rows {
+                        kept.extend_from_slice(&t[r * per_row..(r + 1) * per_row]);
+                    }
+                    *t = kept;
+                }
+            }
+            KvStore::Tensors { k, v } => {
+                let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+                let n = idx.len();
+                let idx: Tensor<1, Int> = Tensor::from_data(TensorData::new(idx, [n]), device);
+                for t in k.iter_mut().chain(v.iter_mut()) {
+                    let old = std::mem::replace(t, Tensor::zeros([1, 1, 1, 1], device));
+                    *t = old.select(0, idx.clone());
+                }
+            }
+        }
+        self.batch = rows.len();
+    }
+
+    /// Stores layer `l`'s keys and values `[b, kv_heads, s, head_dim]` at positions
+    /// `start .. start + s` and returns the cache's positions `0 .. start + s` as tensors
+    /// `[b, kv_heads, start + s, head_dim]` for the attention.
+    fn store_and_read(
+        &mut self,
+        l: usize,
+        (k, v): (Tensor<4>, Tensor<4>),
+        start: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let [b, kvh, s, hd] = k.dims();
+        let end = start + s;
+        let (cap, device) = (self.cap, k.device());
+        match &mut self.store {
+            KvStore::Tensors { k: kc, v: vc } => {
+                let (kc, vc) = (&mut kc[l], &mut vc[l]);
+                let old = std::mem::replace(kc, k.clone());
+                *kc = old.slice_assign([0..b, 0..kvh, start..end, 0..hd], k);
+                let old = std::mem::replace(vc, v.clone());
+                *vc = old.slice_assign([0..b, 0..kvh, start..end, 0..hd], v);
+                (
+                    kc.clone().slice([0..b, 0..kvh, 0..end, 0..hd]),
+                    vc.clone().slice([0..b, 0..kvh, 0..end, 0..hd]),
+                )
+            }
+            KvStore::Host { k: kc, v: vc } => {
+                let read = |t: Tensor<4>, host: &mut Vec<f32>| -> Tensor<4> {
+                    let new = host_vec(t);
+                    let mut all = Vec::with_capacity(b * kvh * end * hd);
+                    for rg in 0..b * kvh {
+                        let base = rg * cap * hd;
+                        host[base + start * hd..base + end * hd]
+                            .copy_from_slice(&new[rg * s * hd..(rg + 1) * s * hd]);
+                        all.extend_from_slice(&host[base..base + end * hd]);
+                    }
+                    Tensor::from_data(TensorData::new(all, [b, kvh, end, hd]), &device)
+                };
+                (read(k, &mut kc[l]), read(v, &mut vc[l]))
+            }
         }
     }
 }
@@ -208,7 +325,7 @@ fn layer(
     rope_t: &(Tensor<4>, Tensor<4>),
     // The attention bias, and whether burn's fused attention kernel may be used.
     (bias, fused_attention): (&Tensor<4>, bool),
-    cache: (&mut Tensor<4>, &mut Tensor<4>, usize),
+    cache: (&mut KvCache, usize, usize),
 ) -> Tensor<2> {
     let (b, s) = dims;
     let (hh, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
@@ -237,14 +354,8 @@ fn layer(
     }
     let q = rope(q, &rope_t.0, &rope_t.1);
     let k = rope(k, &rope_t.0, &rope_t.1);
-    let (kc, vc, start) = cache;
-    let end = start + s;
-    let old = std::mem::replace(kc, k.clone());
-    *kc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], k);
-    let old = std::mem::replace(vc, v.clone());
-    *vc = old.slice_assign([0..b, 0..kv, start..end, 0..hd], v);
-    let kk = kc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
-    let vv = vc.clone().slice([0..b, 0..kv, 0..end, 0..hd]);
+    let (cache, l, start) = cache;
+    let (kk, vv) = cache.store_and_read(l, (k, v), start);
     let o = if fused_attention {
         attention_fused(q, kk, vv, bias)
     } else {
@@ -275,6 +386,9 @@ pub(crate) fn forward_chunk(
 ) -> Tensor<2> {
     let b = tokens.len();
     let s = tokens[0].len();
+    if crate::decode::serves(cache, b * s) {
+        return crate::decode::forward_host(cfg, w, tokens, pads, cache, all, device);
+    }
     let start = cache.len;
     let end = start + s;
     let ids: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
@@ -309,7 +423,7 @@ pub(crate) fn forward_chunk(
             (b, s),
             &rope_t,
             (&bias, fused_attention),
-            (&mut cache.k[l], &mut cache.v[l], start),
+            (&mut *cache, l, start),
         );
     }
     cache.len = end;

@@ -199,6 +199,17 @@ impl HostMat {
         let n = self.rows;
         let mut out_t = vec![0f32; n * m]; // [out, m]
         match acts {
+            #[cfg(target_arch = "x86_64")]
+            Acts::F32 { simd: true } if m == 1 && avx512_available() => {
+                // The block sums of `x` once for the whole product.
+                let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+                out_t
+                    .par_chunks_mut(ROWS_PER_TASK)
+                    .enumerate()
+                    .for_each(|(task, chunk)| {
+                        avx512::rows1(self, task * ROWS_PER_TASK, chunk, x, &xsum)
+                    })
+            }
             Acts::F32 { simd } => out_t
                 .par_chunks_mut(ROWS_PER_TASK * m)
                 .enumerate()
@@ -240,10 +251,30 @@ pub(crate) fn simd_available() -> bool {
     }
 }
 
+/// Whether the AVX-512 build of the one-row kernel can run on this CPU.
+pub(crate) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && simd_available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn rows_dispatch(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        avx2::rows(h, r0, out, x, m);
+        if m == 1 && avx512_available() {
+            let xsum: Vec<f32> = x[..h.cols]
+                .chunks_exact(32)
+                .map(|c| c.iter().sum())
+                .collect();
+            avx512::rows1(h, r0, out, x, &xsum);
+        } else {
+            avx2::rows(h, r0, out, x, m);
+        }
         return;
     }
     let _ = simd;
@@ -485,6 +516,113 @@ mod avx2 {
     }
 }
 
+/// The one-row (decode) kernel with AVX-512: a block's 16 or 32 quants widened to 16 lanes
+/// at a time (`vpmovzxbd` / `vpmovsxbd` on 512-bit registers), so each block costs two
+/// conversions and two multiply-adds instead of four of each; two accumulators in registers;
+/// the blocks' additive terms (`m − o·d`, times the block sums of `x`) in one vector pass per
+/// row afterwards. Same sums as the AVX2 kernel up to summation order.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::HostMat;
+
+    /// Safe entry point: checks the CPU and the shapes, then runs the `target_feature` kernel.
+    /// Rows `r0 .. r0 + out.len()` of `h · x`, given `xsum`, the sums of `x`'s 32-blocks.
+    pub(super) fn rows1(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], xsum: &[f32]) {
+        assert!(
+            super::avx512_available(),
+            "AVX-512 kernel on a CPU without it"
+        );
+        let k = h.cols;
+        let nb = k / 32;
+        assert!(k.is_multiple_of(32) && x.len() >= k && xsum.len() >= nb);
+        assert!(r0 + out.len() <= h.rows && h.qs.len() >= h.rows * nb * h.qbytes());
+        assert!(h.scale.len() >= h.rows * nb && h.min.len() >= h.rows * nb);
+        // SAFETY: AVX-512F, AVX2 and FMA are present (checked above); every pointer the
+        // kernel reads lies inside the slices whose lengths were checked above (rows
+        // `r0 .. r0 + out.len()` of `h`, `k` values of `x`, `nb` block sums).
+        unsafe { rows1_avx512(h, r0, out, x, xsum) }
+    }
+
+    /// How far ahead of the current row the quant bytes are prefetched.
+    const PREFETCH_BYTES: usize = 2048;
+    /// How far ahead the scales and mins are prefetched.
+    const PREFETCH_SCALES: usize = 512;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rows1_avx512(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], xsum: &[f32]) {
+        let nb = h.cols / 32;
+        let qb = h.qbytes();
+        let xp = x.as_ptr();
+        let off = h.offset as f32;
+        let mask = _mm_set1_epi8(0x0F);
+        for (i, o) in out.iter_mut().enumerate() {
+            let r = r0 + i;
+            // SAFETY (whole block): row `r` < h.rows, so its `nb` blocks of `qb` quant bytes,
+            // `nb` scales and `nb` mins are in bounds (checked by `rows1`); `x` has `32·nb`
+            // values; the tail loads are masked to the `nb` blocks.
+            unsafe {
+                let q = h.qs.as_ptr().add(r * nb * qb);
+                let sc = h.scale.as_ptr().add(r * nb);
+                let mn = h.min.as_ptr().add(r * nb);
+                let mut acc = [_mm512_setzero_ps(), _mm512_setzero_ps()];
+                // The next rows' blocks are requested ahead (L3 latency, not bandwidth, bounds
+                // one core's stream; prefetching never faults, hence `wrapping_add`).
+                for l in (0..nb * qb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES + l).cast());
+                }
+                for l in (0..nb * 4).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(sc.cast::<i8>().wrapping_add(PREFETCH_SCALES + l));
+                    _mm_prefetch::<_MM_HINT_T0>(mn.cast::<i8>().wrapping_add(PREFETCH_SCALES + l));
+                }
+                for bi in 0..nb {
+                    let (x0, x1) = (
+                        _mm512_loadu_ps(xp.add(bi * 32)),
+                        _mm512_loadu_ps(xp.add(bi * 32 + 16)),
+                    );
+                    let (w0, w1) = if h.four_bit {
+                        let v = _mm_loadu_si128(q.add(bi * 16).cast());
+                        let lo = _mm_and_si128(v, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+                        (
+                            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+                            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+                        )
+                    } else {
+                        let b0 = _mm_loadu_si128(q.add(bi * 32).cast());
+                        let b1 = _mm_loadu_si128(q.add(bi * 32 + 16).cast());
+                        (
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b0)),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b1)),
+                        )
+                    };
+                    let p = _mm512_fmadd_ps(w1, x1, _mm512_mul_ps(w0, x0));
+                    let j = bi & 1;
+                    acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(*sc.add(bi)), p, acc[j]);
+                }
+                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+                if h.four_bit {
+                    // Σ (m − o·d)·Σx over the row's blocks, 16 blocks a step.
+                    let mut add = _mm512_setzero_ps();
+                    let ov = _mm512_set1_ps(off);
+                    for b0 in (0..nb).step_by(16) {
+                        let n = (nb - b0).min(16);
+                        let lanes: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                        let d = _mm512_maskz_loadu_ps(lanes, sc.add(b0));
+                        let m = _mm512_maskz_loadu_ps(lanes, mn.add(b0));
+                        let s = _mm512_maskz_loadu_ps(lanes, xsum.as_ptr().add(b0));
+                        add = _mm512_fmadd_ps(_mm512_fnmadd_ps(ov, d, m), s, add);
+                    }
+                    sum += _mm512_reduce_add_ps(add);
+                }
+                *o = sum;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,16 +658,34 @@ mod tests {
             &[false]
         };
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            for m in [1, 3, HOST_MAX_ROWS] {
-                let (rows, cols) = (70, 96);
+            // 96 columns: 3 blocks (a masked tail in the AVX-512 kernel's block-term pass);
+            // 576: 18 (a full pass of 16, then a tail of 2).
+            for (m, cols) in [(1, 96), (1, 576), (3, 96), (HOST_MAX_ROWS, 96)] {
+                let rows = 70;
                 let data = blocks(ty, rows, cols);
                 let w = dequantize(ty, &data, rows * cols).unwrap();
                 let hm = HostMat::new(ty, rows, cols, data).unwrap();
                 let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.4)
                     .collect();
-                for &simd in simd_variants {
-                    let y = hm.matmul_t_with(&x, m, simd);
+                // Each kernel: portable, AVX2 (any m; m = 1 runs on AVX-512 where the CPU
+                // has it, so its AVX2 loop is called directly here), AVX-512 (m = 1).
+                let mut variants: Vec<(&str, Vec<f32>)> = simd_variants
+                    .iter()
+                    .map(|&simd| {
+                        (
+                            if simd { "simd" } else { "portable" },
+                            hm.matmul_t_with(&x, m, simd),
+                        )
+                    })
+                    .collect();
+                #[cfg(target_arch = "x86_64")]
+                if simd_available() && m == 1 {
+                    let mut y = vec![0f32; rows];
+                    avx2::rows(&hm, 0, &mut y, &x, 1);
+                    variants.push(("avx2 one row", y));
+                }
+                for (simd, y) in variants {
                     for b in 0..m {
                         for r in 0..rows {
                             let want: f32 =

@@ -50,6 +50,7 @@
 //! ≈ 87 tok/s aggregate at batch 8. burn's `simd` and `rayon` features must be on for this
 //! (this crate enables them).
 
+mod decode;
 pub mod engine;
 mod forward;
 pub mod fused;

@@ -573,6 +573,22 @@ impl Split {
         }
     }
 
+    /// `x · W` for host rows `x` (`[m, in]` row-major), returning `[m, out]`: on the GGUF
+    /// blocks when this weight has them and `m` is decode-sized, else through the tensor
+    /// product.
+    pub fn mm_host(&self, x: Vec<f32>, m: usize) -> Vec<f32> {
+        if let Some(h) = &self.host
+            && m <= HOST_MAX_ROWS
+            && x.len() == m * h.cols
+        {
+            return h.matmul_t(&x, m);
+        }
+        let k = x.len() / m.max(1);
+        let device = self.parts[0].device();
+        let t = Tensor::from_data(TensorData::new(x, [m, k]), &device);
+        crate::forward::host_vec(self.mm(t))
+    }
+
     /// `x · W`.
     pub fn mm(&self, x: Tensor<2>) -> Tensor<2> {
         if let Some(h) = &self.host
@@ -632,6 +648,9 @@ pub(crate) struct Fused {
     pub norm: Tensor<1>,
     /// `[hidden, vocab]`.
     pub lm_head: Split,
+    /// The norm weights and biases as host vectors for the host decode step, read on its
+    /// first use.
+    pub host_vecs: std::sync::OnceLock<Arc<crate::decode::HostVecs>>,
 }
 
 /// `[in, Σ out]` row-major from `[out, in]` matrices.
@@ -773,6 +792,7 @@ impl Fused {
                     "lm_head.weight".to_string()
                 }],
             )),
+            host_vecs: std::sync::OnceLock::new(),
         })
     }
 }

@@ -587,6 +587,7 @@ impl Decoder {
             layers,
             norm: self.norm.val().inner(),
             lm_head,
+            host_vecs: std::sync::OnceLock::new(),
         }
     }
 }
