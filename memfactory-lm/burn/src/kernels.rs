@@ -272,6 +272,8 @@ fn rows_dispatch(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize, s
                 .map(|c| c.iter().sum())
                 .collect();
             avx512::rows1(h, r0, out, x, &xsum);
+        } else if avx512_available() {
+            avx512::rows_m(h, r0, out, x, m);
         } else {
             avx2::rows(h, r0, out, x, m);
         }
@@ -551,6 +553,110 @@ mod avx512 {
     /// How far ahead the scales and mins are prefetched.
     const PREFETCH_SCALES: usize = 512;
 
+    /// Rows `r0 .. r0 + out.len() / m` of `x · hᵀ` for `m` rows of `x` (`out` `[rows, m]`):
+    /// each weight block dequantized once into two registers and multiplied into up to 8
+    /// rows' accumulators at a time.
+    pub(super) fn rows_m(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+        assert!(
+            super::avx512_available(),
+            "AVX-512 kernel on a CPU without it"
+        );
+        let k = h.cols;
+        let nb = k / 32;
+        assert!(m > 0 && k.is_multiple_of(32) && x.len() >= m * k);
+        assert!(out.len().is_multiple_of(m) && r0 + out.len() / m <= h.rows);
+        assert!(h.qs.len() >= h.rows * nb * h.qbytes());
+        assert!(h.scale.len() >= h.rows * nb && h.min.len() >= h.rows * nb);
+        // SAFETY: AVX-512F, AVX2 and FMA are present (checked above); the kernel reads rows
+        // `r0 ..` of `h` and `m` rows of `x`, all inside the lengths checked above.
+        unsafe { rows_m_avx512(h, r0, out, x, m) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rows_m_avx512(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
+        let nb = h.cols / 32;
+        let qb = h.qbytes();
+        for (i, o) in out.chunks_exact_mut(m).enumerate() {
+            let r = r0 + i;
+            // SAFETY: row `r` is in bounds (checked by `rows_m`); prefetches never fault.
+            unsafe {
+                let q = h.qs.as_ptr().add(r * nb * qb);
+                for l in (0..nb * qb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES + l).cast());
+                }
+            }
+            let mut g0 = 0;
+            while g0 < m {
+                let g = (m - g0).min(8);
+                let o = &mut o[g0..g0 + g];
+                // SAFETY: rows `g0 .. g0 + g` of `x` exist (`g0 + g ≤ m`), row `r` of `h`
+                // is in bounds (checked by `rows_m`).
+                unsafe {
+                    match g {
+                        1 => group::<1>(h, r, x, g0, o),
+                        2 => group::<2>(h, r, x, g0, o),
+                        3 => group::<3>(h, r, x, g0, o),
+                        4 => group::<4>(h, r, x, g0, o),
+                        5 => group::<5>(h, r, x, g0, o),
+                        6 => group::<6>(h, r, x, g0, o),
+                        7 => group::<7>(h, r, x, g0, o),
+                        _ => group::<8>(h, r, x, g0, o),
+                    }
+                }
+                g0 += g;
+            }
+        }
+    }
+
+    /// Weight row `r` against rows `g0 .. g0 + G` of `x`, into `o` (`G` values).
+    #[inline(always)]
+    unsafe fn group<const G: usize>(h: &HostMat, r: usize, x: &[f32], g0: usize, o: &mut [f32]) {
+        let k = h.cols;
+        let nb = k / 32;
+        let qb = h.qbytes();
+        // SAFETY (whole body): as documented by the callers: row `r` of `h` and rows
+        // `g0 .. g0 + G` of `x` are in bounds.
+        unsafe {
+            let q = h.qs.as_ptr().add(r * nb * qb);
+            let sc = h.scale.as_ptr().add(r * nb);
+            let mn = h.min.as_ptr().add(r * nb);
+            let xp = x.as_ptr().add(g0 * k);
+            let mask = _mm_set1_epi8(0x0F);
+            let off = _mm512_set1_epi32(h.offset);
+            let mut acc = [_mm512_setzero_ps(); G];
+            for bi in 0..nb {
+                let d = _mm512_set1_ps(*sc.add(bi));
+                let (w0, w1) = if h.four_bit {
+                    let v = _mm_loadu_si128(q.add(bi * 16).cast());
+                    let lo = _mm_and_si128(v, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), mask);
+                    let mv = _mm512_set1_ps(*mn.add(bi));
+                    // (q − o)·d + m, multiply then add, as the dequantizer does.
+                    let w = |b: __m128i| {
+                        let i = _mm512_sub_epi32(_mm512_cvtepu8_epi32(b), off);
+                        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), d), mv)
+                    };
+                    (w(lo), w(hi))
+                } else {
+                    let b0 = _mm_loadu_si128(q.add(bi * 32).cast());
+                    let b1 = _mm_loadu_si128(q.add(bi * 32 + 16).cast());
+                    (
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b0)), d),
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b1)), d),
+                    )
+                };
+                for (b, a) in acc.iter_mut().enumerate() {
+                    let xb = xp.add(b * k + bi * 32);
+                    *a = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), *a);
+                    *a = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb.add(16)), *a);
+                }
+            }
+            for (ob, a) in o.iter_mut().zip(acc) {
+                *ob = _mm512_reduce_add_ps(a);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn rows1_avx512(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], xsum: &[f32]) {
         let nb = h.cols / 32;
@@ -660,7 +766,8 @@ mod tests {
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
             // 96 columns: 3 blocks (a masked tail in the AVX-512 kernel's block-term pass);
             // 576: 18 (a full pass of 16, then a tail of 2).
-            for (m, cols) in [(1, 96), (1, 576), (3, 96), (HOST_MAX_ROWS, 96)] {
+            // m = 3 and 16: one and two groups of the AVX-512 multi-row kernel (8 rows each).
+            for (m, cols) in [(1, 96), (1, 576), (3, 96), (HOST_MAX_ROWS, 96), (11, 576)] {
                 let rows = 70;
                 let data = blocks(ty, rows, cols);
                 let w = dequantize(ty, &data, rows * cols).unwrap();
@@ -668,8 +775,8 @@ mod tests {
                 let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.4)
                     .collect();
-                // Each kernel: portable, AVX2 (any m; m = 1 runs on AVX-512 where the CPU
-                // has it, so its AVX2 loop is called directly here), AVX-512 (m = 1).
+                // Each kernel: portable, and the SIMD one this CPU picks (AVX-512 where
+                // present, then AVX2 — called directly here too).
                 let mut variants: Vec<(&str, Vec<f32>)> = simd_variants
                     .iter()
                     .map(|&simd| {
@@ -680,10 +787,14 @@ mod tests {
                     })
                     .collect();
                 #[cfg(target_arch = "x86_64")]
-                if simd_available() && m == 1 {
-                    let mut y = vec![0f32; rows];
-                    avx2::rows(&hm, 0, &mut y, &x, 1);
-                    variants.push(("avx2 one row", y));
+                if simd_available() && avx512_available() {
+                    let mut y = vec![0f32; rows * m];
+                    avx2::rows(&hm, 0, &mut y, &x, m);
+                    // `[rows, m]` → `[m, rows]`, as `matmul_t` returns.
+                    let y = (0..m * rows)
+                        .map(|i| y[(i % rows) * m + i / rows])
+                        .collect();
+                    variants.push(("avx2 (called directly)", y));
                 }
                 for (simd, y) in variants {
                     for b in 0..m {
