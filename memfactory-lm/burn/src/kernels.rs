@@ -17,9 +17,11 @@
 //! tested there). The default stays the f32-activation kernels below (`Acts::F32`), whose
 //! results match the dequantized f32 product and the parity tests' 1e-3 logit tolerance.
 //!
-//! On x86-64 with AVX2 and FMA (detected at run time) the kernels use those instructions
-//! (`avx2`); elsewhere a portable loop runs (correct, but auto-vectorization gathers the
-//! bytes one by one: ~7× slower, not faster than the f32 gemm).
+//! On x86-64 with AVX-512F (detected at run time) the kernels widen a block's quants 16
+//! lanes at a time and prefetch the next rows' blocks (`avx512`: the weights of a small model
+//! sit in L3, where one core's stream is bound by latency); with AVX2 and FMA they use those
+//! instructions (`avx2`); elsewhere a portable loop runs (correct, but auto-vectorization
+//! gathers the bytes one by one: ~7× slower, not faster than the f32 gemm).
 
 use rayon::prelude::*;
 
