@@ -168,8 +168,9 @@ fn sum16(a: [f32; 16]) -> f32 {
     (q[0] + q[2]) + (q[1] + q[3])
 }
 
-/// [`attend_generic`] compiled for the CPU's vector units (AVX-512 or AVX2 where present,
-/// chosen at run time), else portable.
+/// [`attend_generic`] on the CPU's vector units, chosen at run time: the AVX-512 kernel for
+/// head dims 64 and 128 ([`attend512`]), else the loop compiled for AVX2 + FMA where present
+/// (any AVX-512 CPU has them), else portable.
 #[allow(unsafe_code)]
 fn attend(
     q: &[f32],
@@ -181,17 +182,6 @@ fn attend(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512(
-            q: &[f32],
-            kv: (&[f32], &[f32]),
-            range: (usize, usize),
-            scale: f32,
-            scores: &mut Vec<f32>,
-            out: &mut [f32],
-        ) {
-            attend_generic(q, kv, range, scale, scores, out)
-        }
         #[target_feature(enable = "avx2,fma")]
         fn avx2(
             q: &[f32],
@@ -207,13 +197,12 @@ fn attend(
             match q.len() {
                 64 => return attend512::run::<4>(q, kv, range, scale, scores, out),
                 128 => return attend512::run::<8>(q, kv, range, scale, scores, out),
-                // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked at run time), all the
-                // function requires; it is safe code otherwise.
-                _ => return unsafe { avx512(q, kv, range, scale, scores, out) },
+                _ => {}
             }
         }
         if crate::kernels::simd_available() {
-            // SAFETY: as above, for AVX2 and FMA.
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time), all the function
+            // requires; it is safe code otherwise.
             return unsafe { avx2(q, kv, range, scale, scores, out) };
         }
     }
