@@ -25,6 +25,17 @@ pub(crate) fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Appends RoPE's `cos` and `sin` at position `p` for each pair `i` (angle `p · inv[i]` in
+/// f32): the one table the tensor forward, the fused training attention and the host decode
+/// step all rotate by.
+pub(crate) fn rope_push(p: usize, inv: &[f32], cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+    for &w in inv {
+        let f = p as f32 * w;
+        cos.push(f.cos());
+        sin.push(f.sin());
+    }
+}
+
 /// RoPE tables for positions `pos` (`[b][s]`): `cos` = `[cos, cos]` and `sin` = `[−sin, sin]`,
 /// each `[b, 1, s, head_dim]`.
 pub(crate) fn rope_tables(
@@ -38,13 +49,16 @@ pub(crate) fn rope_tables(
     let inv = rope_inv_freq(head_dim, theta);
     let mut cos = Vec::with_capacity(b * s * head_dim);
     let mut sin = Vec::with_capacity(b * s * head_dim);
+    let (mut c, mut sn) = (Vec::new(), Vec::new());
     for row in pos {
         for &p in row {
-            let f: Vec<f32> = inv.iter().map(|&w| p as f32 * w).collect();
-            cos.extend(f.iter().map(|x| x.cos()));
-            cos.extend(f.iter().map(|x| x.cos()));
-            sin.extend(f.iter().map(|x| -x.sin()));
-            sin.extend(f.iter().map(|x| x.sin()));
+            c.clear();
+            sn.clear();
+            rope_push(p, &inv, &mut c, &mut sn);
+            cos.extend_from_slice(&c);
+            cos.extend_from_slice(&c);
+            sin.extend(sn.iter().map(|x| -x));
+            sin.extend_from_slice(&sn);
         }
     }
     (
@@ -122,15 +136,26 @@ pub(crate) enum KvStore {
     Host { k: Vec<Vec<f32>>, v: Vec<Vec<f32>> },
 }
 
+/// The layout of a host cache layer: `[row][kv head][position][head_dim]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KvGeom {
+    pub kv_heads: usize,
+    /// Positions each row can hold.
+    pub cap: usize,
+    pub head_dim: usize,
+}
+
+impl KvGeom {
+    /// Offset of position `pos` of K/V head `g` of row `row` in a host layer.
+    pub fn at(self, row: usize, g: usize, pos: usize) -> usize {
+        ((row * self.kv_heads + g) * self.cap + pos) * self.head_dim
+    }
+}
+
 /// Per-layer key/value cache, preallocated to `capacity` positions.
 pub(crate) struct KvCache {
     pub store: KvStore,
-    /// Rows (sequences).
-    pub batch: usize,
-    /// Positions each row can hold.
-    pub cap: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
+    pub geom: KvGeom,
     /// Positions filled so far.
     pub len: usize,
 }
@@ -191,17 +216,13 @@ impl KvCache {
         };
         Ok(KvCache {
             store,
-            batch,
-            cap: capacity,
-            kv_heads: cfg.kv_heads,
-            head_dim: cfg.head_dim,
+            geom: KvGeom {
+                kv_heads: cfg.kv_heads,
+                cap: capacity,
+                head_dim: cfg.head_dim,
+            },
             len: 0,
         })
-    }
-
-    /// Offset of position `pos` of K/V head `g` of row `row` in a host layer.
-    pub fn at(&self, row: usize, g: usize, pos: usize) -> usize {
-        ((row * self.kv_heads + g) * self.cap + pos) * self.head_dim
     }
 
     /// Copies positions `src_at .. src_at + len` of row `src_row` of `src` (every layer's keys
@@ -216,10 +237,15 @@ impl KvCache {
         (dst_row, dst_at): (usize, usize),
         len: usize,
     ) {
-        let n = len * self.head_dim;
-        let (kvh, hd) = (self.kv_heads, self.head_dim);
+        let (kvh, hd) = (self.geom.kv_heads, self.geom.head_dim);
+        let n = len * hd;
         let offsets: Vec<(usize, usize)> = (0..kvh)
-            .map(|g| (src.at(src_row, g, src_at), self.at(dst_row, g, dst_at)))
+            .map(|g| {
+                (
+                    src.geom.at(src_row, g, src_at),
+                    self.geom.at(dst_row, g, dst_at),
+                )
+            })
             .collect();
         match (&mut self.store, &src.store) {
             (KvStore::Host { k, v }, KvStore::Host { k: sk, v: sv }) => {
@@ -251,7 +277,7 @@ impl KvCache {
 
     /// Keeps only batch rows `rows`.
     pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
-        let per_row = self.kv_heads * self.cap * self.head_dim;
+        let per_row = self.geom.at(1, 0, 0);
         match &mut self.store {
             KvStore::Host { k, v } => {
                 for t in k.iter_mut().chain(v.iter_mut()) {
@@ -272,7 +298,6 @@ impl KvCache {
                 }
             }
         }
-        self.batch = rows.len();
     }
 
     /// Stores layer `l`'s keys and values `[b, kv_heads, s, head_dim]` at positions
@@ -286,7 +311,7 @@ impl KvCache {
     ) -> (Tensor<4>, Tensor<4>) {
         let [b, kvh, s, hd] = k.dims();
         let end = start + s;
-        let (cap, device) = (self.cap, k.device());
+        let (geom, device) = (self.geom, k.device());
         match &mut self.store {
             KvStore::Tensors { k: kc, v: vc } => {
                 let (kc, vc) = (&mut kc[l], &mut vc[l]);
@@ -303,10 +328,9 @@ impl KvCache {
                 let read = |t: Tensor<4>, host: &mut Vec<f32>| -> Tensor<4> {
                     let new = host_vec(t);
                     let mut all = Vec::with_capacity(b * kvh * end * hd);
-                    for rg in 0..b * kvh {
-                        let base = rg * cap * hd;
-                        host[base + start * hd..base + end * hd]
-                            .copy_from_slice(&new[rg * s * hd..(rg + 1) * s * hd]);
+                    for (rg, part) in new.chunks_exact(s * hd).enumerate() {
+                        let base = geom.at(rg / kvh, rg % kvh, 0);
+                        host[base + start * hd..base + end * hd].copy_from_slice(part);
                         all.extend_from_slice(&host[base..base + end * hd]);
                     }
                     Tensor::from_data(TensorData::new(all, [b, kvh, end, hd]), &device)

@@ -829,6 +829,13 @@ fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// RMSNorm's `1 / sqrt(mean(x²) + eps)` of one row (the mean summed in f64); the training
+/// kernel and the host decode step both scale by it.
+pub(crate) fn rms_rstd(x: &[f32], eps: f32) -> f32 {
+    let ms = (x.iter().map(|&v| f64::from(v * v)).sum::<f64>() / x.len() as f64) as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
 fn rms_forward(x: &FlexTensor, w: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32>) {
     let [n, d] = dims::<2>(x);
     let (xs, ws) = (f32s(x), f32s(w));
@@ -840,8 +847,7 @@ fn rms_forward(x: &FlexTensor, w: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
         .for_each(|((yb, xb), rb)| {
             for ((yr, xr), r) in yb.chunks_mut(d).zip(xb.chunks(d)).zip(rb.iter_mut()) {
-                let ms = (xr.iter().map(|&v| f64::from(v * v)).sum::<f64>() / d as f64) as f32;
-                *r = 1.0 / (ms + eps).sqrt();
+                *r = rms_rstd(xr, eps);
                 for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(ws) {
                     *o = v * *r * g;
                 }
@@ -918,17 +924,20 @@ fn swiglu_forward(g: &FlexTensor, u: &FlexTensor) -> FlexTensor {
     y.par_chunks_mut(ELEMS_PER_TASK)
         .zip(gs.par_chunks(ELEMS_PER_TASK))
         .zip(us.par_chunks(ELEMS_PER_TASK))
-        .for_each(|((yb, gb), ub)| {
-            // y = g·σ(g)·u with σ(g) = 1 / (1 + e^−g)
-            for (o, &v) in yb.iter_mut().zip(gb) {
-                *o = -v;
-            }
-            exp_in_place(yb);
-            for ((o, &v), &w) in yb.iter_mut().zip(gb).zip(ub) {
-                *o = v / (1.0 + *o) * w;
-            }
-        });
+        .for_each(|((yb, gb), ub)| swiglu_slice(gb, ub, yb));
     tensor(y, shape)
+}
+
+/// `y = g·σ(g)·u` elementwise, `σ(g) = 1 / (1 + e^−g)` with the vectorised exp; the training
+/// kernel and the host decode step both use it.
+pub(crate) fn swiglu_slice(g: &[f32], u: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(g) {
+        *o = -v;
+    }
+    exp_in_place(y);
+    for ((o, &v), &w) in y.iter_mut().zip(g).zip(u) {
+        *o = v / (1.0 + *o) * w;
+    }
 }
 
 fn swiglu_backward(g: &FlexTensor, u: &FlexTensor, dy: &FlexTensor) -> (FlexTensor, FlexTensor) {
@@ -1161,11 +1170,7 @@ fn rope_tables(s: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
     let mut cos = Vec::with_capacity(s * half);
     let mut sin = Vec::with_capacity(s * half);
     for p in 0..s {
-        for &w in &inv {
-            let f = p as f32 * w;
-            cos.push(f.cos());
-            sin.push(f.sin());
-        }
+        crate::forward::rope_push(p, &inv, &mut cos, &mut sin);
     }
     (cos, sin)
 }

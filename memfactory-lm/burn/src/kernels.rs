@@ -268,13 +268,9 @@ pub(crate) fn avx512_available() -> bool {
 fn rows_dispatch(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize, simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
-        if m == 1 && avx512_available() {
-            let xsum: Vec<f32> = x[..h.cols]
-                .chunks_exact(32)
-                .map(|c| c.iter().sum())
-                .collect();
-            avx512::rows1(h, r0, out, x, &xsum);
-        } else if avx512_available() {
+        // One row on AVX-512 never comes here: `matmul_t_acts` sends it to
+        // `avx512::rows1` with the block sums of `x` made once per product.
+        if avx512_available() {
             avx512::rows_m(h, r0, out, x, m);
         } else {
             avx2::rows(h, r0, out, x, m);

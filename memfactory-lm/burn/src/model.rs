@@ -576,16 +576,16 @@ impl Split {
     /// `x · W` for host rows `x` (`[m, in]` row-major), returning `[m, out]`: on the GGUF
     /// blocks when this weight has them and `m` is decode-sized, else through the tensor
     /// product.
-    pub fn mm_host(&self, x: Vec<f32>, m: usize) -> Vec<f32> {
+    pub fn mm_host(&self, x: &[f32], m: usize) -> Vec<f32> {
         if let Some(h) = &self.host
             && m <= HOST_MAX_ROWS
             && x.len() == m * h.cols
         {
-            return h.matmul_t(&x, m);
+            return h.matmul_t(x, m);
         }
         let k = x.len() / m.max(1);
         let device = self.parts[0].device();
-        let t = Tensor::from_data(TensorData::new(x, [m, k]), &device);
+        let t = Tensor::from_data(TensorData::new(x.to_vec(), [m, k]), &device);
         crate::forward::host_vec(self.mm(t))
     }
 

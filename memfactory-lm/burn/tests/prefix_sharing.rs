@@ -78,16 +78,16 @@ fn generate(lm: &mut BurnLm, sharing: bool, reqs: &[GenRequest]) -> (Vec<Generat
 /// so the attention kernel's tiles split the softmax sums elsewhere, and the gemm blocks a
 /// product of another row count differently. A regrouped n-term f32 sum moves by about
 /// √n·ε relatively (n = 576 for SmolLM2's hidden size: ~3e-6), growing through the layers.
-/// Measured (AVX-512, this test's batches): largest relative difference 1.3e-7 (tiny-byte),
-/// 1.5e-6 (tiny-qwen2), 2.3e-6 (tiny-qwen3), 8.1e-6 (SmolLM2 with f32 products, 30
-/// layers). The bound, 1e-4, keeps fourteen times the largest; a fault moves them far more (mutants on tiny-byte: a
+/// Measured (AVX-512, this test's batches): largest relative difference 1.2e-7 (tiny-byte),
+/// 1.4e-6 (tiny-qwen2), 2.5e-6 (tiny-qwen3), 1.6e-5 (SmolLM2 with f32 products, 30
+/// layers). The bound, 1e-4, keeps six times the largest; a fault moves them far more (mutants on tiny-byte: a
 /// prefix copied from the other group's row, 4e-3; copied one position late, 5e-4).
 const REL_TOL: f32 = 1e-4;
 
 /// [`REL_TOL`] for SmolLM2 with the host kernels on: products of at most 16 rows then run on
 /// the GGUF blocks (f32 activations: the f32 product up to summation order), and sharing moves
 /// the rows' last prompt token onto them and onto the host decode step. Measured
-/// (AVX-512): 8.0e-6 (1.4e-5 before the host step); the bound keeps 14 times the larger.
+/// (AVX-512): 1.2e-5 (1.4e-5 before the host step); the bound keeps 14 times the larger.
 const REL_TOL_HOST: f32 = 2e-4;
 
 /// Sharing on vs off: same tokens, log-probs within `tol` (relative).
