@@ -1,15 +1,24 @@
-//! The host decode step: a forward pass of a few positions (decode steps, a prefill's last
-//! short chunk) on plain host vectors over a host [`KvCache`], for `flex`.
+//! The host forward: every forward chunk on `flex` (decode steps and prefill chunks alike)
+//! on plain host vectors over a host [`KvCache`].
 //!
 //! A decode step of a 135M model is ~30 layers × ~25 small tensor ops; on the CPU each op
 //! costs a dispatch, a fresh allocation (zeroed pages) and, for attention over the cache, a
-//! strided copy of the cache's filled positions. Here the step is a loop over the layers on
-//! one row-major buffer: the products go to the GGUF block kernels ([`Split::mm_host`];
-//! through the tensor product where a weight has no blocks), and attention is fused — for
-//! each query head the scores against the cached keys, the softmax and the weighted sum of the
-//! values in one pass over the cache in place ([`attend`]), the row's left padding skipped.
+//! strided copy of the cache's filled positions. Here a chunk is a loop over the layers on
+//! one row-major buffer: the products go to the GGUF block kernels when they are decode-sized
+//! ([`Split::mm_host`]: at most [`HOST_STEP_MAX_ROWS`] rows, with a LoRA policy's adapters
+//! beside the base's blocks) and to gemm otherwise, and attention is fused:
+//! - decode-sized chunks: for each query head the scores against the cached keys, the
+//!   softmax and the weighted sum of the values in one pass over the cache in place
+//!   ([`attend`]), the row's left padding skipped;
+//! - prefill chunks ([`ATTN_BLOCKED_MIN`] positions per row or more): flash-style blocks of
+//!   queries, `Q · Kᵀ` and `P · V` as gemm products straight from the `qkv` buffer and the
+//!   cache ([`attention_blocked`]), so no `[heads, positions, positions]` score tensor is
+//!   ever allocated (on 1K-token prompts the tensor forward spent 30 % of a prefill in
+//!   burn's attention and in faulting in those buffers).
+//!
 //! The maths is the tensor forward's (same RoPE tables, norms, masking), in another summation
-//! order; the parity and prefix-sharing tests run through it.
+//! order; the parity and prefix-sharing tests run through it, and `MEMFACTORY_HOST_PREFILL=0`
+//! sends prefill chunks back to the tensor forward for comparisons.
 
 use std::sync::Arc;
 
@@ -18,10 +27,10 @@ use rayon::prelude::*;
 
 use crate::forward::{KvCache, KvStore, host_vec, rope_inv_freq, rope_push};
 use crate::fused;
-use crate::model::{Fused, ModelConfig};
+use crate::model::{Fused, FusedLayer, ModelConfig};
 
-/// Rows (batch × positions) up to which a forward chunk runs on the host step (the block
-/// kernels' limit; above it a chunk's products are gemm-sized and the tensor forward wins).
+/// Rows (batch × positions) up to which a chunk's products run on the block kernels (above
+/// it they are gemm-sized).
 pub(crate) const HOST_STEP_MAX_ROWS: usize = crate::kernels::HOST_MAX_ROWS;
 
 /// Multiply-adds of a step's attention below which it runs on one thread (waking the pool
@@ -67,7 +76,9 @@ impl HostVecs {
 
 /// Whether [`forward_host`] serves a chunk of `rows` (batch × positions) on this cache.
 pub(crate) fn serves(cache: &KvCache, rows: usize) -> bool {
-    matches!(cache.store, KvStore::Host { .. }) && rows <= HOST_STEP_MAX_ROWS
+    matches!(cache.store, KvStore::Host { .. })
+        && (rows <= HOST_STEP_MAX_ROWS
+            || std::env::var_os("MEMFACTORY_HOST_PREFILL").is_none_or(|v| v != "0"))
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` for each `w.len()`-wide row of `x`, in place (the
@@ -307,7 +318,159 @@ mod attend512 {
     }
 }
 
-/// Runs `tokens` (`[b][s]`, `b·s ≤` [`HOST_STEP_MAX_ROWS`]) at cache positions
+/// The MLP half of a layer on host rows `x` (`n` of them), residual added in place.
+fn mlp_host(ly: &FusedLayer, lv: &LayerVecs, x: &mut [f32], n: usize, ff: usize, eps: f32) {
+    let mut h = x.to_vec();
+    rms_norm_rows(&mut h, &lv.ffn_norm, eps);
+    let gu = ly.wgu.mm_host(&h, n);
+    drop(h);
+    let mut act = vec![0f32; n * ff];
+    let swiglu = |(row, a): (&[f32], &mut [f32])| {
+        let (g, u) = row.split_at(ff);
+        fused::swiglu_slice(g, u, a);
+    };
+    if n > HOST_STEP_MAX_ROWS {
+        gu.par_chunks_exact(2 * ff)
+            .zip(act.par_chunks_exact_mut(ff))
+            .for_each(swiglu);
+    } else {
+        gu.chunks_exact(2 * ff)
+            .zip(act.chunks_exact_mut(ff))
+            .for_each(swiglu);
+    }
+    drop(gu);
+    let y = ly.wdown.mm_host(&act, n);
+    for (a, b) in x.iter_mut().zip(&y) {
+        *a += b;
+    }
+}
+
+/// Multiplies `x` by `scale` in place and returns the largest result, 16 lanes at a time
+/// (`f32::max` in a loop stays scalar: it must order NaNs).
+fn scale_and_max(x: &mut [f32], scale: f32) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            c[l] *= scale;
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    let mut mx = f32::NEG_INFINITY;
+    for v in lanes
+        .into_iter()
+        .chain(chunks.into_remainder().iter_mut().map(|v| {
+            *v *= scale;
+            *v
+        }))
+    {
+        if v > mx {
+            mx = v;
+        }
+    }
+    mx
+}
+
+/// Positions of a row in one chunk from which its attention runs blocked on gemm
+/// ([`attention_blocked`]) rather than one query at a time ([`attend`]).
+const ATTN_BLOCKED_MIN: usize = 32;
+
+/// Query positions per block of [`attention_blocked`].
+const ATTN_QBLOCK: usize = 64;
+
+/// Shapes of a chunk for [`attention_blocked`].
+#[derive(Clone, Copy)]
+struct BlockDims {
+    b: usize,
+    s: usize,
+    start: usize,
+    hh: usize,
+    group: usize,
+    hd: usize,
+    /// Row width of the `qkv` buffer.
+    width: usize,
+}
+
+/// Causal attention of a prefill chunk (`s` positions per row at cache positions
+/// `start ..`), flash-style in blocks: per (row, query head, block of [`ATTN_QBLOCK`]
+/// positions) the scores of the block's queries against the keys it can see are one gemm
+/// (`Q · Kᵀ` straight from the `qkv` buffer and the host cache), masked and soft-maxed in
+/// place, and the output one more gemm (`P · V`); nothing of size positions² is ever
+/// materialised. The same maths as [`attend`] per query, in another summation order.
+fn attention_blocked(
+    qkv: &[f32],
+    (kl, vl, geom): (&[f32], &[f32], crate::forward::KvGeom),
+    pads: &[usize],
+    d: BlockDims,
+    scale: f32,
+    o: &mut [f32],
+) {
+    let BlockDims {
+        b,
+        s,
+        start,
+        hh,
+        group,
+        hd,
+        width,
+    } = d;
+    let qo = hh * hd;
+    let blocks = s.div_ceil(ATTN_QBLOCK);
+    let outs: Vec<Vec<f32>> = (0..b * hh * blocks)
+        .into_par_iter()
+        .map(|t| {
+            let (bi, head, blk) = (t / (hh * blocks), (t / blocks) % hh, t % blocks);
+            let (i0, i1) = (blk * ATTN_QBLOCK, ((blk + 1) * ATTN_QBLOCK).min(s));
+            let qb = i1 - i0;
+            let mut out = vec![0f32; qb * hd];
+            let lo = pads[bi];
+            let hi = start + i1 - 1;
+            if hi < lo {
+                return out;
+            }
+            let nk = hi + 1 - lo;
+            let kvbase = geom.at(bi, head / group, lo);
+            let q = fused::View::rows(qkv, (bi * s + i0) * width + head * hd, width);
+            let k = fused::View::rows(kl, kvbase, hd);
+            let mut p = vec![0f32; qb * nk];
+            fused::matmul(&mut p, nk, q, k.t(), (qb, nk, hd), false);
+            let mut inv = vec![0f32; qb];
+            for (qi, row) in p.chunks_exact_mut(nk).enumerate() {
+                let last = start + i0 + qi;
+                let vis = (last + 1).saturating_sub(lo).min(nk);
+                let (seen, masked) = row.split_at_mut(vis);
+                masked.fill(0.0);
+                if vis == 0 {
+                    continue;
+                }
+                let mx = scale_and_max(seen, scale);
+                inv[qi] = 1.0 / softmax_weights(seen, mx);
+            }
+            let v = fused::View::rows(vl, kvbase, hd);
+            fused::matmul(
+                &mut out,
+                hd,
+                fused::View::rows(&p, 0, nk),
+                v,
+                (qb, hd, nk),
+                false,
+            );
+            for (row, &c) in out.chunks_exact_mut(hd).zip(&inv) {
+                row.iter_mut().for_each(|x| *x *= c);
+            }
+            out
+        })
+        .collect();
+    for (t, out) in outs.into_iter().enumerate() {
+        let (bi, head, blk) = (t / (hh * blocks), (t / blocks) % hh, t % blocks);
+        for (qi, row) in out.chunks_exact(hd).enumerate() {
+            let r = bi * s + blk * ATTN_QBLOCK + qi;
+            o[r * qo + head * hd..r * qo + (head + 1) * hd].copy_from_slice(row);
+        }
+    }
+}
+
+/// Runs `tokens` (`[b][s]`, one chunk) at cache positions
 /// `cache.len .. cache.len + s` (`pads[i]` leading positions of row `i` are padding), as
 /// [`crate::forward::forward_chunk`] does, on host vectors. Returns the logits of each row's
 /// last position (`[b, vocab]`), or of every position (`[b·s, vocab]`) when `all`.
@@ -392,8 +555,26 @@ pub(crate) fn forward_host(
                 vl[a..a + hd].copy_from_slice(&row[qo + kvo + g * hd..qo + kvo + (g + 1) * hd]);
             }
         }
-        // Fused attention: one task per (row, position, query head).
         let (kl, vl) = (&*kl, &*vl);
+        if s >= ATTN_BLOCKED_MIN {
+            let dims = BlockDims {
+                b,
+                s,
+                start,
+                hh,
+                group,
+                hd,
+                width,
+            };
+            attention_blocked(&qkv, (kl, vl, geom), pads, dims, scale, &mut o);
+            let y = ly.wo.mm_host(&o, n);
+            for (a, b) in x.iter_mut().zip(&y) {
+                *a += b;
+            }
+            mlp_host(ly, lv, &mut x, n, ff, eps);
+            continue;
+        }
+        // Fused attention: one task per (row, position, query head).
         let task = |t: usize, out: &mut [f32], scores: &mut Vec<f32>| {
             let (r, head) = (t / hh, t % hh);
             let (bi, i) = (r / s, r % s);
@@ -425,18 +606,7 @@ pub(crate) fn forward_host(
         for (a, b) in x.iter_mut().zip(&y) {
             *a += b;
         }
-        let mut h = x.clone();
-        rms_norm_rows(&mut h, &lv.ffn_norm, eps);
-        let gu = ly.wgu.mm_host(&h, n);
-        let mut act = vec![0f32; n * ff];
-        for (row, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
-            let (g, u) = row.split_at(ff);
-            fused::swiglu_slice(g, u, a);
-        }
-        let y = ly.wdown.mm_host(&act, n);
-        for (a, b) in x.iter_mut().zip(&y) {
-            *a += b;
-        }
+        mlp_host(ly, lv, &mut x, n, ff, eps);
     }
     cache.len = end;
     let (rows, m) = if all {
@@ -485,6 +655,63 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn blocked_prefill_attention_is_per_query_attention() {
+        // Two rows (the second left-padded by 5), 2 K/V heads of 4 query heads, a chunk of
+        // 70 positions (a full block of 64 and a tail) after 9 cached ones; head dims 64
+        // (AVX-512 kernel in `attend`) and 24 (generic loop).
+        let mut rng = SplitMix64(11);
+        for hd in [24, 64] {
+            let (b, s, start, kvh, hh) = (2, 70, 9, 2, 4);
+            let geom = crate::forward::KvGeom {
+                kv_heads: kvh,
+                cap: start + s + 3,
+                head_dim: hd,
+            };
+            let width = (hh + 2 * kvh) * hd;
+            let mut r = |n: usize| (0..n).map(|_| rng.signed_unit()).collect::<Vec<_>>();
+            let qkv = r(b * s * width);
+            let (kl, vl) = (r(b * kvh * geom.cap * hd), r(b * kvh * geom.cap * hd));
+            let pads = [0, 5];
+            let scale = 1.0 / (hd as f32).sqrt();
+            let dims = BlockDims {
+                b,
+                s,
+                start,
+                hh,
+                group: hh / kvh,
+                hd,
+                width,
+            };
+            let mut got = vec![f32::NAN; b * s * hh * hd];
+            attention_blocked(&qkv, (&kl, &vl, geom), &pads, dims, scale, &mut got);
+            let span = geom.cap * hd;
+            for r in 0..b * s {
+                let (bi, i) = (r / s, r % s);
+                for head in 0..hh {
+                    let base = geom.at(bi, head / 2, 0);
+                    let q = &qkv[r * width + head * hd..r * width + (head + 1) * hd];
+                    let mut want = vec![0f32; hd];
+                    attend(
+                        q,
+                        (&kl[base..base + span], &vl[base..base + span]),
+                        (pads[bi], start + i),
+                        scale,
+                        &mut Vec::new(),
+                        &mut want,
+                    );
+                    let g = &got[(r * hh + head) * hd..(r * hh + head + 1) * hd];
+                    for (d, (x, y)) in g.iter().zip(&want).enumerate() {
+                        assert!(
+                            (x - y).abs() < 1e-5,
+                            "hd {hd} row {bi} pos {i} head {head} dim {d}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

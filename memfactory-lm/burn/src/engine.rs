@@ -306,6 +306,19 @@ impl BurnLm {
         Ok(())
     }
 
+    /// How many weight matrices of the current inference weights decode-sized products
+    /// read as GGUF blocks (with any LoRA branches beside them) rather than as f32 copies;
+    /// 0 where every product reads f32. For tests and logs.
+    pub fn block_weights(&self) -> usize {
+        let w = self.weights();
+        let host = |s: &crate::model::Split| usize::from(s.host.is_some());
+        host(&w.lm_head)
+            + w.layers
+                .iter()
+                .map(|l| host(&l.wqkv) + host(&l.wo) + host(&l.wgu) + host(&l.wdown))
+                .sum::<usize>()
+    }
+
     /// The current inference weights (a snapshot: a concurrent `set_weights` does not
     /// change them under a running generation).
     pub(crate) fn weights(&self) -> Arc<Fused> {

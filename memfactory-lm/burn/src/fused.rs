@@ -1223,7 +1223,7 @@ fn unrotate_rows(buf: &mut [f32], (hd, group): (usize, usize), cos: &[f32], sin:
 
 /// A strided matrix view: element `(r, c)` at `data[off + r·rs + c·cs]`.
 #[derive(Clone, Copy)]
-struct View<'a> {
+pub(crate) struct View<'a> {
     data: &'a [f32],
     off: usize,
     rs: usize,
@@ -1231,7 +1231,7 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn rows(data: &'a [f32], off: usize, rs: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], off: usize, rs: usize) -> Self {
         View {
             data,
             off,
@@ -1240,7 +1240,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         View {
             rs: self.cs,
             cs: self.rs,
@@ -1250,7 +1250,7 @@ impl<'a> View<'a> {
 }
 
 /// `dst[m, n] (row stride dst_rs) = (accumulate ? dst : 0) + a[m, k] · b[k, n]`, single-threaded.
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     a: View,

@@ -514,8 +514,54 @@ impl Source for SafetensorsSource {
 #[derive(Debug, Clone)]
 pub(crate) struct Split {
     pub parts: Vec<Tensor<2>>,
-    /// The same weight as GGUF blocks `[out, in]`, for decode-sized products on the CPU.
+    /// The same weight as GGUF blocks `[out, in]`, for decode-sized products on the CPU —
+    /// or, where `lora` is not empty, the *base* weight the parts were merged from.
     pub host: Option<Arc<HostMat>>,
+    /// LoRA branches added to the host product (`parts` = blocks + these, merged): a policy
+    /// trained with LoRA on a GGUF base decodes on the base's blocks plus its adapters
+    /// instead of on f32 copies of the merged weights.
+    pub lora: Vec<Arc<HostLora>>,
+}
+
+/// One LoRA branch of a host product: output columns `off..off + out` gain
+/// `scale · (x · A) · B`.
+#[derive(Debug, Clone)]
+pub(crate) struct HostLora {
+    /// First output column.
+    pub off: usize,
+    /// `[in, r]` row-major.
+    pub a: Vec<f32>,
+    /// `[r, out]` row-major.
+    pub b: Vec<f32>,
+    pub rank: usize,
+    pub out: usize,
+    pub scale: f32,
+}
+
+impl HostLora {
+    /// Adds this branch to `y` `[m, total]` for `x` `[m, in]`.
+    fn add_to(&self, x: &[f32], m: usize, y: &mut [f32], total: usize) {
+        let (r, inp) = (self.rank, self.a.len() / self.rank.max(1));
+        let mut t = vec![0f32; r];
+        for row in 0..m {
+            t.iter_mut().for_each(|v| *v = 0.0);
+            for (xi, arow) in x[row * inp..(row + 1) * inp]
+                .iter()
+                .zip(self.a.chunks_exact(r))
+            {
+                for (tv, &av) in t.iter_mut().zip(arow) {
+                    *tv += xi * av;
+                }
+            }
+            let yrow = &mut y[row * total + self.off..row * total + self.off + self.out];
+            for (&tj, brow) in t.iter().zip(self.b.chunks_exact(self.out)) {
+                let c = tj * self.scale;
+                for (yv, &bv) in yrow.iter_mut().zip(brow) {
+                    *yv += c * bv;
+                }
+            }
+        }
+    }
 }
 
 /// Rows of `x` up to which a product runs block-parallel (above it, gemm's own threading
@@ -538,6 +584,7 @@ impl Split {
             return Split {
                 parts: vec![w],
                 host: None,
+                lora: Vec::new(),
             };
         }
         let step = out.div_ceil(n);
@@ -549,7 +596,11 @@ impl Split {
                 Tensor::from_data(part.into_data(), &w.device())
             })
             .collect();
-        Split { parts, host: None }
+        Split {
+            parts,
+            host: None,
+            lora: Vec::new(),
+        }
     }
 
     /// Attaches host blocks (ignored when their shape does not match).
@@ -577,16 +628,27 @@ impl Split {
     /// blocks when this weight has them and `m` is decode-sized, else through the tensor
     /// product.
     pub fn mm_host(&self, x: &[f32], m: usize) -> Vec<f32> {
-        if let Some(h) = &self.host
-            && m <= HOST_MAX_ROWS
-            && x.len() == m * h.cols
-        {
-            return h.matmul_t(x, m);
+        if let Some(y) = self.host_product(x, m) {
+            return y;
         }
         let k = x.len() / m.max(1);
         let device = self.parts[0].device();
         let t = Tensor::from_data(TensorData::new(x.to_vec(), [m, k]), &device);
         crate::forward::host_vec(self.mm(t))
+    }
+
+    /// `x · W` on the host blocks (plus the LoRA branches) when this weight has blocks and
+    /// `m` is decode-sized.
+    fn host_product(&self, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let h = self.host.as_ref()?;
+        if m > HOST_MAX_ROWS || x.len() != m * h.cols {
+            return None;
+        }
+        let mut y = h.matmul_t(x, m);
+        for l in &self.lora {
+            l.add_to(x, m, &mut y, h.rows);
+        }
+        Some(y)
     }
 
     /// `x · W`.
@@ -596,9 +658,9 @@ impl Split {
         {
             let [m, k] = x.dims();
             if let Ok(v) = x.clone().into_data().try_into_vec::<f32>()
-                && v.len() == m * k
+                && let Some(y) = self.host_product(&v, m)
             {
-                let y = h.matmul_t(&v, m);
+                debug_assert_eq!(v.len(), m * k);
                 return Tensor::from_data(TensorData::new(y, [m, h.rows]), &x.device());
             }
         }

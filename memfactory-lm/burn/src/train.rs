@@ -164,6 +164,37 @@ pub struct Decoder {
     /// padding there.
     #[module(skip)]
     pub prefix_min_tokens: usize,
+    /// The GGUF blocks equal to the frozen base weights, where the model was built from
+    /// a base with blocks and those weights are frozen (LoRA): the inference weights
+    /// made from this module ([`BurnLm::set_weights`]) decode on them plus the adapters.
+    #[module(skip)]
+    pub(crate) base_blocks: Option<Arc<BaseBlocks>>,
+}
+
+/// Host blocks of a decoder's frozen base weights, per layer (`wqkv`, `wo`, `wgu`,
+/// `wdown`) and for the LM head.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BaseBlocks {
+    layers: Vec<[Option<Arc<crate::kernels::HostMat>>; 4]>,
+    head: Option<Arc<crate::kernels::HostMat>>,
+}
+
+impl BaseBlocks {
+    /// The blocks of `w` that equal its f32 weights exactly (a split without LoRA
+    /// branches: its parts were made from those blocks), or `None` when there are none.
+    fn of(w: &Fused) -> Option<BaseBlocks> {
+        let exact = |s: &Split| s.host.clone().filter(|_| s.lora.is_empty());
+        let b = BaseBlocks {
+            layers: w
+                .layers
+                .iter()
+                .map(|l| [exact(&l.wqkv), exact(&l.wo), exact(&l.wgu), exact(&l.wdown)])
+                .collect(),
+            head: exact(&w.lm_head),
+        };
+        let any = b.head.is_some() || b.layers.iter().flatten().any(Option::is_some);
+        any.then_some(b)
+    }
 }
 
 /// Default [`Decoder::prefix_min_tokens`]: shorter common prefixes save less than the
@@ -301,6 +332,12 @@ impl TrainModel {
             cfg,
             fused: lm.device == Device::flex(),
             prefix_min_tokens: PREFIX_MIN_TOKENS,
+            // Frozen base weights only: a full fine-tune moves them away from the blocks.
+            base_blocks: if full {
+                None
+            } else {
+                BaseBlocks::of(&w).map(Arc::new)
+            },
         };
         Ok(TrainModel { decoder, device })
     }
@@ -539,12 +576,17 @@ impl Decoder {
         Ok(ActionLogprobs { logprobs: lp, mask })
     }
 
-    /// Inference weights of this module (LoRA merged), on the plain device.
+    /// Inference weights of this module (LoRA merged), on the plain device. Where the
+    /// frozen base weights have GGUF blocks ([`Decoder::base_blocks`]), each product keeps
+    /// them with the LoRA branches beside, so decode-sized products read the blocks (as for
+    /// the base model) instead of the merged f32 weights.
     pub(crate) fn to_fused(&self) -> Fused {
+        let base = self.base_blocks.as_deref();
         let layers = self
             .blocks
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let bq = match (&b.q_proj.bias, &b.k_proj.bias, &b.v_proj.bias) {
                     (Some(q), Some(k), Some(v)) => Some(Tensor::cat(
                         vec![q.val().inner(), k.val().inner(), v.val().inner()],
@@ -552,36 +594,29 @@ impl Decoder {
                     )),
                     _ => None,
                 };
+                let blk = |j: usize| base.and_then(|bb| bb.layers.get(i)?[j].clone());
                 FusedLayer {
                     attn_norm: b.attn_norm.val().inner(),
-                    wqkv: Split::new(
-                        Tensor::cat(
-                            vec![b.q_proj.merged(), b.k_proj.merged(), b.v_proj.merged()],
-                            1,
-                        ),
-                        split_parts(),
-                    ),
+                    wqkv: merged_split(&[&b.q_proj, &b.k_proj, &b.v_proj], blk(0)),
                     bqkv: bq,
                     q_norm: b.q_norm.as_ref().map(|p| p.val().inner()),
                     k_norm: b.k_norm.as_ref().map(|p| p.val().inner()),
-                    wo: Split::new(b.o_proj.merged(), split_parts()),
+                    wo: merged_split(&[&b.o_proj], blk(1)),
                     ffn_norm: b.ffn_norm.val().inner(),
-                    wgu: Split::new(
-                        Tensor::cat(vec![b.gate_proj.merged(), b.up_proj.merged()], 1),
-                        split_parts(),
-                    ),
-                    wdown: Split::new(b.down_proj.merged(), split_parts()),
+                    wgu: merged_split(&[&b.gate_proj, &b.up_proj], blk(2)),
+                    wdown: merged_split(&[&b.down_proj], blk(3)),
                 }
             })
             .collect();
         let embed = self.embed.val().inner();
-        let lm_head = Split::new(
+        let mut lm_head = Split::new(
             match &self.lm_head {
                 Some(w) => w.val().inner(),
                 None => embed.clone().transpose(),
             },
             1,
         );
+        lm_head.host = base.and_then(|bb| bb.head.clone());
         Fused {
             embed,
             layers,
@@ -590,6 +625,40 @@ impl Decoder {
             host_vecs: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// The inference weight of the projections `lins` side by side (LoRA merged), with
+/// `base`'s blocks and the LoRA branches as host data where the base has blocks.
+fn merged_split(lins: &[&LoraLinear], base: Option<Arc<crate::kernels::HostMat>>) -> Split {
+    let merged: Vec<Tensor<2>> = lins.iter().map(|l| l.merged()).collect();
+    let w = if merged.len() == 1 {
+        merged.into_iter().next().expect("one")
+    } else {
+        Tensor::cat(merged, 1)
+    };
+    let mut split = Split::new(w, split_parts());
+    let Some(host) = base else {
+        return split;
+    };
+    let host_vec = |t: Tensor<2>| crate::forward::host_vec(t);
+    let mut off = 0;
+    for l in lins {
+        let out = l.weight.val().dims()[1];
+        if let (Some(a), Some(b)) = (&l.lora_a, &l.lora_b) {
+            let rank = a.val().dims()[1];
+            split.lora.push(Arc::new(crate::model::HostLora {
+                off,
+                a: host_vec(a.val().inner()),
+                b: host_vec(b.val().inner()),
+                rank,
+                out,
+                scale: l.scale,
+            }));
+        }
+        off += out;
+    }
+    split.host = Some(host);
+    split
 }
 
 impl BurnLm {

@@ -139,3 +139,95 @@ fn full_finetune_grads_and_set_weights_roundtrip() {
     };
     assert!(TrainModel::new(lm, Some(&bad)).is_err());
 }
+
+#[test]
+fn lora_policy_decodes_on_the_base_blocks_like_the_merged_weights() {
+    // A LoRA policy trained on a GGUF base keeps decoding on the base's Q4_1 / Q8_0 blocks
+    // with the adapters added beside them; an engine without blocks decodes on the merged
+    // f32 weights. With non-zero adapters (B drawn at random, so the policy differs from
+    // the base) both must give the same greedy tokens and log-probs up to summation order.
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    let p = common::model_path();
+    if !p.exists() {
+        println!("skipping: model file {} not found", p.display());
+        return;
+    }
+    let blocks = memfactory_lm_burn::BurnLm::load_with(&p, "flex", true).unwrap();
+    let plain = memfactory_lm_burn::BurnLm::load_with(&p, "flex", false).unwrap();
+    assert!(blocks.block_weights() > 0 && plain.block_weights() == 0);
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    // The same adapters for both engines: A from the LoRA seed, B from a fixed stream.
+    let adapted = |lm: &memfactory_lm_burn::BurnLm| -> TrainModel {
+        let mut tm = TrainModel::new(lm, Some(&lora)).unwrap();
+        let mut seed = 7u64;
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+                })
+                .collect()
+        };
+        let device = tm.device.clone();
+        for b in &mut tm.decoder.blocks {
+            for l in [
+                &mut b.q_proj,
+                &mut b.k_proj,
+                &mut b.v_proj,
+                &mut b.o_proj,
+                &mut b.gate_proj,
+                &mut b.up_proj,
+                &mut b.down_proj,
+            ] {
+                if let Some(pb) = &l.lora_b {
+                    let [r, out] = pb.val().dims();
+                    let t =
+                        Tensor::<2>::from_data(TensorData::new(draw(r * out), [r, out]), &device);
+                    l.lora_b = Some(Param::from_tensor(t).set_require_grad(true));
+                }
+            }
+        }
+        tm
+    };
+    let blocked = blocks.block_weights();
+    blocks.set_weights(&adapted(&blocks)).unwrap();
+    plain.set_weights(&adapted(&plain)).unwrap();
+    // Every weight that had blocks (here every projection) still reads them.
+    assert!(blocked >= 4 * blocks.model_config().layers, "{blocked}");
+    assert_eq!(blocks.block_weights(), blocked);
+    assert_eq!(plain.block_weights(), 0);
+    let reqs = [
+        GenRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::user("What is the capital of France?")]),
+            params: SamplingParams::greedy(16),
+        },
+        GenRequest {
+            prompt: Prompt::Text("Water boils at".into()),
+            params: SamplingParams::greedy(10),
+        },
+    ];
+    let base = memfactory_lm_burn::BurnLm::load_with(&p, "flex", false).unwrap();
+    let before = base.generate(&reqs).unwrap();
+    let a = blocks.generate(&reqs).unwrap();
+    let b = plain.generate(&reqs).unwrap();
+    let mut moved = 0f32;
+    for ((x, y), z) in a.iter().zip(&b).zip(&before) {
+        println!("{:?} | {:?} | base {:?}", x.text, y.text, z.text);
+        assert_eq!(x.token_ids, y.token_ids);
+        for (u, v) in x.logprobs.iter().zip(&y.logprobs) {
+            assert!((u - v).abs() < 1e-3, "logprob {u} vs {v}");
+        }
+        for (u, v) in y.logprobs.iter().zip(&z.logprobs) {
+            moved = moved.max((u - v).abs());
+        }
+    }
+    // The adapters moved the policy (else the comparison above tests nothing).
+    assert!(moved > 1e-2, "adapters changed log-probs by only {moved}");
+}
