@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::forward::{KvCache, KvStore, host_vec, rope_inv_freq, rope_push};
@@ -318,8 +318,21 @@ mod attend512 {
     }
 }
 
+/// Rows per block of [`mlp_host`]: the MLP's `[rows, 2·ff]` and `[rows, ff]` buffers are the
+/// largest of a prefill chunk, so a long chunk runs them block by block (the rows are
+/// independent there) to bound its peak memory.
+const MLP_ROW_BLOCK: usize = 1024;
+
 /// The MLP half of a layer on host rows `x` (`n` of them), residual added in place.
 fn mlp_host(ly: &FusedLayer, lv: &LayerVecs, x: &mut [f32], n: usize, ff: usize, eps: f32) {
+    if n > MLP_ROW_BLOCK {
+        let d = x.len() / n;
+        for blk in x.chunks_mut(MLP_ROW_BLOCK * d) {
+            let rows = blk.len() / d;
+            mlp_host(ly, lv, blk, rows, ff, eps);
+        }
+        return;
+    }
     let mut h = x.to_vec();
     rms_norm_rows(&mut h, &lv.ffn_norm, eps);
     let gu = ly.wgu.mm_host(&h, n);
@@ -492,9 +505,8 @@ pub(crate) fn forward_host(
     let (qo, kvo) = (hh * hd, kvh * hd);
     let group = hh / kvh;
     let eps = cfg.rms_eps;
-    let ids: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
-    let ids: Tensor<1, Int> = Tensor::from_data(TensorData::new(ids, [n]), device);
-    let mut x = host_vec(w.embed.clone().select(0, ids));
+    let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+    let mut x = w.embed_rows(&ids);
     // RoPE per (row, position): the tensor forward's tables (angle `p · θ_i` in f32).
     let inv = rope_inv_freq(hd, cfg.rope_theta);
     let mut cos = Vec::with_capacity(n * hd / 2);

@@ -415,9 +415,8 @@ pub(crate) fn forward_chunk(
     }
     let start = cache.len;
     let end = start + s;
-    let ids: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
-    let ids: Tensor<1, Int> = Tensor::from_data(TensorData::new(ids, [b * s]), device);
-    let mut x = w.embed.clone().select(0, ids);
+    let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+    let mut x = w.embed_select(&ids, device);
     let pos: Vec<Vec<usize>> = pads
         .iter()
         .map(|&p| (start..end).map(|j| j.saturating_sub(p)).collect())

@@ -1261,6 +1261,27 @@ pub(crate) fn matmul(
     matmul_in(dst, dst_rs, a, b, dims, accumulate, gemm::Parallelism::None)
 }
 
+/// `dst[m, n] (row stride dst_rs) = a[m, k] · b[k, n]`, single-threaded, into a raw
+/// destination: for callers whose threads write disjoint column blocks of one buffer.
+///
+/// # Safety
+/// `dst` must be valid for writes of the m×n elements at row stride `dst_rs`, must not
+/// overlap `a` or `b`, and no other thread may touch those elements during the call.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn matmul_to(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: View,
+    b: View,
+    (m, n, k): (usize, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { gemm_raw(dst, dst_rs, a, b, (m, n, k), false, gemm::Parallelism::None) }
+}
+
 /// [`matmul`] on every core.
 fn matmul_par(
     dst: &mut [f32],

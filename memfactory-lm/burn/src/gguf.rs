@@ -234,10 +234,61 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The bytes of a GGUF file opened for loading: a read-only memory map where the OS gives
+/// one (a tensor's pages are read when it is copied and can be handed back right after,
+/// [`GgufBytes::release`], so loading never holds the whole file besides the weights made
+/// from it), else the file read into memory.
+pub enum GgufBytes {
+    /// A read-only map of the file.
+    Map(memmap2::Mmap),
+    /// The file's contents.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for GgufBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            GgufBytes::Map(m) => m,
+            GgufBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl GgufBytes {
+    /// Hands the pages of tensor `t` back to the OS (a map only; a later read faults them
+    /// in again from the file). Peak memory while loading, not correctness, depends on it.
+    pub fn release(&self, g: &Gguf, t: &TensorInfo) {
+        if let GgufBytes::Map(m) = self {
+            #[allow(unsafe_code)]
+            // SAFETY: the map is read-only and backed by the file, so dropping its pages
+            // only makes the next read fault them in again from the file; nothing holds a
+            // reference into these pages across this call that relies on them staying
+            // resident.
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    (g.data_offset + t.offset) as usize,
+                    t.size as usize,
+                )
+            };
+        }
+    }
+}
+
 impl Gguf {
-    /// Reads the header of the GGUF file at `path` (the tensor data is not read).
-    pub fn open(path: &Path) -> Result<(Gguf, Vec<u8>)> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    /// Opens the GGUF file at `path` and parses its header; the tensor data is read as the
+    /// loader asks for it (see [`GgufBytes`]).
+    pub fn open(path: &Path) -> Result<(Gguf, GgufBytes)> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        #[allow(unsafe_code)]
+        // SAFETY: a read-only map. Another process truncating or rewriting the file while
+        // the model loads would change what is read (as with any loader that maps weights,
+        // e.g. llama.cpp); the header and every tensor range are bounds-checked by `parse`.
+        let bytes = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(m) => GgufBytes::Map(m),
+            Err(_) => GgufBytes::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?),
+        };
         let g = Gguf::parse(&bytes, path)?;
         Ok((g, bytes))
     }

@@ -241,6 +241,87 @@ impl HostMat {
     }
 }
 
+/// Output rows (weight rows) per tile of [`HostMat::matmul_t_gemm`].
+const GEMM_TILE: usize = 64;
+
+impl HostMat {
+    /// Weight rows `r0 ..` dequantized into `out` (`[out.len() / cols, cols]` row-major):
+    /// the same f32 values as [`crate::quant::dequantize`] gives for these blocks.
+    pub(crate) fn dequant_rows(&self, r0: usize, out: &mut [f32]) {
+        let nb = self.cols / 32;
+        let qb = self.qbytes();
+        for (bi, wb) in out.chunks_exact_mut(32).enumerate() {
+            let idx = r0 * nb + bi;
+            let (d, mv) = (self.scale[idx], self.min[idx]);
+            let q = &self.qs[idx * qb..(idx + 1) * qb];
+            if self.four_bit {
+                for j in 0..16 {
+                    wb[j] = ((q[j] & 0xF) as i32 - self.offset) as f32 * d + mv;
+                    wb[j + 16] = ((q[j] >> 4) as i32 - self.offset) as f32 * d + mv;
+                }
+            } else {
+                for j in 0..32 {
+                    wb[j] = (q[j] as i8) as f32 * d;
+                }
+            }
+        }
+    }
+
+    /// The whole weight as f32, `[rows, cols]` row-major.
+    pub(crate) fn dequantize_all(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        out.par_chunks_mut(GEMM_TILE * self.cols)
+            .enumerate()
+            .for_each(|(t, o)| self.dequant_rows(t * GEMM_TILE, o));
+        out
+    }
+
+    /// `y = x · Wᵀ` for gemm-sized `x` `[m, in]`, returning `[m, out]`: tiles of
+    /// [`GEMM_TILE`] weight rows dequantized into a per-thread buffer (a few hundred KB, in
+    /// cache) and multiplied by gemm, the tiles in parallel. No f32 copy of the weight is
+    /// kept; each product dequantizes it once, which costs about one `m = 10` product's
+    /// worth of arithmetic per weight.
+    #[allow(unsafe_code)]
+    pub(crate) fn matmul_t_gemm(&self, x: &[f32], m: usize) -> Vec<f32> {
+        /// The output buffer, shared by the tile tasks (each writes its own columns).
+        struct Dst(*mut f32);
+        // SAFETY: tasks write disjoint elements (see below); the buffer outlives them.
+        unsafe impl Send for Dst {}
+        unsafe impl Sync for Dst {}
+        impl Dst {
+            fn at(&self, off: usize) -> *mut f32 {
+                self.0.wrapping_add(off)
+            }
+        }
+        let (n, k) = (self.rows, self.cols);
+        assert_eq!(x.len(), m * k, "host gemm shape");
+        let mut out = vec![0f32; m * n];
+        let dst = Dst(out.as_mut_ptr());
+        (0..n.div_ceil(GEMM_TILE)).into_par_iter().for_each_init(
+            || vec![0f32; GEMM_TILE * k],
+            |w, t| {
+                let (r0, r1) = (t * GEMM_TILE, ((t + 1) * GEMM_TILE).min(n));
+                let w = &mut w[..(r1 - r0) * k];
+                self.dequant_rows(r0, w);
+                // SAFETY: columns `r0..r1` of every one of the `m` rows (stride `n`) lie
+                // inside `out` (r1 ≤ n), which nothing else reads or writes until every
+                // task is done; tiles of different tasks are disjoint; `x` and `w` are
+                // other buffers.
+                unsafe {
+                    crate::fused::matmul_to(
+                        dst.at(r0),
+                        n,
+                        crate::fused::View::rows(x, 0, k),
+                        crate::fused::View::rows(w, 0, k).t(),
+                        (m, r1 - r0, k),
+                    )
+                }
+            },
+        );
+        out
+    }
+}
+
 /// Whether the AVX2 + FMA build of the kernels can run on this CPU.
 pub(crate) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -285,27 +366,9 @@ fn rows_dispatch(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize, s
 /// once, then dot it with every row of `x`.
 fn rows_portable(h: &HostMat, r0: usize, out: &mut [f32], x: &[f32], m: usize) {
     let k = h.cols;
-    let nb = k / 32;
-    let qb = if h.four_bit { 16 } else { 32 };
     let mut w = vec![0f32; k];
     for (i, o) in out.chunks_exact_mut(m).enumerate() {
-        let r = r0 + i;
-        let qs = &h.qs[r * nb * qb..(r + 1) * nb * qb];
-        for (bi, wb) in w.chunks_exact_mut(32).enumerate() {
-            let (d, mv) = (h.scale[r * nb + bi], h.min[r * nb + bi]);
-            if h.four_bit {
-                let q = &qs[bi * 16..bi * 16 + 16];
-                for j in 0..16 {
-                    wb[j] = ((q[j] & 0xF) as i32 - h.offset) as f32 * d + mv;
-                    wb[j + 16] = ((q[j] >> 4) as i32 - h.offset) as f32 * d + mv;
-                }
-            } else {
-                let q = &qs[bi * 32..bi * 32 + 32];
-                for j in 0..32 {
-                    wb[j] = (q[j] as i8) as f32 * d;
-                }
-            }
-        }
+        h.dequant_rows(r0 + i, &mut w);
         for (b, ob) in o.iter_mut().enumerate() {
             let xr = &x[b * k..(b + 1) * k];
             let mut acc = [0f32; 8];
@@ -752,6 +815,37 @@ mod tests {
             v.extend(blk);
         }
         v
+    }
+
+    #[test]
+    fn gemm_sized_products_on_blocks_match_the_dequantized_weights() {
+        // Tiles of 64 weight rows: 150 rows are two full tiles and a tail of 22; m = 17 and
+        // 100 are gemm-sized. The dequantized rows are exactly the loader's f32 values.
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (rows, cols) = (150, 96);
+            let data = blocks(ty, rows, cols);
+            let w = dequantize(ty, &data, rows * cols).unwrap();
+            let h = HostMat::new(ty, rows, cols, data).unwrap();
+            assert_eq!(h.dequantize_all(), w, "{ty:?}");
+            for m in [17, 100] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect();
+                let y = h.matmul_t_gemm(&x, m);
+                for b in 0..m {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|c| x[b * cols + c] as f64 * w[r * cols + c] as f64)
+                            .sum();
+                        let got = y[b * rows + r] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{ty:?} m {m} row {b} out {r}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

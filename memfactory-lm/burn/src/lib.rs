@@ -24,9 +24,11 @@
 //! - prompt prefixes shared within a batch (a GRPO group's identical prompts, a common
 //!   instruction) prefilled once and copied into each sequence's KV cache
 //!   (`prefix_sharing`, on by default);
-//! - on `flex`, decode steps as one host loop over the layers (`decode`): a fused attention
-//!   over a host KV cache and AVX-512 / AVX2 products on the GGUF's own Q4/Q8 blocks, faster
-//!   than llama.cpp on the same file at batch 1 and 8 (BENCHMARKS.md);
+//! - on `flex`, every forward chunk as one host loop over the layers (`decode`): a fused
+//!   attention over a host KV cache (flash-style blocks on gemm for prefill chunks) and
+//!   AVX-512 / AVX2 products on the GGUF's own Q4/Q8 blocks for decode steps, faster than
+//!   llama.cpp on the same file at batch 1 and 8 (BENCHMARKS.md); a LoRA policy trained on a
+//!   GGUF base decodes on the base's blocks with its adapters beside them;
 //! - batched lockstep generation with a preallocated KV cache (reserved fallibly, never past
 //!   the model's context: a request stops where prompt and generated tokens fill it), left
 //!   padding with per-row positions, greedy / temperature / top-k / top-p sampling from a

@@ -290,7 +290,7 @@ impl Source for RandomSource {
 /// GGUF file as a [`Source`] under HF names.
 pub(crate) struct GgufSource<'a> {
     pub g: &'a Gguf,
-    pub buf: &'a [u8],
+    pub buf: &'a crate::gguf::GgufBytes,
     pub path: PathBuf,
     pub cfg: ModelConfig,
 }
@@ -363,6 +363,7 @@ impl Source for GgufSource<'_> {
         }
         let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
         let mut data = self.g.tensor_bytes(self.buf, t).to_vec();
+        self.buf.release(self.g, t);
         if self.cfg.arch == Arch::Llama {
             let heads = if gname.ends_with("attn_q.weight") {
                 Some(self.cfg.heads)
@@ -388,6 +389,9 @@ impl Source for GgufSource<'_> {
             return Ok(None);
         }
         let (shape, data) = self.g.tensor_f32(self.buf, &gname, &self.path)?;
+        if let Some(t) = self.g.tensor(&gname) {
+            self.buf.release(self.g, t);
+        }
         let (rows, cols) = match shape.as_slice() {
             [c] => (1, *c),
             [r, c] => (*r, *c),
@@ -603,20 +607,46 @@ impl Split {
         }
     }
 
-    /// Attaches host blocks (ignored when their shape does not match).
-    pub fn with_host(mut self, host: Option<HostMat>) -> Split {
-        let [inp, out] = [
-            self.parts[0].dims()[0],
-            self.parts.iter().map(|p| p.dims()[1]).sum(),
-        ];
-        self.host = host
-            .filter(|h| h.rows == out && h.cols == inp)
-            .map(Arc::new);
-        self
+    /// A weight held only as GGUF blocks (no f32 copy): products of any size read the
+    /// blocks ([`HostMat::matmul_t_gemm`] for gemm-sized ones), and [`Split::full`]
+    /// dequantizes on demand. `flex` only.
+    pub fn blocks(host: HostMat) -> Split {
+        Split {
+            parts: Vec::new(),
+            host: Some(Arc::new(host)),
+            lora: Vec::new(),
+        }
     }
 
-    /// The whole matrix.
+    /// The whole matrix (dequantized from the blocks when there is no f32 copy).
     pub fn full(&self) -> Tensor<2> {
+        if self.parts.is_empty()
+            && let Some(h) = &self.host
+        {
+            let w = h.dequantize_all();
+            let (out, inp) = (h.rows, h.cols);
+            let mut t = vec![0f32; w.len()];
+            for (o, row) in w.chunks_exact(inp).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    t[i * out + o] = v;
+                }
+            }
+            let mut full = Tensor::from_data(TensorData::new(t, [inp, out]), &Device::flex());
+            for l in &self.lora {
+                let a = Tensor::<2>::from_data(
+                    TensorData::new(l.a.clone(), [inp, l.rank]),
+                    &Device::flex(),
+                );
+                let b = Tensor::<2>::from_data(
+                    TensorData::new(l.b.clone(), [l.rank, l.out]),
+                    &Device::flex(),
+                );
+                let delta = a.matmul(b).mul_scalar(l.scale);
+                let cur = full.clone().narrow(1, l.off, l.out);
+                full = full.slice_assign([0..inp, l.off..l.off + l.out], cur + delta);
+            }
+            return full;
+        }
         if self.parts.len() == 1 {
             self.parts[0].clone()
         } else {
@@ -629,6 +659,9 @@ impl Split {
     /// product.
     pub fn mm_host(&self, x: &[f32], m: usize) -> Vec<f32> {
         if let Some(y) = self.host_product(x, m) {
+            return y;
+        }
+        if let Some(y) = self.blocks_gemm(x, m) {
             return y;
         }
         let k = x.len() / m.max(1);
@@ -651,8 +684,26 @@ impl Split {
         Some(y)
     }
 
+    /// `x · W` for gemm-sized `x` on a weight held only as blocks.
+    fn blocks_gemm(&self, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let h = self.host.as_ref().filter(|_| self.parts.is_empty())?;
+        let mut y = h.matmul_t_gemm(x, m);
+        for l in &self.lora {
+            l.add_to(x, m, &mut y, h.rows);
+        }
+        Some(y)
+    }
+
     /// `x · W`.
     pub fn mm(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.parts.is_empty() {
+            let [m, _] = x.dims();
+            let device = x.device();
+            let v = crate::forward::host_vec(x);
+            let y = self.mm_host(&v, m);
+            let n = y.len() / m.max(1);
+            return Tensor::from_data(TensorData::new(y, [m, n]), &device);
+        }
         if let Some(h) = &self.host
             && x.dims()[0] <= HOST_MAX_ROWS
         {
@@ -702,10 +753,19 @@ pub(crate) struct FusedLayer {
     pub wdown: Split,
 }
 
+/// The token embedding `[vocab, d]`: f32 on the device, or the GGUF blocks of a model
+/// held as blocks on `flex` (rows dequantized as tokens need them).
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per model
+pub(crate) enum Embed {
+    F32(Tensor<2>),
+    Blocks(Arc<HostMat>),
+}
+
 /// Inference weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Fused {
-    pub embed: Tensor<2>,
+    pub embed: Embed,
     pub layers: Vec<FusedLayer>,
     pub norm: Tensor<1>,
     /// `[hidden, vocab]`.
@@ -743,7 +803,60 @@ pub(crate) fn t2(v: Vec<f32>, r: usize, c: usize, device: &Device) -> Tensor<2> 
 }
 
 impl Fused {
-    /// Loads every weight of `cfg` from `src` onto `device`.
+    /// The embedding rows of `ids` as host rows `[ids.len(), d]`.
+    pub fn embed_rows(&self, ids: &[u32]) -> Vec<f32> {
+        match &self.embed {
+            Embed::Blocks(h) => {
+                let d = h.cols;
+                let mut out = vec![0f32; ids.len() * d];
+                for (row, &t) in out.chunks_exact_mut(d).zip(ids) {
+                    h.dequant_rows(t as usize, row);
+                }
+                out
+            }
+            Embed::F32(t) => {
+                let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let n = ids.len();
+                let idx = Tensor::<1, burn::tensor::Int>::from_data(
+                    TensorData::new(ids, [n]),
+                    &t.device(),
+                );
+                crate::forward::host_vec(t.clone().select(0, idx))
+            }
+        }
+    }
+
+    /// The embedding rows of `ids` as a tensor `[ids.len(), d]` on `device`.
+    pub fn embed_select(&self, ids: &[u32], device: &Device) -> Tensor<2> {
+        match &self.embed {
+            Embed::F32(t) => {
+                let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let n = ids.len();
+                let idx =
+                    Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(ids, [n]), device);
+                t.clone().select(0, idx)
+            }
+            Embed::Blocks(h) => {
+                let rows = self.embed_rows(ids);
+                Tensor::from_data(TensorData::new(rows, [ids.len(), h.cols]), device)
+            }
+        }
+    }
+
+    /// The whole embedding `[vocab, d]` as f32 (dequantized when held as blocks).
+    pub fn embed_tensor(&self) -> Tensor<2> {
+        match &self.embed {
+            Embed::F32(t) => t.clone(),
+            Embed::Blocks(h) => Tensor::from_data(
+                TensorData::new(h.dequantize_all(), [h.rows, h.cols]),
+                &Device::flex(),
+            ),
+        }
+    }
+
+    /// Loads every weight of `cfg` from `src` onto `device`. With `host_kernels`, a
+    /// weight whose GGUF blocks have a host kernel is held as those blocks only
+    /// ([`Split::blocks`]; no f32 copy), the rest as f32.
     pub fn load(
         src: &mut dyn Source,
         cfg: &ModelConfig,
@@ -763,97 +876,121 @@ impl Fused {
         };
         let (d, hd) = (cfg.hidden, cfg.head_dim);
         let (qo, kvo) = (cfg.heads * hd, cfg.kv_heads * hd);
-        let embed = src.need("model.embed_tokens.weight", cfg.vocab, d)?;
-        let lm_head = if cfg.tied {
-            None
-        } else {
-            Some(src.need("lm_head.weight", cfg.vocab, d)?)
-        };
+        // One inference weight from HF matrices `names` `[out_i, in]` stacked by rows: the
+        // GGUF blocks alone where they have a kernel, else f32 `[in, Σ out]`.
+        let weight =
+            |src: &mut dyn Source, names: &[String], outs: &[usize], inp: usize, n: usize| {
+                let total: usize = outs.iter().sum();
+                if let Some(h) = raw(src, names).filter(|h| h.rows == total && h.cols == inp) {
+                    return Ok::<Split, Error>(Split::blocks(h));
+                }
+                let mats = names
+                    .iter()
+                    .zip(outs)
+                    .map(|(nm, &o)| src.need(nm, o, inp))
+                    .collect::<Result<Vec<_>>>()?;
+                let (r, c, w) = transpose_cat(&mats.iter().collect::<Vec<_>>());
+                drop(mats);
+                Ok(Split::new(t2(w, r, c, device), n))
+            };
         let vec1 = |src: &mut dyn Source, n: &str, len: usize| -> Result<Vec<f32>> {
             Ok(src.need(n, 1, len)?.data)
         };
         let mut layers = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let p = format!("model.layers.{l}.");
-            let q = src.need(&format!("{p}self_attn.q_proj.weight"), qo, d)?;
-            let k = src.need(&format!("{p}self_attn.k_proj.weight"), kvo, d)?;
-            let v = src.need(&format!("{p}self_attn.v_proj.weight"), kvo, d)?;
-            let (r, c, wqkv) = transpose_cat(&[&q, &k, &v]);
-            drop((q, k, v));
+            let nm = |t: &str| format!("{p}{t}");
+            let wqkv = weight(
+                src,
+                &[
+                    nm("self_attn.q_proj.weight"),
+                    nm("self_attn.k_proj.weight"),
+                    nm("self_attn.v_proj.weight"),
+                ],
+                &[qo, kvo, kvo],
+                d,
+                split_parts(),
+            )?;
             let bqkv = if cfg.qkv_bias {
-                let mut b = vec1(src, &format!("{p}self_attn.q_proj.bias"), qo)?;
-                b.extend(vec1(src, &format!("{p}self_attn.k_proj.bias"), kvo)?);
-                b.extend(vec1(src, &format!("{p}self_attn.v_proj.bias"), kvo)?);
+                let mut b = vec1(src, &nm("self_attn.q_proj.bias"), qo)?;
+                b.extend(vec1(src, &nm("self_attn.k_proj.bias"), kvo)?);
+                b.extend(vec1(src, &nm("self_attn.v_proj.bias"), kvo)?);
                 Some(t1(b, device))
             } else {
                 None
             };
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(t1(
-                        vec1(src, &format!("{p}self_attn.q_norm.weight"), hd)?,
-                        device,
-                    )),
-                    Some(t1(
-                        vec1(src, &format!("{p}self_attn.k_norm.weight"), hd)?,
-                        device,
-                    )),
+                    Some(t1(vec1(src, &nm("self_attn.q_norm.weight"), hd)?, device)),
+                    Some(t1(vec1(src, &nm("self_attn.k_norm.weight"), hd)?, device)),
                 )
             } else {
                 (None, None)
             };
-            let o = src.need(&format!("{p}self_attn.o_proj.weight"), d, qo)?;
-            let (or, oc, wo) = transpose_cat(&[&o]);
-            let g = src.need(&format!("{p}mlp.gate_proj.weight"), cfg.intermediate, d)?;
-            let u = src.need(&format!("{p}mlp.up_proj.weight"), cfg.intermediate, d)?;
-            let (gr, gc, wgu) = transpose_cat(&[&g, &u]);
-            drop((g, u));
-            let dn = src.need(&format!("{p}mlp.down_proj.weight"), d, cfg.intermediate)?;
-            let (dr, dc, wdown) = transpose_cat(&[&dn]);
+            let wo = weight(
+                src,
+                &[nm("self_attn.o_proj.weight")],
+                &[d],
+                qo,
+                split_parts(),
+            )?;
+            let wgu = weight(
+                src,
+                &[nm("mlp.gate_proj.weight"), nm("mlp.up_proj.weight")],
+                &[cfg.intermediate, cfg.intermediate],
+                d,
+                split_parts(),
+            )?;
+            let wdown = weight(
+                src,
+                &[nm("mlp.down_proj.weight")],
+                &[d],
+                cfg.intermediate,
+                split_parts(),
+            )?;
             layers.push(FusedLayer {
-                attn_norm: t1(vec1(src, &format!("{p}input_layernorm.weight"), d)?, device),
-                wqkv: Split::new(t2(wqkv, r, c, device), split_parts()).with_host(raw(
-                    src,
-                    &[
-                        format!("{p}self_attn.q_proj.weight"),
-                        format!("{p}self_attn.k_proj.weight"),
-                        format!("{p}self_attn.v_proj.weight"),
-                    ],
-                )),
+                attn_norm: t1(vec1(src, &nm("input_layernorm.weight"), d)?, device),
+                wqkv,
                 bqkv,
                 q_norm,
                 k_norm,
-                wo: Split::new(t2(wo, or, oc, device), split_parts())
-                    .with_host(raw(src, &[format!("{p}self_attn.o_proj.weight")])),
+                wo,
                 ffn_norm: t1(
-                    vec1(src, &format!("{p}post_attention_layernorm.weight"), d)?,
+                    vec1(src, &nm("post_attention_layernorm.weight"), d)?,
                     device,
                 ),
-                wgu: Split::new(t2(wgu, gr, gc, device), split_parts()).with_host(raw(
-                    src,
-                    &[
-                        format!("{p}mlp.gate_proj.weight"),
-                        format!("{p}mlp.up_proj.weight"),
-                    ],
-                )),
-                wdown: Split::new(t2(wdown, dr, dc, device), split_parts())
-                    .with_host(raw(src, &[format!("{p}mlp.down_proj.weight")])),
+                wgu,
+                wdown,
             });
         }
         let norm = t1(vec1(src, "model.norm.weight", d)?, device);
-        let (hr, hc, head) = transpose_cat(&[lm_head.as_ref().unwrap_or(&embed)]);
+        let embed_name = "model.embed_tokens.weight".to_string();
+        let head_name = if cfg.tied {
+            embed_name.clone()
+        } else {
+            "lm_head.weight".to_string()
+        };
+        let lm_head = weight(src, std::slice::from_ref(&head_name), &[cfg.vocab], d, 1)?;
+        let embed = match (&lm_head.host, cfg.tied) {
+            // Tied: the head's blocks are the embedding's.
+            (Some(h), true) if lm_head.parts.is_empty() => Embed::Blocks(Arc::clone(h)),
+            _ => match raw(src, std::slice::from_ref(&embed_name))
+                .filter(|h| h.rows == cfg.vocab && h.cols == d)
+            {
+                Some(h) => Embed::Blocks(Arc::new(h)),
+                None => Embed::F32(t2(
+                    src.need(&embed_name, cfg.vocab, d)?.data,
+                    cfg.vocab,
+                    d,
+                    device,
+                )),
+            },
+        };
         Ok(Fused {
-            embed: t2(embed.data, cfg.vocab, d, device),
+            embed,
             layers,
             norm,
-            lm_head: Split::new(t2(head, hr, hc, device), 1).with_host(raw(
-                src,
-                &[if cfg.tied {
-                    "model.embed_tokens.weight".to_string()
-                } else {
-                    "lm_head.weight".to_string()
-                }],
-            )),
+            lm_head,
             host_vecs: std::sync::OnceLock::new(),
         })
     }

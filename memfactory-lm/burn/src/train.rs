@@ -321,7 +321,7 @@ impl TrainModel {
             });
         }
         let decoder = Decoder {
-            embed: p2(w.embed.clone()),
+            embed: p2(w.embed_tensor()),
             blocks,
             norm: p1(w.norm.clone()),
             lm_head: if cfg.tied {
@@ -618,7 +618,7 @@ impl Decoder {
         );
         lm_head.host = base.and_then(|bb| bb.head.clone());
         Fused {
-            embed,
+            embed: crate::model::Embed::F32(embed),
             layers,
             norm: self.norm.val().inner(),
             lm_head,
