@@ -631,21 +631,10 @@ impl Split {
                     t[i * out + o] = v;
                 }
             }
-            let mut full = Tensor::from_data(TensorData::new(t, [inp, out]), &Device::flex());
-            for l in &self.lora {
-                let a = Tensor::<2>::from_data(
-                    TensorData::new(l.a.clone(), [inp, l.rank]),
-                    &Device::flex(),
-                );
-                let b = Tensor::<2>::from_data(
-                    TensorData::new(l.b.clone(), [l.rank, l.out]),
-                    &Device::flex(),
-                );
-                let delta = a.matmul(b).mul_scalar(l.scale);
-                let cur = full.clone().narrow(1, l.off, l.out);
-                full = full.slice_assign([0..inp, l.off..l.off + l.out], cur + delta);
-            }
-            return full;
+            // Blocks-only weights carry no LoRA branches (a LoRA policy's splits keep
+            // their merged f32 parts), so the blocks are the whole matrix.
+            debug_assert!(self.lora.is_empty());
+            return Tensor::from_data(TensorData::new(t, [inp, out]), &Device::flex());
         }
         if self.parts.len() == 1 {
             self.parts[0].clone()
