@@ -12,10 +12,11 @@
 //!
 //! | feature | component |
 //! |---|---|
-//! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-sub-em-memagent`, `reward-f1`, `reward-format` |
+//! | `memagent` (profile) | everything MemAgent needs: `agent-memagent`, `agent-long-context`, `op-overwrite`, `store-memory`, `data-ruler-hqa`, `data-memagent-json`, `reward-exact-match`, `reward-sub-em`, `reward-sub-em-memagent`, `reward-f1`, `reward-format` |
 //! | `memory-r1` (profile) | Memory-R1: `agent-memory-r1`, `op-extract`, `op-update`, `op-retrieve`, `op-distill`, `store-memory`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk` |
 //! | `rmm` (profile) | RMM: `agent-rmm`, `op-summarize`, `op-rerank`, `store-memory`, `embed-minilm`, `data-locomo`, `data-convgen`, `reward-exact-match`, `reward-f1`, `reward-bleu1`, `reward-format`, `reward-f1-mem0`, `reward-bleu1-nltk`, `reward-recall-at-k` |
 //! | `agent-memagent` | MemAgent paradigm |
+//! | `agent-long-context` | long-context baseline: the whole context in one prompt, one answer call (single-turn GRPO) |
 //! | `agent-memory-r1` | Memory-R1 paradigm (memory manager + answer agent with distillation) |
 //! | `agent-rmm` | RMM paradigm (prospective + retrospective reflection) |
 //! | `op-extract` | fact extraction from dialogue turns |
@@ -68,6 +69,8 @@ pub mod train;
 pub use assembly::{Assembly, RunSettings};
 pub use memfactory_core as core;
 
+#[cfg(feature = "agent-long-context")]
+use memfactory_agent_long_context as _;
 #[cfg(feature = "agent-memagent")]
 use memfactory_agent_memagent as _;
 #[cfg(feature = "agent-memory-r1")]
@@ -154,8 +157,13 @@ use memfactory_core::Family;
 
 /// The components whose features are enabled in this build, as `(family, kind)`.
 pub fn enabled_components() -> Vec<(Family, &'static str)> {
-    let all: [(bool, Family, &'static str); 37] = [
+    let all: [(bool, Family, &'static str); 38] = [
         (cfg!(feature = "agent-memagent"), Family::Agent, "memagent"),
+        (
+            cfg!(feature = "agent-long-context"),
+            Family::Agent,
+            "long-context",
+        ),
         (
             cfg!(feature = "agent-memory-r1"),
             Family::Agent,

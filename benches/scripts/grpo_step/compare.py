@@ -22,9 +22,19 @@ Systems:
   memfactory-noshare  the same with prompt-prefix sharing off in rollouts and update
                ([model] and [train] prefix_sharing = false): what sharing buys.
   trl          trl.GRPOTrainer on a single-turn version of the task (trl_grpo.py): the whole
-               needle context in one prompt, group 8, 2 prompts per step, max 32 new tokens.
+               needle context in one prompt, group 8, 2 prompts per step, max 32 new tokens,
+               full fine-tune.
+  trl-lora     the same with peft LoRA of the Rust recipe's rank (16, alpha 32, every projection).
+  memfactory-single  `memfactory train` on the same single-turn task: the long-context agent
+               (configs/long_context_grpo_smollm2_cpu.toml, LoRA rank 16) with trl_grpo.py's
+               prompt as its template file and strip = false, so both send the same prompt; the
+               same keys changed as for memfactory. Equal work with trl-lora: one LM call per
+               episode, 16 rows per update. Compare the two with --reference memfactory-single.
+               MemFactory skips groups whose rewards do not vary (no gradient: the advantage is
+               0); TRL computes them anyway. The step reported is the process's last step that
+               trained the most rows, and its row count is reported beside it.
 
-Alternated pairs: --pairs N runs memfactory, memfactory-py (, trl) N times, the order reversed
+Alternated pairs: --pairs N runs the --systems N times, the order reversed
 every other round (A B C, C B A, ...), so drift of a noisy machine loads every system alike. Each
 round gives one ratio per figure (other / memfactory: > 1 means MemFactory is faster / smaller);
 the report gives every round's ratios and their median. Quote ratios, not absolute seconds.
@@ -53,6 +63,7 @@ sys.path.insert(0, str(HERE.parent))
 import compare_engines as ce  # noqa: E402  (child runner with per-child peak RSS, machine info)
 
 RECIPE = REPO / "configs" / "memagent_grpo_smollm2_cpu.toml"
+SINGLE_RECIPE = REPO / "configs" / "long_context_grpo_smollm2_cpu.toml"
 MFPY_COMMIT = "de026d8f1f7a9913a5a9cb42e15c38cbad9544da"
 
 
@@ -66,15 +77,30 @@ def _sub_once(text: str, pattern: str, repl: str, section: str) -> str:
     return head + sep + new + nxt + tail
 
 
-def bench_recipe(a, out_dir: Path) -> Path:
-    """The compared recipe: RECIPE with only the step count, train-sample count, dev evals and
+def bench_recipe(a, out_dir: Path, src: Path = RECIPE, name: str = "memagent_grpo_step.toml") -> Path:
+    """The compared recipe: `src` with only the step count, train-sample count, dev evals and
     model path changed."""
-    t = RECIPE.read_text()
+    t = src.read_text()
     t = _sub_once(t, r"^path = .*$", f'path = "{Path(a.gguf).resolve()}"', "model")
     t = _sub_once(t, r"^steps = \d+", f"steps = {a.steps}", "train")
     t = _sub_once(t, r"^eval_every = \d+", "eval_every = 0", "train")
     t = _sub_once(t, r"^samples = \d+", f"samples = {a.questions}", "data.train")
-    p = out_dir / "memagent_grpo_step.toml"
+    p = out_dir / name
+    p.write_text(t)
+    return p
+
+
+def single_recipe(a, out_dir: Path) -> Path:
+    """SINGLE_RECIPE changed as bench_recipe changes RECIPE, plus trl_grpo.py's prompt as the
+    answer template (a file) and no whitespace stripping, as trl_grpo.py builds its prompt."""
+    import trl_grpo  # noqa: E402  (stdlib only at import time)
+
+    tpl = out_dir / "trl_final.txt"
+    tpl.write_text(trl_grpo.FINAL.format(prompt="{prompt}", context="{context}"))
+    p = bench_recipe(a, out_dir, SINGLE_RECIPE, "long_context_grpo_step.toml")
+    t = p.read_text()
+    t = _sub_once(t, r"^kind = \"long-context\"$", 'kind = "long-context"\nstrip = false', "agent")
+    t = _sub_once(t, r"^max_new_tokens = (\d+)$", f'template = "{tpl}"\nmax_new_tokens = \\1', "agent.answer")
     p.write_text(t)
     return p
 
@@ -105,6 +131,7 @@ def recipe_values(recipe: Path) -> dict:
         "group": tr["group_size"],
         "samples_per_step": tr["samples_per_step"],
         "lr": tr["lr"],
+        "lora_rank": tr["lora"]["rank"],
         "train_seed": r["data"]["train"]["seed"],
         "tokens": r["data"]["train"]["tokens"],
     }
@@ -151,9 +178,12 @@ def run_memfactory(a, recipe: Path, work: Path, k: int, tag: str = "mf") -> dict
     if rc != 0:
         sys.exit(f"memfactory train failed ({rc}):\n{se[-3000:]}")
     m = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    last = m[-1]
+    # The last step, or (where a later step skipped groups whose rewards did not vary) the last
+    # step that trained the most rows.
+    most = max(x.get("rows", 0) for x in m)
+    last = [x for x in m if x.get("rows", 0) == most][-1]
     return {"rollout_s": last["rollout_s"], "update_s": last["update_s"], "peak_rss_mib": rss,
-            "wall_s": wall, "steps": len(m)}
+            "wall_s": wall, "steps": len(m), "step": last.get("step"), "rows": last.get("rows")}
 
 
 def run_mfpy(a, data: Path, work: Path, v: dict, k: int) -> dict:
@@ -182,13 +212,14 @@ def run_mfpy(a, data: Path, work: Path, v: dict, k: int) -> dict:
             "wall_s": wall, "steps": len(steps), "trained_rows": last["trained_rows"]}
 
 
-def run_trl(a, data: Path, work: Path, v: dict, k: int) -> dict:
+def run_trl(a, data: Path, work: Path, v: dict, k: int, lora: bool = False) -> dict:
     cmd = [sys.executable, str(HERE / "trl_grpo.py"), "--gguf", str(Path(a.gguf).resolve()),
            "--data", str(data), "--out", str(work / f"trl-{k}"), "--steps", str(a.steps),
            "--group", str(v["group"]), "--prompts", str(v["samples_per_step"]),
            "--max-new-tokens", str(v["answer_tokens"]), "--temperature", str(v["temperature"]),
-           "--lr", str(v["lr"]), "--seed", str(k)]
-    rc, so, se, rss, wall = ce.run_measured(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), label="trl")
+           "--lr", str(v["lr"]), "--seed", str(k), "--lora-rank", str(v["lora_rank"] if lora else 0)]
+    rc, so, se, rss, wall = ce.run_measured(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                                            label="trl-lora" if lora else "trl")
     steps = [json.loads(x.split(" ", 1)[1]) for x in so.splitlines() if x.startswith("TRL_STEP ")]
     if rc != 0 or not steps:
         sys.exit(f"trl failed ({rc}):\n{so[-2000:]}\n{se[-3000:]}")
@@ -201,19 +232,20 @@ FIGS = [("rollout_s", "rollout (s)"), ("update_s", "update (s)"), ("peak_rss_mib
 
 
 def render(a, rounds: list[dict], systems: list[str], machine: dict) -> str:
+    ref = a.reference
     out = [f"GRPO step, MemAgent on RULER niah-single (SmolLM2-135M-Instruct, group 8, "
            f"{a.questions} questions/step), last of {a.steps} steps per process; "
            f"{machine['cpu']}, {machine['cores']} cores, {machine['when']}.",
-           "Ratio = other / memfactory (> 1: MemFactory faster or smaller).", ""]
-    others = [s for s in systems if s != "memfactory"]
-    hdr = "| round | order | " + " | ".join(f"{o} / mf {lab}" for o in others for _, lab in FIGS) + " |"
+           f"Ratio = other / {ref} (> 1: MemFactory faster or smaller).", ""]
+    others = [s for s in systems if s != ref]
+    hdr = "| round | order | " + " | ".join(f"{o} / {ref} {lab}" for o in others for _, lab in FIGS) + " |"
     out += [hdr, "|" + "---|" * (2 + len(others) * len(FIGS))]
     ratios = {(o, f): [] for o in others for f, _ in FIGS}
     for i, r in enumerate(rounds):
         cells = []
         for o in others:
             for f, _ in FIGS:
-                x = r[o][f] / max(r["memfactory"][f], 1e-9)
+                x = r[o][f] / max(r[ref][f], 1e-9)
                 ratios[(o, f)].append(x)
                 cells.append(f"{x:.2f}")
         out.append(f"| {i + 1} | {' '.join(r['order'])} | " + " | ".join(cells) + " |")
@@ -233,6 +265,7 @@ def main() -> int:
     ap.add_argument("--gguf", default=os.environ.get(
         "MEMFACTORY_SMOLLM2_GGUF", "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--systems", default="memfactory,memfactory-py,trl")
+    ap.add_argument("--reference", default="memfactory", help="the system every ratio divides by")
     ap.add_argument("--pairs", type=int, default=3, help="rounds of alternated runs")
     ap.add_argument("--steps", type=int, default=2, help="GRPO steps per process (the last is reported)")
     ap.add_argument("--questions", type=int, default=2, help="questions per step (the recipe's samples_per_step)")
@@ -241,7 +274,7 @@ def main() -> int:
     ap.add_argument("--markdown-out")
     a = ap.parse_args()
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
-    assert "memfactory" in systems, "memfactory is the reference of every ratio"
+    assert a.reference in systems, f"{a.reference} (--reference) must be one of --systems"
     work = Path(a.work or tempfile.mkdtemp(prefix="grpo-step-"))
     work.mkdir(parents=True, exist_ok=True)
     recipe = bench_recipe(a, work)
@@ -249,10 +282,13 @@ def main() -> int:
     assert v["samples_per_step"] == a.questions, "--questions must equal the recipe's samples_per_step"
     data = export_data(a, recipe, work)
     noshare = noshare_recipe(recipe, work)
+    single = single_recipe(a, work)
     runners = {"memfactory": lambda k: run_memfactory(a, recipe, work, k),
                "memfactory-noshare": lambda k: run_memfactory(a, noshare, work, k, "mf-noshare"),
                "memfactory-py": lambda k: run_mfpy(a, data, work, v, k),
-               "trl": lambda k: run_trl(a, data, work, v, k)}
+               "memfactory-single": lambda k: run_memfactory(a, single, work, k, "mf-single"),
+               "trl": lambda k: run_trl(a, data, work, v, k),
+               "trl-lora": lambda k: run_trl(a, data, work, v, k, lora=True)}
     rounds = []
     for i in range(a.pairs):
         order = systems if i % 2 == 0 else systems[::-1]

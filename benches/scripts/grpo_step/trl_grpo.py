@@ -7,7 +7,9 @@ SmolLM2's 8k-token window holds the 800-token context, so nothing is truncated u
 -tokens is smaller. Group --group completions per prompt, --prompts prompts per step (one
 optimizer step per rollout: per_device_train_batch_size = prompts x group, no gradient
 accumulation), at most --max-new-tokens new tokens, plain temperature sampling (top-k / top-p
-off), beta 0 (no reference model), LoRA absent (full fine-tune, as MemFactory-Python). Reward:
+off), beta 0 (no reference model), LoRA absent (full fine-tune, as MemFactory-Python) unless
+--lora-rank R > 0: then peft LoRA of rank R, alpha 2R, on every projection (q k v o gate up
+down), the adapters the Rust recipe trains. Reward:
 sub-EM of the SQuAD-normalized gold in the last \\boxed{} (else the whole answer) + 0.2 x format,
 the same function as the MemFactory-Python patch and the Rust recipe's rewards.
 
@@ -79,6 +81,7 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tune; R: peft LoRA rank R, alpha 2R")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -145,8 +148,16 @@ def main() -> int:
             print("TRL_STEP " + json.dumps({"step": state.global_step, "rollout_s": trainer.rollout_s,
                                             "update_s": total - trainer.rollout_s}), flush=True)
 
+    peft_config = None
+    if a.lora_rank > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.0, bias="none",
+                                 task_type="CAUSAL_LM",
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"])
     trainer = Timed(model=model, reward_funcs=accuracy_format, args=cfg, train_dataset=ds,
-                    processing_class=tok, callbacks=[StepTimer()])
+                    processing_class=tok, callbacks=[StepTimer()], peft_config=peft_config)
     trainer.train()
     return 0
 

@@ -43,6 +43,7 @@
 //! | `seed` | integer | `0` | dataset seed |
 //! | `offset` | integer | `0` | first record (0-based) to turn into a sample |
 //! | `limit` | integer | none | at most this many samples (the candidate range before the closed-book filter) |
+//! | `own` | string | `"all"` | which of the question's own paragraphs the instance keeps: `"all"` (MemAgent: 2 gold + 8 HotpotQA distractors) or `"gold"` — only the paragraphs whose titles are in `supporting_facts`, so the rest of the `docs` documents are random pool documents. `"gold"` is a named easier variant (no retrieved hard distractors), not MemAgent's task; padding still excludes every own paragraph |
 //! | `shuffle` | string | `"per-question"` | document order: `"per-question"` (ChaCha per instance, above) or `"memagent"` (MemAgent's fixed `random.Random(4).shuffle` of own-then-padding documents, the same permutation for every question) |
 //! | `padding` | string | `"per-question"` | padding draw: `"per-question"` (ChaCha, pool in first-seen order) or `"memagent"` (CPython `random.sample` from a fresh `random.seed(42)` state over the code-point-sorted pool minus the question's own documents) |
 //! | `closed_book` | table | none | MemAgent's closed-book filter (below) |
@@ -464,6 +465,18 @@ pub struct BuildParams {
     pub shuffle: Shuffle,
     /// Padding draw.
     pub padding: Padding,
+    /// Which own paragraphs are kept.
+    pub own: Own,
+}
+
+/// Which of a question's own paragraphs an instance keeps (`own` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Own {
+    /// All of them (MemAgent): the gold paragraphs and HotpotQA's retrieved distractors.
+    #[default]
+    All,
+    /// Only the gold (supporting) paragraphs; the rest of the instance is padding.
+    Gold,
 }
 
 impl Default for BuildParams {
@@ -475,6 +488,7 @@ impl Default for BuildParams {
             limit: None,
             shuffle: Shuffle::PerQuestion,
             padding: Padding::PerQuestion,
+            own: Own::All,
         }
     }
 }
@@ -674,6 +688,12 @@ pub fn build_selected(
                 gold.insert(i);
             }
         }
+        // Padding never draws any own paragraph, kept or not.
+        let mut excluded = own.clone();
+        excluded.sort_unstable();
+        if params.own == Own::Gold {
+            own.retain(|i| gold.contains(i));
+        }
         if docs < own.len() {
             return Err(BuildError::TooFewDocs {
                 record: ri,
@@ -683,9 +703,13 @@ pub fn build_selected(
             });
         }
 
+        if docs - own.len() > pool.len() - excluded.len() {
+            return Err(BuildError::PoolTooSmall {
+                docs,
+                pool: pool.len() - excluded.len() + own.len(),
+            });
+        }
         let mut rng = instance_rng(params.seed, &rec.id, docs);
-        let mut excluded = own.clone();
-        excluded.sort_unstable();
         let padding = match params.padding {
             Padding::PerQuestion => {
                 sample_excluding(&mut rng, pool.len(), &excluded, docs - own.len())
@@ -1188,6 +1212,16 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     } else {
         Padding::PerQuestion
     };
+    let own = match cfg.get("own", "all".to_string())?.as_str() {
+        "all" => Own::All,
+        "gold" => Own::Gold,
+        other => {
+            return Err(cfg.error(
+                "own",
+                format!("expected \"all\" or \"gold\", found {other:?}"),
+            ));
+        }
+    };
     let closed_book = match cfg.sub("closed_book")? {
         None => None,
         Some(cb) => {
@@ -1205,6 +1239,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
             limit,
             shuffle,
             padding,
+            own,
         },
     );
     source.table = cfg.path().to_string();

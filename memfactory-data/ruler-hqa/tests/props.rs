@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use memfactory_data_ruler_hqa::{
-    BuildError, BuildParams, HotpotRecord, Paragraph, build_samples, document_pool,
+    BuildError, BuildParams, HotpotRecord, Own, Paragraph, build_samples, document_pool,
 };
 use proptest::prelude::*;
 
@@ -120,6 +120,38 @@ proptest! {
         let sliced = build_samples(&recs, &BuildParams { offset: 1, limit: Some(1), ..params }).unwrap();
         prop_assert_eq!(sliced.len(), 1);
         prop_assert_eq!(&sliced[0], &samples[1]);
+    }
+
+    #[test]
+    fn gold_only_instances_keep_the_gold_paragraphs_and_no_other_own_one(
+        (sizes, shared, docs, seed) in arb_case()
+    ) {
+        let recs = records(&sizes, shared);
+        let pool: HashSet<String> = document_pool(&recs).into_iter().collect();
+        // At least the gold paragraphs (2, or the record's own count when smaller) fit.
+        let docs = docs.max(2);
+        let params = BuildParams { docs, seed, own: Own::Gold, ..Default::default() };
+        let samples = match build_samples(&recs, &params) {
+            Ok(s) => s,
+            // A small synthetic pool may not hold docs - 2 documents outside a record's own.
+            Err(BuildError::PoolTooSmall { .. }) => return Ok(()),
+            Err(e) => return Err(TestCaseError::fail(format!("{e:?}"))),
+        };
+        for (rec, s) in recs.iter().zip(&samples) {
+            let docs_text = split_documents(&s.context);
+            prop_assert_eq!(docs_text.len(), docs);
+            prop_assert!(docs_text.iter().all(|d| pool.contains(d)));
+            let gold: Vec<String> = rec.context.iter()
+                .filter(|p| rec.supporting_titles.contains(&p.title))
+                .map(|p| p.document())
+                .collect();
+            for p in &rec.context {
+                let present = docs_text.contains(&p.document());
+                prop_assert_eq!(present, gold.contains(&p.document()), "{}", p.title);
+            }
+            prop_assert_eq!(s.meta["gold_docs"].as_array().unwrap().len(),
+                            gold.iter().collect::<HashSet<_>>().len());
+        }
     }
 
     #[test]

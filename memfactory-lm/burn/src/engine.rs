@@ -589,38 +589,23 @@ impl BurnLm {
 
 /// Which rows of a batch share a prompt prefix of at least `min_len` tokens: for each row,
 /// `Some((leader, len))` — the group's first row and the number of leading tokens the group
-/// shares — or `None`. Rows are sorted by their token ids and cut into runs wherever two
-/// neighbours share fewer than `min_len` tokens; a run of two or more rows shares its longest
-/// common prefix, cut one token short of its shortest prompt (every row's last prompt token
-/// is always prefilled in the batch, which gives the logits of its first generated token).
-/// Identical prompts (a GRPO group) share all but their last token.
+/// shares — or `None`. Rows are sorted by their token ids and partitioned into the runs that
+/// save the most prefill positions ([`crate::train::prefix_runs`]); a run of two or more rows
+/// shares its longest common prefix, cut one token short of its shortest prompt (every row's
+/// last prompt token is always prefilled in the batch, which gives the logits of its first
+/// generated token). Identical prompts (a GRPO group) share all but their last token, also
+/// when two groups in one batch begin with the same instruction.
 pub(crate) fn share_plan(rows: &[&[u32]], min_len: usize) -> Vec<Option<(usize, usize)>> {
-    let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by(|&a, &b| rows[a].cmp(rows[b]).then(a.cmp(&b)));
+    let (order, runs) = crate::train::prefix_runs(rows, min_len);
     let mut plan = vec![None; rows.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        let mut shared = rows[order[start]].len();
-        while end < order.len() {
-            let l = lcp(rows[order[end - 1]], rows[order[end]]);
-            if l < min_len {
-                break;
-            }
-            shared = shared.min(l);
-            end += 1;
-        }
-        let run = &order[start..end];
-        let shortest = run.iter().map(|&r| rows[r].len()).min().unwrap_or(0);
-        let len = shared.min(shortest.saturating_sub(1));
-        if run.len() > 1 && len >= min_len {
+    for (a, b, len) in runs {
+        if b - a > 1 && len >= min_len {
+            let run = &order[a..b];
             let leader = run.iter().copied().min().unwrap_or(run[0]);
             for &r in run {
                 plan[r] = Some((leader, len));
             }
         }
-        start = end;
     }
     plan
 }
@@ -735,5 +720,23 @@ mod tests {
         let short: Vec<u32> = (0..32).collect();
         let rows: Vec<&[u32]> = vec![&short, &short];
         assert_eq!(share_plan(&rows, 32), vec![None, None]);
+        // Two GRPO groups whose prompts share a 40-token instruction: each group shares its
+        // whole prompt (all but the last token), not only the instruction with the other.
+        let mut g1: Vec<u32> = (0..40).collect();
+        g1.extend(200..260);
+        let mut g2: Vec<u32> = (0..40).collect();
+        g2.extend(300..355);
+        let rows: Vec<&[u32]> = vec![&g1, &g2, &g1, &g2, &g1, &g2];
+        assert_eq!(
+            share_plan(&rows, 32),
+            vec![
+                Some((0, 99)),
+                Some((1, 94)),
+                Some((0, 99)),
+                Some((1, 94)),
+                Some((0, 99)),
+                Some((1, 94))
+            ]
+        );
     }
 }

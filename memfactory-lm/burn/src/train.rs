@@ -718,6 +718,67 @@ pub struct Packed {
     pub place: Vec<Placement>,
 }
 
+/// Groups `rows` by shared prompt prefixes, one level deep: sorts them lexicographically
+/// (`order`) and partitions the sorted list into runs `[a, b)` of `order`, each with the
+/// length its members share — the partition that saves the most tokens, `Σ (b − a − 1) ·
+/// shared`, by dynamic programming over the sorted rows. A run's `shared` is at least
+/// `min_shared` and leaves every member at least one token of its own; runs of one row (and
+/// every row when `min_shared` is 0 or there is one row) have `shared` 0. Used by the
+/// trainer's packing ([`pack`]) and the engine's shared prefill, so that two groups of
+/// identical prompts that also share a short instruction are two runs with their whole
+/// prompts shared, not one run sharing the instruction.
+pub(crate) fn prefix_runs(
+    rows: &[&[u32]],
+    min_shared: usize,
+) -> (Vec<usize>, Vec<(usize, usize, usize)>) {
+    let n = rows.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    if min_shared == 0 || n < 2 {
+        groups.extend((0..n).map(|k| (k, k + 1, 0)));
+        return (order, groups);
+    }
+    order.sort_by(|&a, &b| rows[a].cmp(rows[b]).then(a.cmp(&b)));
+    let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let adj: Vec<usize> = (1..n)
+        .map(|k| lcp(rows[order[k - 1]], rows[order[k]]))
+        .collect();
+    // best[j] = most tokens saved over order[..j]; from[j] = where its last run starts.
+    let mut best = vec![0usize; n + 1];
+    let mut from = vec![0usize; n + 1];
+    let mut shared_of = vec![0usize; n + 1];
+    for j in 1..=n {
+        best[j] = best[j - 1];
+        from[j] = j - 1;
+        let (mut common, mut shortest) = (usize::MAX, rows[order[j - 1]].len());
+        for a in (0..j - 1).rev() {
+            common = common.min(adj[a]);
+            shortest = shortest.min(rows[order[a]].len());
+            let shared = common.min(shortest.saturating_sub(1));
+            if shared < min_shared {
+                if common < min_shared {
+                    break;
+                }
+                continue;
+            }
+            let saved = best[a] + (j - a - 1) * shared;
+            if saved > best[j] {
+                best[j] = saved;
+                from[j] = a;
+                shared_of[j] = shared;
+            }
+        }
+    }
+    let mut j = n;
+    while j > 0 {
+        let a = from[j];
+        groups.push((a, j, if j - a > 1 { shared_of[j] } else { 0 }));
+        j = a;
+    }
+    groups.reverse();
+    (order, groups)
+}
+
 /// Packs `inputs` row after row without padding; with `min_shared > 0`, inputs that begin with
 /// a common prefix of at least `min_shared` tokens are grouped and the prefix is packed once,
 /// each member continuing it. The grouping maximises the tokens saved over partitions of the
@@ -725,51 +786,8 @@ pub struct Packed {
 /// every member keeps at least one token of its own.
 pub fn pack(inputs: &[Vec<u32>], min_shared: usize) -> Packed {
     let n = inputs.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    // Groups: runs [a, b) of `order` and the length they share.
-    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
-    if min_shared == 0 || n < 2 {
-        groups.extend((0..n).map(|k| (k, k + 1, 0)));
-    } else {
-        order.sort_by(|&a, &b| inputs[a].cmp(&inputs[b]).then(a.cmp(&b)));
-        let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
-        let adj: Vec<usize> = (1..n)
-            .map(|k| lcp(&inputs[order[k - 1]], &inputs[order[k]]))
-            .collect();
-        // best[j] = most tokens saved packing order[..j]; from[j] = where its last run starts.
-        let mut best = vec![0usize; n + 1];
-        let mut from = vec![0usize; n + 1];
-        let mut shared_of = vec![0usize; n + 1];
-        for j in 1..=n {
-            best[j] = best[j - 1];
-            from[j] = j - 1;
-            let (mut common, mut shortest) = (usize::MAX, inputs[order[j - 1]].len());
-            for a in (0..j - 1).rev() {
-                common = common.min(adj[a]);
-                shortest = shortest.min(inputs[order[a]].len());
-                let shared = common.min(shortest.saturating_sub(1));
-                if shared < min_shared {
-                    if common < min_shared {
-                        break;
-                    }
-                    continue;
-                }
-                let saved = best[a] + (j - a - 1) * shared;
-                if saved > best[j] {
-                    best[j] = saved;
-                    from[j] = a;
-                    shared_of[j] = shared;
-                }
-            }
-        }
-        let mut j = n;
-        while j > 0 {
-            let a = from[j];
-            groups.push((a, j, if j - a > 1 { shared_of[j] } else { 0 }));
-            j = a;
-        }
-        groups.reverse();
-    }
+    let rows: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+    let (order, groups) = prefix_runs(&rows, min_shared);
     let mut ids = Vec::new();
     let mut seqs = Vec::new();
     let mut place = vec![
