@@ -251,6 +251,10 @@ def render(a, rounds: list[dict], systems: list[str], machine: dict) -> str:
         out.append(f"| {i + 1} | {' '.join(r['order'])} | " + " | ".join(cells) + " |")
     out.append("| **median** | | " + " | ".join(
         f"**{statistics.median(ratios[(o, f)]):.2f}**" for o in others for f, _ in FIGS) + " |")
+    rows = [f"{s} {r[s]['rows']}" for r in rounds for s in systems if "rows" in r[s]]
+    if rows:
+        out.append("")
+        out.append("Rows trained in the reported MemFactory step, per round: " + ", ".join(rows))
     out.append("")
     out.append("Foreign CPU load during each child (% of the machine; high = noisy): " +
                ", ".join(f"{lab} {p}" for lab, p in ce.FOREIGN))
