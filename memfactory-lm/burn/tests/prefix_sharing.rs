@@ -32,9 +32,10 @@ fn req(prompt: Vec<u32>, max_new_tokens: usize, temperature: f32, seed: u64) -> 
     }
 }
 
-/// A batch exercising every case: a group of identical prompts (a GRPO group), rows sharing
-/// a long instruction before questions of different lengths (so different left padding), and
-/// a row sharing nothing whose padding still leaves a shared stretch to skip.
+/// Batches exercising every case: a group of identical prompts (a GRPO group), rows sharing
+/// a long instruction before questions of different lengths (so different left padding), a
+/// row sharing nothing whose padding still leaves a shared stretch to skip, and two groups
+/// that share an instruction (partitioned into two runs).
 fn batches(vocab: u32, temperature: f32) -> Vec<Vec<GenRequest>> {
     let tok = |i: u32| (i * 7 + 3) % vocab;
     let instruction: Vec<u32> = (0..70).map(tok).collect();
@@ -57,7 +58,15 @@ fn batches(vocab: u32, temperature: f32) -> Vec<Vec<GenRequest>> {
         req((0..40).map(|i| tok(i * 5 + 2)).collect(), 6, temperature, 7),
     ];
     mixed.push(req(with(0..9), 6, temperature, 6));
-    vec![group, mixed]
+    // Two GRPO groups whose prompts begin with the same instruction, interleaved: each group
+    // shares its whole prompt (all but the last token), not only the instruction.
+    let two_groups: Vec<GenRequest> = (0..8)
+        .map(|s| {
+            let q = if s % 2 == 0 { 400..440 } else { 500..530 };
+            req(with(q), 6, temperature, 21 + s)
+        })
+        .collect();
+    vec![group, mixed, two_groups]
 }
 
 fn generate(lm: &mut BurnLm, sharing: bool, reqs: &[GenRequest]) -> (Vec<Generation>, u64) {
