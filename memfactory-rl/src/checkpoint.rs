@@ -541,6 +541,26 @@ pub fn verify(dir: &Path) -> Result<Integrity> {
 /// Reads the checkpoint directory `dir`, verifying each file against `manifest.json` (when
 /// there is one) before parsing it.
 pub fn read(dir: &Path) -> Result<Loaded> {
+    let mut loaded = read_weights(dir)?;
+    let m = read_manifest(dir)?;
+    let of = dir.join(OPTIM_FILE);
+    if let Some(m) = &m {
+        let want = expected(m, dir, OPTIM_FILE)?;
+        let got = sha256_file(&of)?;
+        if got != want {
+            return Err(mismatch(&of, want, &got));
+        }
+    }
+    loaded.optim = burn::optim::OptimizerRecord::load(&of)
+        .map_err(|e| bad(&of, format!("cannot read the optimizer state: {e:?}")))?;
+    Ok(loaded)
+}
+
+/// [`read`] without the optimizer state: `state.json` and the trainable parameters, each
+/// verified against `manifest.json` when there is one; `optim` is left empty. Enough to
+/// evaluate the policy ([`apply`]), so a checkpoint shipped for evaluation may leave out
+/// `optimizer.bpk` (twice the size of the weights); resuming a run needs [`read`].
+pub fn read_weights(dir: &Path) -> Result<Loaded> {
     let manifest = read_manifest(dir)?;
     let m = manifest.as_ref();
     let sf = dir.join(STATE_FILE);
@@ -586,19 +606,9 @@ pub fn read(dir: &Path) -> Result<Loaded> {
             .collect();
         params.push((meta.id, meta.shape.clone(), v));
     }
-    let of = dir.join(OPTIM_FILE);
-    if let Some(m) = m {
-        let want = expected(m, dir, OPTIM_FILE)?;
-        let got = sha256_file(&of)?;
-        if got != want {
-            return Err(mismatch(&of, want, &got));
-        }
-    }
-    let optim = burn::optim::OptimizerRecord::load(&of)
-        .map_err(|e| bad(&of, format!("cannot read the optimizer state: {e:?}")))?;
     Ok(Loaded {
         state,
-        optim,
+        optim: Default::default(),
         integrity: if m.is_some() {
             Integrity::Verified
         } else {
@@ -654,9 +664,10 @@ impl Loaded {
 /// Loads the weights of checkpoint `dir` into `lm`'s inference weights (LoRA merged): the
 /// trained policy, for evaluation. `lm` must be the base model the run started from. A
 /// damaged checkpoint is an error naming the file and both hashes; the result says whether
-/// the files could be verified at all (see [`Integrity`]).
+/// the files could be verified at all (see [`Integrity`]). The optimizer state is not read
+/// ([`read_weights`]): `optimizer.bpk` may be absent.
 pub fn apply(lm: &BurnLm, dir: &Path) -> Result<Integrity> {
-    let mut loaded = read(dir)?;
+    let mut loaded = read_weights(dir)?;
     let TrainModel { decoder, device } = TrainModel::new(lm, loaded.state.lora.as_ref())?;
     let decoder = loaded.restore_into(decoder, dir)?;
     lm.set_weights(&TrainModel { decoder, device })?;

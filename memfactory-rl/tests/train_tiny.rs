@@ -530,6 +530,22 @@ fn a_damaged_checkpoint_file_is_named_with_both_hashes() {
         r.step(&mut |lm, step| rollout(lm, step, 2, 4)).unwrap();
     }
 
+    // Shipped for evaluation without the optimizer state: the weights load, verified; a
+    // resume needs the optimizer state and says which file is missing.
+    let weights_only = dir.path().join("weights-only");
+    copy_dir(&ck, &weights_only);
+    std::fs::remove_file(weights_only.join("optimizer.bpk")).unwrap();
+    let w = checkpoint::read_weights(&weights_only).unwrap();
+    assert_eq!(w.integrity, Integrity::Verified);
+    assert_eq!(w.state.step, checkpoint::read(&ck).unwrap().state.step);
+    let e = checkpoint::read(&weights_only)
+        .err()
+        .expect("no optimizer state");
+    assert!(e.to_string().contains("optimizer.bpk"), "{e}");
+    // A flipped bit in the weights is still caught without the optimizer file.
+    flip_bit(&weights_only.join("trainable.safetensors"));
+    assert!(checkpoint::read_weights(&weights_only).is_err());
+
     // A checkpoint written before checksums (no manifest) loads, unverified.
     let old = dir.path().join("old");
     copy_dir(&ck, &old);
