@@ -146,6 +146,48 @@ impl Cfg {
         }
     }
 
+    /// Reads the string `key` (default `default`), which must be one of `allowed`; the
+    /// error lists them. Returns the matching entry of `allowed`.
+    pub fn choice(
+        &mut self,
+        key: &str,
+        default: &str,
+        allowed: &[&'static str],
+    ) -> Result<&'static str> {
+        let v: String = self.get(key, default.to_string())?;
+        match allowed.iter().find(|a| **a == v) {
+            Some(a) => Ok(a),
+            None => Err(self.error(
+                key,
+                format!(
+                    "expected {}, found {v:?}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{a:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            )),
+        }
+    }
+
+    /// An agent's `paths` key: independent episodes per sample (avg@k), 1..=1024, default 1.
+    pub fn paths(&mut self) -> Result<usize> {
+        self.get_checked(
+            "paths",
+            1usize,
+            |n| (1..=1024).contains(n),
+            "1..=1024 paths",
+        )
+    }
+
+    /// [`Cfg::sub`], or an empty table at `key` when it is absent.
+    pub fn sub_or_empty(&mut self, key: &str) -> Result<Cfg> {
+        Ok(self
+            .sub(key)?
+            .unwrap_or_else(|| Cfg::new(self.key(key), toml::Table::new())))
+    }
+
     /// Reads the raw value of `key` (marking it as read) without recording it; the caller
     /// records the resolved form with [`Cfg::set_resolved`].
     pub fn raw(&mut self, key: &str) -> Option<toml::Value> {

@@ -160,15 +160,9 @@ impl Paradigm for LongContext {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
-    let default_template = match cfg.get("final", "boxed".to_string())?.as_str() {
+    let default_template = match cfg.choice("final", "boxed", &["boxed", "answer-is"])? {
         "boxed" => BOXED_TEMPLATE,
-        "answer-is" => ANSWER_IS_TEMPLATE,
-        other => {
-            return Err(cfg.error(
-                "final",
-                format!("expected \"boxed\" or \"answer-is\", found {other:?}"),
-            ));
-        }
+        _ => ANSWER_IS_TEMPLATE,
     };
     let max_input_tokens = cfg.get_checked(
         "max_input_tokens",
@@ -177,15 +171,8 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
         "a positive token count",
     )?;
     let strip = cfg.get("strip", true)?;
-    let paths = cfg.get_checked(
-        "paths",
-        1usize,
-        |n| (1..=1024).contains(n),
-        "1..=1024 paths",
-    )?;
-    let mut answer = cfg
-        .sub("answer")?
-        .unwrap_or_else(|| Cfg::new(cfg.key("answer"), toml::Table::new()));
+    let paths = cfg.paths()?;
+    let mut answer = cfg.sub_or_empty("answer")?;
     let template = template_from_cfg(
         &mut answer,
         "template",

@@ -302,23 +302,12 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
             ));
         }
     };
-    let final_prompt = match cfg.get("final", "boxed".to_string())?.as_str() {
+    let final_prompt = match cfg.choice("final", "boxed", &["boxed", "answer-is"])? {
         "boxed" => FinalPrompt::Boxed,
-        "answer-is" => FinalPrompt::AnswerIs,
-        other => {
-            return Err(cfg.error(
-                "final",
-                format!("expected \"boxed\" or \"answer-is\", found {other:?}"),
-            ));
-        }
+        _ => FinalPrompt::AnswerIs,
     };
     let strip = cfg.get("strip", final_prompt == FinalPrompt::AnswerIs)?;
-    let paths = cfg.get_checked(
-        "paths",
-        1usize,
-        |n| (1..=1024).contains(n),
-        "1..=1024 paths",
-    )?;
+    let paths = cfg.paths()?;
     let empty_memory: String = cfg.get("empty_memory", "No previous memory".to_string())?;
     let update_cfg = match cfg.sub("update")? {
         Some(c) => c,
@@ -327,9 +316,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
     let (update, resolved) = registry::build::<dyn MemoryOp>(update_cfg)?;
     cfg.set_resolved("update", toml::Value::Table(resolved));
 
-    let mut answer = cfg
-        .sub("answer")?
-        .unwrap_or_else(|| Cfg::new(cfg.key("answer"), toml::Table::new()));
+    let mut answer = cfg.sub_or_empty("answer")?;
     let final_template = template_from_cfg(
         &mut answer,
         "template",

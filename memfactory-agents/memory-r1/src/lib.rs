@@ -780,12 +780,7 @@ fn table(pairs: &[(&str, toml::Value)]) -> toml::Table {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
-    let paths = cfg.get_checked(
-        "paths",
-        1usize,
-        |n| (1..=1024).contains(n),
-        "1..=1024 paths",
-    )?;
+    let paths = cfg.paths()?;
     let turns_per_step = cfg.get_checked(
         "turns_per_step",
         1usize,

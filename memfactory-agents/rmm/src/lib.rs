@@ -678,12 +678,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
 }
 
 fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
-    let paths = cfg.get_checked(
-        "paths",
-        1usize,
-        |n| (1..=1024).contains(n),
-        "1..=1024 paths",
-    )?;
+    let paths = cfg.paths()?;
     let retrieve_k = cfg.get_checked(
         "retrieve_k",
         20usize,
@@ -730,9 +725,7 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
     }
     cfg.set_resolved("rerank", toml::Value::Table(resolved));
 
-    let mut answer = cfg
-        .sub("answer")?
-        .unwrap_or_else(|| Cfg::new(cfg.key("answer"), toml::Table::new()));
+    let mut answer = cfg.sub_or_empty("answer")?;
     let paper = answer.table().get("template").and_then(|v| v.as_str()) == Some(RMM_PAPER);
     let view: String = answer.get("memory_view", "summary-and-turns".to_string())?;
     let (mut memory_view, default_template) = match view.as_str() {
