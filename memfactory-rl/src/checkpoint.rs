@@ -541,10 +541,10 @@ pub fn verify(dir: &Path) -> Result<Integrity> {
 /// Reads the checkpoint directory `dir`, verifying each file against `manifest.json` (when
 /// there is one) before parsing it.
 pub fn read(dir: &Path) -> Result<Loaded> {
-    let mut loaded = read_weights(dir)?;
-    let m = read_manifest(dir)?;
+    let manifest = read_manifest(dir)?;
+    let mut loaded = read_weights_with(dir, manifest.as_ref())?;
     let of = dir.join(OPTIM_FILE);
-    if let Some(m) = &m {
+    if let Some(m) = &manifest {
         let want = expected(m, dir, OPTIM_FILE)?;
         let got = sha256_file(&of)?;
         if got != want {
@@ -561,8 +561,11 @@ pub fn read(dir: &Path) -> Result<Loaded> {
 /// evaluate the policy ([`apply`]), so a checkpoint shipped for evaluation may leave out
 /// `optimizer.bpk` (twice the size of the weights); resuming a run needs [`read`].
 pub fn read_weights(dir: &Path) -> Result<Loaded> {
-    let manifest = read_manifest(dir)?;
-    let m = manifest.as_ref();
+    read_weights_with(dir, read_manifest(dir)?.as_ref())
+}
+
+/// [`read_weights`] against the manifest already read from `dir` (`None`: no manifest).
+fn read_weights_with(dir: &Path, m: Option<&Manifest>) -> Result<Loaded> {
     let sf = dir.join(STATE_FILE);
     let raw = std::fs::read(&sf).map_err(io(&sf))?;
     verify_bytes(m, dir, STATE_FILE, &raw)?;

@@ -1109,15 +1109,7 @@ impl DataSource for RulerHqa {
 }
 
 fn order_from_cfg(cfg: &mut Cfg, key: &str) -> Result<bool> {
-    let v: String = cfg.get(key, ORDER_NAMES[0].to_string())?;
-    match v.as_str() {
-        "per-question" => Ok(false),
-        "memagent" => Ok(true),
-        other => Err(cfg.error(
-            key,
-            format!("expected \"per-question\" or \"memagent\", found {other:?}"),
-        )),
-    }
+    Ok(cfg.choice(key, ORDER_NAMES[0], &ORDER_NAMES)? == ORDER_NAMES[1])
 }
 
 /// Reads the `closed_book` sub-table (builds its model).
@@ -1212,15 +1204,9 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn DataSource>> {
     } else {
         Padding::PerQuestion
     };
-    let own = match cfg.get("own", "all".to_string())?.as_str() {
-        "all" => Own::All,
+    let own = match cfg.choice("own", "all", &["all", "gold"])? {
         "gold" => Own::Gold,
-        other => {
-            return Err(cfg.error(
-                "own",
-                format!("expected \"all\" or \"gold\", found {other:?}"),
-            ));
-        }
+        _ => Own::All,
     };
     let closed_book = match cfg.sub("closed_book")? {
         None => None,

@@ -598,8 +598,10 @@ impl BurnLm {
 pub(crate) fn share_plan(rows: &[&[u32]], min_len: usize) -> Vec<Option<(usize, usize)>> {
     let (order, runs) = crate::train::prefix_runs(rows, min_len);
     let mut plan = vec![None; rows.len()];
+    // A run of two or more rows shares at least `min_len` tokens (`prefix_runs` forms no
+    // other), so every such run is a sharing group.
     for (a, b, len) in runs {
-        if b - a > 1 && len >= min_len {
+        if b - a > 1 {
             let run = &order[a..b];
             let leader = run.iter().copied().min().unwrap_or(run[0]);
             for &r in run {
