@@ -115,28 +115,41 @@ pub fn speaker_roles(lines: &[TurnLine], speaker: &str) -> (bool, String) {
 ///   a missing `reference` keeps the memory without turns (noted). Each index becomes the
 ///   ids of its turn's utterances, in order, without duplicates.
 /// - At most `max` memories are kept.
+/// - Output cut off inside the array (a small model repeating entries until the token cap):
+///   the complete entries before the cut are kept ([`salvage_array`]) and the cut is
+///   reported as an error, so it still counts as a format failure.
+/// - An entry whose summary repeats an earlier one is skipped (noted).
 pub fn parse_extraction(
     text: &str,
     turns: &[Vec<String>],
     max: usize,
 ) -> (Vec<NewMemory>, Option<String>) {
     let no_trait = text.contains(NO_TRAIT);
-    let v = match find_json_object(text) {
-        Ok(v) => v,
-        Err(_) if no_trait => return (Vec::new(), None),
-        Err(e) => return (Vec::new(), Some(e)),
-    };
-    let Some(list) = v.get("extracted_memories").and_then(Value::as_array) else {
-        if no_trait {
-            return (Vec::new(), None);
-        }
-        return (
-            Vec::new(),
-            Some("expected {\"extracted_memories\": [...]} or NO_TRAIT: no `extracted_memories` array".into()),
-        );
-    };
-    let mut out = Vec::new();
     let mut errors = Vec::new();
+    let list: Vec<Value> = match find_json_object(text) {
+        Ok(v) => match v.get("extracted_memories").and_then(Value::as_array) {
+            Some(list) => list.clone(),
+            None if no_trait => return (Vec::new(), None),
+            None => {
+                return (
+                    Vec::new(),
+                    Some("expected {\"extracted_memories\": [...]} or NO_TRAIT: no `extracted_memories` array".into()),
+                );
+            }
+        },
+        Err(_) if no_trait => return (Vec::new(), None),
+        Err(e) => match salvage_array(text, "extracted_memories") {
+            Some(list) if !list.is_empty() => {
+                errors.push(format!(
+                    "output cut off inside `extracted_memories` ({e}); kept its {} complete entries",
+                    list.len()
+                ));
+                list
+            }
+            _ => return (Vec::new(), Some(e)),
+        },
+    };
+    let mut out: Vec<NewMemory> = Vec::new();
     for (i, entry) in list.iter().enumerate() {
         let summary = entry
             .get("summary")
@@ -149,6 +162,12 @@ pub fn parse_extraction(
             ));
             continue;
         };
+        if let Some(j) = out.iter().position(|m| m.summary == summary) {
+            errors.push(format!(
+                "extracted_memories[{i}]: repeats memory {j}'s summary; skipped"
+            ));
+            continue;
+        }
         let refs: Vec<&Value> = match entry.get("reference") {
             None => {
                 errors.push(format!("extracted_memories[{i}]: no `reference`"));
@@ -183,6 +202,35 @@ pub fn parse_extraction(
     }
     out.truncate(max);
     (out, (!errors.is_empty()).then(|| errors.join("; ")))
+}
+
+/// The complete elements of the JSON array that follows the first `"key"` in `text`, read
+/// one value at a time, stopping at the array's end or at the first element that does not
+/// parse (output cut off by the token cap). `None` when `text` has no `"key": [`.
+pub fn salvage_array(text: &str, key: &str) -> Option<Vec<Value>> {
+    let at = text.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let mut rest = rest.strip_prefix('[')?;
+    let mut out = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() || rest.starts_with(']') {
+            return Some(out);
+        }
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => {
+                let used = values.byte_offset();
+                out.push(v);
+                rest = rest[used..].trim_start();
+                match rest.strip_prefix(',') {
+                    Some(r) => rest = r,
+                    None => return Some(out),
+                }
+            }
+            _ => return Some(out),
+        }
+    }
 }
 
 /// A turn index written as `3`, `"3"`, `"[3]"` or `[3]`.

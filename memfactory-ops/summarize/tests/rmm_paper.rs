@@ -10,7 +10,8 @@ use memfactory_core::{
 use memfactory_lm_scripted::{Rule, ScriptedLm};
 use memfactory_op_summarize::paper::{
     EXTRACT_SPEAKER1_TEMPLATE, EXTRACT_SPEAKER2_TEMPLATE, UPDATE_TEMPLATE, group_turns,
-    parse_extraction, parse_update, render_history, render_new, render_session, speaker_roles,
+    parse_extraction, parse_update, render_history, render_new, render_session, salvage_array,
+    speaker_roles,
 };
 use memfactory_op_summarize::{MergeDecision, NewMemory, TurnLine, parse_turn_line};
 use memfactory_store_memory::InMemoryFactory;
@@ -130,6 +131,41 @@ fn extraction_output_maps_turn_indices_to_utterance_ids() {
     assert!(m.is_empty() && e.is_some());
     let (m, e) = parse_extraction("{\"extracted_memories\": [{\"summary\": \"cut", &t, 8);
     assert!(m.is_empty() && e.is_some());
+}
+
+#[test]
+fn extraction_cut_off_by_the_token_cap_keeps_its_complete_entries() {
+    let t = turns();
+    // A small model repeating entries until max_new_tokens: the complete entries before the
+    // cut are kept once each, and the cut and the repeats are reported.
+    let cut = "```json\n{ \"extracted_memories\": [ { \"summary\": \"a\", \"reference\": [0] }, \
+               { \"summary\": \"b\", \"reference\": [2] }, { \"summary\": \"a\", \"reference\": [0] }, \
+               { \"summary\": \"b\", \"refer";
+    let (m, e) = parse_extraction(cut, &t, 8);
+    assert_eq!(m, vec![mem("a", &["D2:1", "D2:2"]), mem("b", &["D2:5"])]);
+    let e = e.expect("a cut output is still a format error");
+    assert!(
+        e.contains("cut off") && e.contains("kept its 3 complete entries"),
+        "{e}"
+    );
+    assert!(e.contains("extracted_memories[2]: repeats memory 0"), "{e}");
+    // A repeat in a complete output is skipped too.
+    let rep = r#"{"extracted_memories": [{"summary": "a", "reference": [0]}, {"summary": "a", "reference": [1]}]}"#;
+    assert_eq!(
+        parse_extraction(rep, &t, 8).0,
+        vec![mem("a", &["D2:1", "D2:2"])]
+    );
+    // The salvage reads values one at a time and stops at the array's end or the cut.
+    assert_eq!(
+        salvage_array(r#"x "k" : [1, {"a": [2, 3]}, "s" ] tail"#, "k"),
+        Some(vec![1.into(), serde_json::json!({"a": [2, 3]}), "s".into()])
+    );
+    assert_eq!(
+        salvage_array(r#""k": [1, 2, {"#, "k"),
+        Some(vec![1.into(), 2.into()])
+    );
+    assert_eq!(salvage_array(r#""k": {"#, "k"), None);
+    assert_eq!(salvage_array("no key", "k"), None);
 }
 
 #[test]
