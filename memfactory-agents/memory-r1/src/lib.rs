@@ -92,6 +92,8 @@
 //! [agent.teacher]           # stage "manager-turn" only (required there)
 //! model = { kind = "openai", ... }   # the teacher's own model (required)
 //! history_turns = 50        # the snapshot is built from this many preceding turns (0 = all)
+//! incremental = false       # with history_turns = 0: continue the bank of the latest turn
+//!                           # built so far instead of rebuilding from the first turn
 //! tuples_dir = "runs/memory-r1-turns"   # where the tuple file is kept and reused
 //! extract = "extract"       # the teacher's ops, defaults as the agent's
 //! related = "retrieve"
@@ -883,6 +885,16 @@ fn teacher_from_cfg(tcfg: &mut Cfg, related_k: usize, bank_cache: bool) -> Resul
         ));
     };
     let history_turns: usize = tcfg.get("history_turns", 50usize)?;
+    let incremental: bool = tcfg.get("incremental", false)?;
+    if incremental && history_turns != 0 {
+        return Err(tcfg.error(
+            "incremental",
+            format!(
+                "continues the bank of an earlier turn, which needs every preceding turn in the \
+                 window: set history_turns = 0 (it is {history_turns}), or incremental = false"
+            ),
+        ));
+    }
     let dir: String = tcfg.get("tuples_dir", turns::DEFAULT_TUPLES_DIR.to_string())?;
     if dir.trim().is_empty() {
         return Err(tcfg.error("tuples_dir", "must not be empty"));
@@ -922,7 +934,8 @@ fn teacher_from_cfg(tcfg: &mut Cfg, related_k: usize, bank_cache: bool) -> Resul
         history_turns,
         turns::tuple_file(std::path::Path::new(&dir), key),
         key,
-    ))
+    )
+    .with_incremental(incremental))
 }
 
 memfactory_core::inventory::submit! {

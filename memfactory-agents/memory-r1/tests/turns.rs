@@ -384,3 +384,57 @@ fn recipe_and_data_errors_name_their_keys() {
     let e = build_err(&table(tmp.path(), 2, "").replace("history_turns = 2", "history_turn = 2"));
     assert!(e.contains("agent.teacher.history_turn"), "{e}");
 }
+
+/// `[agent.teacher] incremental = true` (with `history_turns = 0`): the bank of a linked turn
+/// continues the bank of the latest turn built before it instead of being rebuilt from the
+/// first turn, and its snapshots are the ones a from-scratch teacher builds (a greedy
+/// teacher), whichever order the turns are asked in.
+#[test]
+fn an_incremental_teacher_builds_the_snapshots_a_scratch_teacher_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let incremental = |d: &Path| {
+        agent(&table(d, 0, "").replace("[teacher]\n", "[teacher]\nincremental = true\n"))
+    };
+    let scratch = agent(&table(&tmp.path().join("scratch"), 0, ""));
+    let snap = |a: &dyn Paradigm, turn: &str| {
+        let (eps, _) = run(a, &policy(), &sample("q", Some(turn), "I live in Boston.")).unwrap();
+        snapshot_of(&eps[0])
+    };
+    let want: Vec<(&str, Vec<String>)> = ["D1:2", "D2:1", "D2:2"]
+        .into_iter()
+        .map(|t| (t, snap(scratch.as_ref(), t)))
+        .collect();
+    assert_eq!(want[2].1.len(), 3, "{want:?}");
+    for (name, order) in [
+        ("forward", [0, 1, 2]),
+        ("backward", [2, 1, 0]),
+        ("mixed", [1, 2, 0]),
+    ] {
+        let dir = tmp.path().join(name);
+        let a = incremental(&dir);
+        for i in order {
+            assert_eq!(
+                snap(a.as_ref(), want[i].0),
+                want[i].1,
+                "{name}: {}",
+                want[i].0
+            );
+        }
+        // Tuples record the whole history as their window.
+        for t in tuples(&only_file(&dir)) {
+            assert_eq!(t.history, t.turn_index, "{name}: {t:?}");
+        }
+    }
+    // A teacher of its own: its own tuple file.
+    assert_ne!(
+        only_file(&tmp.path().join("forward")).file_name(),
+        only_file(&tmp.path().join("scratch")).file_name()
+    );
+    let e = build_err(
+        &table(tmp.path(), 2, "").replace("[teacher]\n", "[teacher]\nincremental = true\n"),
+    );
+    assert!(
+        e.contains("agent.teacher.incremental") && e.contains("history_turns = 0"),
+        "{e}"
+    );
+}
