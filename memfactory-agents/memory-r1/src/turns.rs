@@ -45,8 +45,9 @@
 //! passes). For a greedy teacher the snapshots are the ones a from-scratch teacher builds
 //! (memory ids come from the store's contents, retrieval from its items), whichever order
 //! the turns are asked in (tested); a sampling teacher draws one trajectory through the
-//! conversation instead of one per turn. Banks of tuples read back from the file are not
-//! continued (a resumed build starts from the first turn it builds). The key is part of the
+//! conversation instead of one per turn. Banks are found by their position's window key,
+//! so the snapshots of tuples read back from the file are continued too (a run stopped
+//! half-way through a conversation resumes from its last tuple). The key is part of the
 //! teacher table, so such a teacher has its own tuple file.
 //!
 //! ## The tuple file (built once, reused)
@@ -63,9 +64,9 @@
 //!    "<the teacher model's description>", "history_turns": 50}`;
 //! 2. one [`TurnTuple`] per line: `{"key": "<16 hex window key>", "turn": "D3:5",
 //!    "turn_index": 41, "history": 41, "snapshot": [MemoryItem…], "facts": [MemoryItem…],
-//!    "teacher_parse_errors": 0}` — `MemoryItem` as everywhere (`id`, `content`, `speaker`,
-//!    `time`, `meta`), embeddings left out (they are computed when a snapshot is used, when
-//!    the run has an `[embedder]`).
+//!    "teacher_parse_errors": 0, "bank_parse_errors": 0}` — `MemoryItem` as everywhere
+//!    (`id`, `content`, `speaker`, `time`, `meta`), embeddings left out (they are computed
+//!    when a snapshot is used, when the run has an `[embedder]`).
 //!
 //! A line is written whole (one `write` of the line and its newline, under a lock); a last
 //! line without a newline (a run killed while writing) is ignored and rebuilt. A header
@@ -124,6 +125,11 @@ pub struct TurnTuple {
     pub facts: Vec<MemoryItem>,
     /// Parse errors of the teacher's calls while building this tuple.
     pub teacher_parse_errors: usize,
+    /// Of those, the ones made while building the snapshot (without turn `t`'s extraction):
+    /// what an incremental teacher carries on when it continues this bank. Absent in files
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_parse_errors: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,9 +151,9 @@ struct State {
     loaded: bool,
     slots: HashMap<u64, Slot>,
     facts: HashMap<u64, Facts>,
-    /// Incremental teacher: per dialogue (FNV-1a of its JSON), the bank before each
-    /// reading-order position built so far.
-    prefixes: HashMap<u64, std::collections::BTreeMap<usize, Prefix>>,
+    /// Incremental teacher: the bank before each reading-order position built so far (or
+    /// read back from the file), by that position's window key.
+    prefixes: HashMap<u64, Prefix>,
 }
 
 /// The frozen teacher of stage `manager-turn` and its tuple file (`[agent.teacher]`).
@@ -298,6 +304,12 @@ impl Teacher {
             let key = u64::from_str_radix(&tuple.key, 16).map_err(|_| {
                 Error::data(&self.file, at, format!("bad window key `{}`", tuple.key))
             })?;
+            if self.incremental
+                && let Some(e) = tuple.bank_parse_errors
+            {
+                st.prefixes
+                    .insert(key, Arc::new((tuple.snapshot.clone(), e)));
+            }
             let slot: Slot = Arc::new(OnceLock::new());
             let _ = slot.set(Ok(Arc::new(tuple)));
             st.slots.insert(key, slot);
@@ -402,15 +414,15 @@ impl Teacher {
         );
         let mut errors = 0;
         // Incremental: continue the bank before the latest position built so far.
-        let dkey = seed::fnv1a(&serde_json::to_vec(dialogue).unwrap_or_default());
         if self.incremental {
-            let prefix = self
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .prefixes
-                .get(&dkey)
-                .and_then(|m| m.range(..=t).next_back().map(|(p, b)| (*p, b.clone())));
+            let prefix = {
+                let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                (1..=t).rev().find_map(|p| {
+                    st.prefixes
+                        .get(&self.window_key(dialogue, p))
+                        .map(|b| (p, b.clone()))
+                })
+            };
             if let Some((p, bank)) = prefix {
                 let adds = bank
                     .0
@@ -436,18 +448,18 @@ impl Teacher {
                 std::slice::from_ref(&facts.0),
                 std::slice::from_mut(&mut cx),
             )?;
-            if self.incremental {
+            if self.incremental && pos + 1 < order.len() {
                 let bank: Prefix = Arc::new((cx.memory()?, errors + cx.episode.parse_errors()));
+                let k = self.window_key(dialogue, pos + 1);
                 self.state
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .prefixes
-                    .entry(dkey)
-                    .or_default()
-                    .insert(pos + 1, bank);
+                    .insert(k, bank);
             }
         }
         errors += cx.episode.parse_errors();
+        let bank_errors = errors;
         let mut snapshot = cx.memory()?;
         for item in &mut snapshot {
             item.embedding = None;
@@ -463,6 +475,7 @@ impl Teacher {
             snapshot,
             facts: facts.0.clone(),
             teacher_parse_errors: errors,
+            bank_parse_errors: Some(bank_errors),
         })
     }
 

@@ -425,6 +425,17 @@ fn an_incremental_teacher_builds_the_snapshots_a_scratch_teacher_builds() {
             assert_eq!(t.history, t.turn_index, "{name}: {t:?}");
         }
     }
+    // A new run continues the banks of the tuples in the file: an edited snapshot of D2:1
+    // shows through in the D2:2 it builds next.
+    let dir = tmp.path().join("resumed");
+    assert_eq!(snap(incremental(&dir).as_ref(), "D2:1"), want[1].1);
+    let file = only_file(&dir);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"bank_parse_errors\":0"), "{text}");
+    std::fs::write(&file, text.replace("lives in Boston", "lives in Denver")).unwrap();
+    let resumed = snap(incremental(&dir).as_ref(), "D2:2");
+    assert_eq!(resumed.len(), want[2].1.len());
+    assert!(resumed.iter().any(|m| m.contains("Denver")), "{resumed:?}");
     // A teacher of its own: its own tuple file.
     assert_ne!(
         only_file(&tmp.path().join("forward")).file_name(),
