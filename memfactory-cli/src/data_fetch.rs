@@ -33,8 +33,8 @@ use crate::fetch::FetchError;
 struct DataSpec {
     name: &'static str,
     about: &'static str,
-    /// Where the publisher serves the source file.
-    url: &'static str,
+    /// Where the publisher serves the source file, tried in order.
+    urls: &'static [&'static str],
     /// Output file under `<dir>/`.
     file: &'static str,
     /// Records kept from the start of the source.
@@ -48,7 +48,11 @@ struct DataSpec {
 const CATALOGUE: &[DataSpec] = &[DataSpec {
     name: "hotpotqa-dev",
     about: "HotpotQA dev set, distractor setting, records 0-1999 (the RULER-HotpotQA recipes' eval, dev and train splits)",
-    url: "http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json",
+    // The address HotpotQA's README gives, then the same over TLS.
+    urls: &[
+        "http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json",
+        "https://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json",
+    ],
     file: "hotpotqa/hotpot_dev_distractor_0-1999.json",
     records: 2000,
     digest: "deb1c86172a5badd2c16a56a5e37103a62d349cb4643f79671262b988db8b6e2",
@@ -59,7 +63,7 @@ const CATALOGUE: &[DataSpec] = &[DataSpec {
 pub fn list() -> Result<()> {
     for d in CATALOGUE {
         outln!("{:<14} {}", d.name, d.about);
-        outln!("{:<14} source {} → {}", "", d.url, d.file);
+        outln!("{:<14} source {} → {}", "", d.urls.join(" or "), d.file);
     }
     Ok(())
 }
@@ -193,6 +197,12 @@ pub fn fetch(name: &str, dir: &Path, from: Option<&Path>) -> Result<()> {
         ))
         .into());
     };
+    fetch_spec(spec, spec.urls, dir, from)
+}
+
+/// [`fetch`] of one catalogue entry, downloading from `urls` (tests serve a local copy).
+fn fetch_spec(spec: &DataSpec, urls: &[&str], dir: &Path, from: Option<&Path>) -> Result<()> {
+    let name = spec.name;
     let target = dir.join(spec.file);
     if target.exists() {
         match kept_records(spec, &target) {
@@ -210,7 +220,15 @@ pub fn fetch(name: &str, dir: &Path, from: Option<&Path>) -> Result<()> {
         Some(p) => (p.to_path_buf(), false),
         None => {
             let tmp = parent.join(".download.partial");
-            download(spec.url, &tmp)?;
+            let mut got = Err(FetchError(format!("{name}: no source address")).into());
+            for url in urls {
+                got = download(url, &tmp);
+                match &got {
+                    Ok(()) => break,
+                    Err(e) => errln!("{e:#}"),
+                }
+            }
+            got?;
             (tmp, true)
         }
     };
@@ -270,7 +288,7 @@ mod tests {
         DataSpec {
             name: "tiny",
             about: "",
-            url: "http://unreachable.invalid/",
+            urls: &["http://unreachable.invalid/"],
             file: "tiny/t.json",
             records: 2,
             digest,
@@ -299,6 +317,59 @@ mod tests {
         fetch("hotpotqa-dev", dir.path(), None).unwrap();
         let unknown = fetch("hotpot", dir.path(), None).unwrap_err().to_string();
         assert!(unknown.contains("knows: hotpotqa-dev"), "{unknown}");
+    }
+
+    /// The download path against a local HTTP server holding the shared copy: the first
+    /// address fails, the second serves it, the kept records are written and checked.
+    #[test]
+    fn hotpotqa_downloads_from_the_next_address_when_one_fails() {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/hotpotqa/hotpot_dev_distractor_0-1999.json");
+        if !shared.exists() {
+            eprintln!("skipped: {} is absent", shared.display());
+            return;
+        }
+        let served = tempfile::tempdir().unwrap();
+        std::fs::copy(&shared, served.path().join("dev.json")).unwrap();
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let Ok(mut server) = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(served.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            eprintln!("skipped: python3 is not available to serve the file");
+            return;
+        };
+        let good = format!("http://127.0.0.1:{port}/dev.json");
+        let bad = format!("http://127.0.0.1:{port}/missing.json");
+        // Wait for the server to listen.
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = tempfile::tempdir().unwrap();
+        let r = fetch_spec(&CATALOGUE[0], &[&bad, &good], out.path(), None);
+        let _ = server.kill();
+        let _ = server.wait();
+        r.unwrap();
+        let spec = &CATALOGUE[0];
+        assert_eq!(
+            kept_records(spec, &out.path().join(spec.file))
+                .unwrap()
+                .len(),
+            2000
+        );
+        assert!(!out.path().join("hotpotqa/.download.partial").exists());
     }
 
     #[test]
