@@ -159,3 +159,48 @@ fn memory_r1_scripted_smoke_reports_per_category() {
         assert!(ep["answer"].is_string());
     }
 }
+
+/// The LoCoMo papers' F1 and BLEU-1 score the whole response (Mem0); with the answer
+/// metrics' default extraction (`boxed`) they find nothing to score in an unboxed answer, so
+/// every committed recipe names `extract` for them (a recipe that did not scored nothing).
+#[test]
+fn locomo_metrics_name_their_extraction() {
+    let dirs = ["configs", "configs/sweep", "configs/repro", "configs/tests"];
+    let mut seen = 0;
+    for path in dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root().join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
+        let t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut tables: Vec<&toml::Table> = Vec::new();
+        if let Some(m) = t
+            .get("eval")
+            .and_then(|e| e.get("metrics"))
+            .and_then(|m| m.as_array())
+        {
+            tables.extend(m.iter().filter_map(|v| v.as_table()));
+        }
+        if let Some(r) = t
+            .get("train")
+            .and_then(|e| e.get("rewards"))
+            .and_then(|m| m.as_array())
+        {
+            tables.extend(r.iter().filter_map(|v| v.as_table()));
+        }
+        for m in tables {
+            let kind = m.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            if kind == "f1-mem0" || kind == "bleu1-nltk" {
+                seen += 1;
+                assert!(
+                    m.contains_key("extract") || m.contains_key("require_boxed"),
+                    "{}: `{kind}` without `extract` scores only \\boxed{{}} answers; \
+                     name extract = \"text\" (Mem0 scores the whole response)",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(seen > 0, "no recipe uses f1-mem0 / bleu1-nltk any more");
+}
