@@ -221,14 +221,19 @@ fn fetch_spec(spec: &DataSpec, urls: &[&str], dir: &Path, from: Option<&Path>) -
         None => {
             let tmp = parent.join(".download.partial");
             let mut got = Err(FetchError(format!("{name}: no source address")).into());
-            for url in urls {
+            for (n, url) in urls.iter().enumerate() {
                 got = download(url, &tmp);
                 match &got {
                     Ok(()) => break,
-                    Err(e) => errln!("{e:#}"),
+                    // The last failure is the command's error; earlier ones are reported here.
+                    Err(e) if n + 1 < urls.len() => errln!("{e:#}; trying the next address"),
+                    Err(_) => {}
                 }
             }
-            got?;
+            if let Err(e) = got {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             (tmp, true)
         }
     };
