@@ -301,15 +301,22 @@ mod tests {
         }
     }
 
-    /// The pin is the digest of the shared copy the results were produced from (CI has it).
-    #[test]
-    fn hotpotqa_pin_matches_the_shared_copy() {
+    /// The shared copy of HotpotQA dev 0-1999 the results were produced from (CI has it);
+    /// `None`, with a printed reason, when it is absent.
+    fn shared_copy() -> Option<std::path::PathBuf> {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/data/hotpotqa/hotpot_dev_distractor_0-1999.json");
         if !p.exists() {
             eprintln!("skipped: {} is absent", p.display());
-            return;
+            return None;
         }
+        Some(p)
+    }
+
+    /// The pin is the digest of the shared copy.
+    #[test]
+    fn hotpotqa_pin_matches_the_shared_copy() {
+        let Some(p) = shared_copy() else { return };
         let spec = &CATALOGUE[0];
         let kept = kept_records(spec, &p).unwrap();
         assert_eq!(kept.len(), 2000);
@@ -328,12 +335,7 @@ mod tests {
     /// address fails, the second serves it, the kept records are written and checked.
     #[test]
     fn hotpotqa_downloads_from_the_next_address_when_one_fails() {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/hotpotqa/hotpot_dev_distractor_0-1999.json");
-        if !shared.exists() {
-            eprintln!("skipped: {} is absent", shared.display());
-            return;
-        }
+        let Some(shared) = shared_copy() else { return };
         let served = tempfile::tempdir().unwrap();
         std::fs::copy(&shared, served.path().join("dev.json")).unwrap();
         let port = 20000 + (std::process::id() % 20000) as u16;

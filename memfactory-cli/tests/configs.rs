@@ -2,32 +2,11 @@
 //! or data files are absent here are skipped with a printed reason), and the scripted smoke
 //! recipe runs end to end.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Paths named by `path` / `dir` / `filler_path` keys that do not exist (relative to the
-/// workspace root).
-fn missing_paths(recipe: &str) -> Vec<String> {
-    recipe
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            ["path = \"", "dir = \"", "filler_path = \""]
-                .iter()
-                .find_map(|k| l.strip_prefix(k))
-        })
-        .filter_map(|r| r.split('"').next())
-        .filter(|p| !root().join(p).exists())
-        .map(str::to_string)
-        .collect()
-}
+use common::{missing_paths, root};
 
 #[test]
 fn committed_recipes_check() {

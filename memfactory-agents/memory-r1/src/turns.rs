@@ -413,15 +413,19 @@ impl Teacher {
             seed::derive(key, "memory-r1/teacher-bank"),
         );
         let mut errors = 0;
-        // Incremental: continue the bank before the latest position built so far.
+        // Incremental: the window keys of positions 0..=t (a bank before position p is kept
+        // under p's key), and the bank before the latest position built so far, continued.
+        let keys: Vec<u64> = if self.incremental {
+            (0..=t).map(|p| self.window_key(dialogue, p)).collect()
+        } else {
+            Vec::new()
+        };
         if self.incremental {
             let prefix = {
                 let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                (1..=t).rev().find_map(|p| {
-                    st.prefixes
-                        .get(&self.window_key(dialogue, p))
-                        .map(|b| (p, b.clone()))
-                })
+                (1..=t)
+                    .rev()
+                    .find_map(|p| st.prefixes.get(&keys[p]).map(|b| (p, b.clone())))
             };
             if let Some((p, bank)) = prefix {
                 let adds = bank
@@ -448,14 +452,14 @@ impl Teacher {
                 std::slice::from_ref(&facts.0),
                 std::slice::from_mut(&mut cx),
             )?;
-            if self.incremental && pos + 1 < order.len() {
+            if self.incremental {
+                // pos < t, so position pos + 1 has its key.
                 let bank: Prefix = Arc::new((cx.memory()?, errors + cx.episode.parse_errors()));
-                let k = self.window_key(dialogue, pos + 1);
                 self.state
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .prefixes
-                    .insert(k, bank);
+                    .insert(keys[pos + 1], bank);
             }
         }
         errors += cx.episode.parse_errors();
