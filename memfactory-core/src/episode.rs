@@ -85,6 +85,11 @@ pub struct Episode {
     pub steps: Vec<Step>,
     /// The final answer text, when the paradigm produced one.
     pub answer: Option<String>,
+    /// The memory's size at the end, in tokens of the episode's model: every item's content
+    /// encoded and counted (cost, reported beside accuracy). `None` when the store or the
+    /// tokenizer could not say, and in trajectories written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_tokens: Option<usize>,
 }
 
 impl Episode {
@@ -143,6 +148,7 @@ impl<'a> EpisodeCx<'a> {
                 seed,
                 steps: Vec::new(),
                 answer: None,
+                memory_tokens: None,
             },
         }
     }
@@ -258,9 +264,20 @@ impl<'a> EpisodeCx<'a> {
         });
     }
 
-    /// Ends the episode.
-    pub fn into_episode(self) -> Episode {
+    /// Ends the episode, recording the memory's final size in tokens
+    /// ([`Episode::memory_tokens`]).
+    pub fn into_episode(mut self) -> Episode {
+        self.episode.memory_tokens = self.memory_tokens().ok();
         self.episode
+    }
+
+    /// The memory's size in tokens of the episode's model.
+    fn memory_tokens(&self) -> Result<usize> {
+        self.store
+            .items()?
+            .iter()
+            .map(|m| self.lm.encode(&m.content).map(|ids| ids.len()))
+            .sum()
     }
 }
 
@@ -352,52 +369,9 @@ fn lockstep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Finish, Prompt, SearchQuery};
+    use crate::{Finish, Prompt};
 
-    /// Answers every prompt with its own text; counts nothing.
-    struct Echo(&'static str);
-    impl LanguageModel for Echo {
-        fn describe(&self) -> String {
-            self.0.into()
-        }
-        fn encode(&self, t: &str) -> Result<Vec<u32>> {
-            Ok(t.bytes().map(u32::from).collect())
-        }
-        fn decode(&self, ids: &[u32]) -> Result<String> {
-            Ok(ids.iter().map(|&i| i as u8 as char).collect())
-        }
-        fn prompt_ids(&self, _: &Prompt) -> Result<Vec<u32>> {
-            Ok(vec![])
-        }
-        fn generate(&self, reqs: &[GenRequest]) -> Result<Vec<Generation>> {
-            Ok(reqs
-                .iter()
-                .map(|_| Generation {
-                    prompt_ids: vec![],
-                    token_ids: vec![1],
-                    logprobs: vec![0.0],
-                    text: self.0.into(),
-                    finish: Finish::Eos,
-                })
-                .collect())
-        }
-    }
-
-    struct NoStore;
-    impl MemoryStore for NoStore {
-        fn apply(&mut self, e: &[MemoryEdit]) -> Result<Vec<EditOutcome>> {
-            Ok(e.iter().map(|_| EditOutcome::Unchanged).collect())
-        }
-        fn items(&self) -> Result<Vec<MemoryItem>> {
-            Ok(vec![])
-        }
-        fn get(&self, _: &str) -> Result<Option<MemoryItem>> {
-            Ok(None)
-        }
-        fn search(&self, _: &SearchQuery) -> Result<Vec<(MemoryItem, f32)>> {
-            Ok(vec![])
-        }
-    }
+    use crate::test_support::{NoStore, Reply as Echo};
 
     struct Lengths;
     impl Embedder for Lengths {

@@ -23,6 +23,7 @@ pub mod embed;
 pub mod episode;
 pub mod error;
 pub mod lm;
+pub mod lm_op;
 pub mod memory;
 pub mod op;
 pub mod paradigm;
@@ -34,6 +35,8 @@ pub mod reward;
 pub mod rng;
 pub mod sample;
 pub mod seed;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 
 pub use config::Cfg;
@@ -42,6 +45,7 @@ pub use embed::Embedder;
 pub use episode::{Episode, EpisodeCx, LmCall, Step};
 pub use error::{Error, Result};
 pub use lm::{ChatMessage, Finish, GenRequest, Generation, LanguageModel, Prompt, SamplingParams};
+pub use lm_op::{LmOp, LmOpSpec, LmSettings};
 pub use memory::{EditOutcome, MemoryEdit, MemoryItem, MemoryStore, SearchQuery, StoreFactory};
 pub use op::{MemoryOp, OpInput, OpOutput};
 pub use paradigm::Paradigm;

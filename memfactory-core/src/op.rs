@@ -153,6 +153,43 @@ pub fn op_generate_subset(
     Ok(out)
 }
 
+/// The one rule for a paradigm's sub-op tables: builds the op of sub-table `key` of `cfg`
+/// and records its resolved table under `key`.
+/// - absent → `default` as is;
+/// - a string `"x"` → `{ kind = "x" }`, then as a table;
+/// - a table without `kind`, or with `default`'s kind → merged over `default` (its own keys
+///   win), so `[agent.update] memory_tokens = 512` keeps the paradigm's op and its defaults;
+/// - a table with another kind → as written (another op's defaults are its own).
+pub fn sub_op(cfg: &mut Cfg, key: &str, default: &toml::Table) -> Result<Box<dyn MemoryOp>> {
+    let default_kind = default.get("kind").and_then(toml::Value::as_str);
+    let table = match cfg.sub(key)? {
+        None => default.clone(),
+        Some(sub) => {
+            let mut t = sub.table().clone();
+            let kind = t.get("kind").map(toml::Value::as_str);
+            if kind.is_none() || kind == Some(default_kind) {
+                for (k, v) in default {
+                    t.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            t
+        }
+    };
+    let (op, resolved) = registry::build::<dyn MemoryOp>(Cfg::new(cfg.key(key), table))?;
+    cfg.set_resolved(key, toml::Value::Table(resolved));
+    Ok(op)
+}
+
+/// A default sub-op table for [`sub_op`]: `kind` and the paradigm's own defaults for it.
+pub fn op_table(kind: &str, keys: &[(&str, toml::Value)]) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("kind".into(), toml::Value::String(kind.into()));
+    for (k, v) in keys {
+        t.insert(k.to_string(), v.clone());
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +268,96 @@ mod tests {
         // A budget read after the model is the caller's to check.
         assert!(crate::lm::check_budget("judge.max_new_tokens", 513, lm.as_ref()).is_err());
         crate::lm::check_budget("judge.max_new_tokens", 512, lm.as_ref()).unwrap();
+    }
+
+    /// An op that reports the keys it was built with (kinds `op-test-keys`, `op-test-other`;
+    /// the second knows only `b`).
+    #[derive(Debug)]
+    struct Keys(i64, i64);
+    impl MemoryOp for Keys {
+        fn kind(&self) -> &'static str {
+            "op-test-keys"
+        }
+        fn run(&self, _: &mut EpisodeCx<'_>, _: OpInput<'_>) -> Result<OpOutput> {
+            Ok(OpOutput {
+                text: Some(format!("{} {}", self.0, self.1)),
+                ..Default::default()
+            })
+        }
+    }
+
+    fn build_keys(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
+        Ok(Box::new(Keys(cfg.get("a", 1)?, cfg.get("b", 2)?)))
+    }
+
+    fn build_other(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
+        Ok(Box::new(Keys(-1, cfg.get("b", 2)?)))
+    }
+
+    crate::inventory::submit! {
+        crate::Registration::<dyn MemoryOp> {
+            kind: "op-test-keys",
+            about: "test op reporting its keys",
+            build: build_keys,
+        }
+    }
+
+    crate::inventory::submit! {
+        crate::Registration::<dyn MemoryOp> {
+            kind: "op-test-other",
+            about: "test op knowing only key b",
+            build: build_other,
+        }
+    }
+
+    /// `(a, b)` of the op built by [`sub_op`] for `[agent] slot = …` written as `src`, and the
+    /// resolved table recorded under `slot`.
+    fn slot(src: &str) -> Result<(String, toml::Table)> {
+        let mut cfg = Cfg::new("agent", toml::from_str(src).unwrap());
+        let default = op_table("op-test-keys", &[("a", toml::Value::Integer(10))]);
+        let op = sub_op(&mut cfg, "slot", &default)?;
+        let lm = Ctx(8);
+        let mut cx = EpisodeCx::new(&lm, Box::new(crate::test_support::NoStore), "s", 0, 0);
+        let text = op
+            .run(
+                &mut cx,
+                OpInput {
+                    question: "",
+                    observation: "",
+                    memory: &[],
+                },
+            )?
+            .text
+            .unwrap();
+        let resolved = cfg.finish()?;
+        let slot = resolved["slot"].as_table().unwrap().clone();
+        Ok((text, slot))
+    }
+
+    #[test]
+    fn sub_op_merges_a_partial_table_over_the_default_and_keeps_another_kind_as_written() {
+        // Absent: the default.
+        let (got, resolved) = slot("").unwrap();
+        assert_eq!(got, "10 2");
+        assert_eq!(resolved["kind"].as_str(), Some("op-test-keys"));
+        // No kind: the user's keys over the default's.
+        assert_eq!(slot("slot = { b = 5 }").unwrap().0, "10 5");
+        assert_eq!(slot("slot = { a = 3 }").unwrap().0, "3 2");
+        // The default's kind, written out or as a string: the same merge.
+        assert_eq!(
+            slot("slot = { kind = \"op-test-keys\", b = 6 }").unwrap().0,
+            "10 6"
+        );
+        assert_eq!(slot("slot = \"op-test-keys\"").unwrap().0, "10 2");
+        // Another kind: as written (the default's `a` is not its key).
+        assert_eq!(
+            slot("slot = { kind = \"op-test-other\", b = 4 }")
+                .unwrap()
+                .0,
+            "-1 4"
+        );
+        // A key the op does not read is rejected with its path.
+        let e = slot("slot = { c = 1 }").unwrap_err().to_string();
+        assert!(e.contains("agent.slot.c"), "{e}");
     }
 }

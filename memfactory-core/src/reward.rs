@@ -273,6 +273,7 @@ mod tests {
             seed: 0,
             steps: Vec::new(),
             answer: Some(answer.to_string()),
+            memory_tokens: None,
         };
         m.score(&sample, &episode).unwrap()
     }

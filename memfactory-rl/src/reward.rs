@@ -134,6 +134,7 @@ mod tests {
             seed: 0,
             steps: vec![],
             answer: Some(answer.into()),
+            memory_tokens: None,
         }
     }
 

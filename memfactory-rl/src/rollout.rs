@@ -259,6 +259,7 @@ mod tests {
                 call("answer", vec![7]),
             ],
             answer: Some(answer.into()),
+            memory_tokens: None,
         }
     }
 

@@ -87,6 +87,7 @@ fn rollout_with(
                     params: r.params,
                     output: o,
                 })],
+                memory_tokens: None,
             })
             .collect();
         out.push(Group {

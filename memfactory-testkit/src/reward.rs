@@ -23,6 +23,7 @@ pub fn answered(answer: impl Into<String>) -> Episode {
         seed: 0,
         steps: Vec::new(),
         answer: Some(answer.into()),
+        memory_tokens: None,
     }
 }
 

@@ -16,10 +16,11 @@
 //! - `cost.jsonl` — one line per sample: its wall seconds (from the start of its group to its
 //!   end; with `concurrency` > 1 samples share batches, so this is the latency of a sample
 //!   while others run beside it), its LM calls and the prompt tokens prefilled and tokens
-//!   decoded by them ([`SampleCost`]). Timing is kept out of `scores.jsonl` and
+//!   decoded by them, and the memory's size at the end in tokens ([`SampleCost`]). Timing is kept out of `scores.jsonl` and
 //!   `trajectories.jsonl`, which stay byte-for-byte reproducible; no score reads it;
-//! - `metrics.json` also holds `cost` ([`CostSummary`]): mean and median seconds per
-//!   question, wall seconds per question, tokens per question, and the peak resident memory
+//! - `metrics.json` also holds `cost` ([`CostSummary`]): mean, median and p95 seconds per
+//!   question, wall seconds per question, LM calls, prompt and generated tokens and memory
+//!   tokens at the end per question, and the peak resident memory
 //!   (Linux: `VmHWM` of `/proc/self/status`, reset through `/proc/self/clear_refs` when the
 //!   eval starts so that it is this eval's peak — the loaded model included; elsewhere
 //!   absent, with a note saying why);
@@ -101,6 +102,11 @@ pub struct SampleCost {
     pub prompt_tokens: usize,
     /// Tokens those calls generated (decoded).
     pub generated_tokens: usize,
+    /// The memory's size at the end, in tokens, mean over the sample's episodes
+    /// ([`Episode::memory_tokens`]); absent when no episode could say (and in lines written
+    /// before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_tokens: Option<f64>,
 }
 
 impl SampleCost {
@@ -112,12 +118,19 @@ impl SampleCost {
             prompt_tokens += c.output.prompt_ids.len();
             generated_tokens += c.output.token_ids.len();
         }
+        let sizes: Vec<f64> = episodes
+            .iter()
+            .filter_map(|e| e.memory_tokens)
+            .map(|t| t as f64)
+            .collect();
         SampleCost {
             id: id.to_string(),
             seconds,
             lm_calls,
             prompt_tokens,
             generated_tokens,
+            memory_tokens: (!sizes.is_empty())
+                .then(|| sizes.iter().sum::<f64>() / sizes.len() as f64),
         }
     }
 }
@@ -133,6 +146,9 @@ pub struct CostSummary {
     pub seconds_per_question_mean: f64,
     /// Median of the same.
     pub seconds_per_question_median: f64,
+    /// 95th percentile of the same (nearest rank).
+    #[serde(default)]
+    pub seconds_per_question_p95: f64,
     /// This eval's wall time over the samples it ran (throughput: with several samples in
     /// flight, below the per-sample latency).
     pub wall_seconds_per_question: f64,
@@ -140,6 +156,13 @@ pub struct CostSummary {
     pub prompt_tokens_per_question: f64,
     /// Mean generated tokens per question.
     pub generated_tokens_per_question: f64,
+    /// Mean LM calls per question (over its episodes).
+    #[serde(default)]
+    pub lm_calls_per_question: f64,
+    /// Mean memory size at the end, in tokens, over the questions whose episodes reported
+    /// one ([`SampleCost::memory_tokens`]); absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_tokens_per_question: Option<f64>,
     /// Peak resident memory in bytes (`VmHWM`); absent where the system does not report it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
@@ -175,6 +198,18 @@ fn peak_rss() -> std::result::Result<u64, String> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
         .ok_or_else(|| "unavailable: /proc/self/status has no VmHWM".into())
+}
+
+/// The `q`-quantile of `v` by nearest rank (the smallest value with at least `q` of the
+/// values at or below it; 0 when empty).
+fn nearest_rank(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = (q * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
 }
 
 /// Mean and median of `v` (0 when empty).
@@ -1133,6 +1168,7 @@ pub fn run_eval_on_with(
         samples: tally.costs.len(),
         seconds_per_question_mean: mean_s,
         seconds_per_question_median: median_s,
+        seconds_per_question_p95: nearest_rank(&per_q, 0.95),
         wall_seconds_per_question: if ran > 0 { seconds / ran as f64 } else { 0.0 },
         prompt_tokens_per_question: tally.costs.iter().map(|c| c.prompt_tokens).sum::<usize>()
             as f64
@@ -1143,6 +1179,11 @@ pub fn run_eval_on_with(
             .map(|c| c.generated_tokens)
             .sum::<usize>() as f64
             / nc,
+        lm_calls_per_question: tally.costs.iter().map(|c| c.lm_calls).sum::<usize>() as f64 / nc,
+        memory_tokens_per_question: {
+            let m: Vec<f64> = tally.costs.iter().filter_map(|c| c.memory_tokens).collect();
+            (!m.is_empty()).then(|| m.iter().sum::<f64>() / m.len() as f64)
+        },
         peak_rss_bytes,
         peak_rss_scope,
     };
@@ -1183,7 +1224,7 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
     let mut r = String::new();
     r.push_str(&format!("# Eval report: {}\n\n", asm.run.name));
     r.push_str(&format!(
-        "- recipe: `{}`\n- model: {}\n- agent: `{}`, {} path(s) per sample (avg@{})\n- samples: {}\n- LM calls: {}, generated tokens: {}\n- wall time: {:.1} s; per question {:.2} s mean, {:.2} s median; peak RSS {}\n\n",
+        "- recipe: `{}`\n- model: {}\n- agent: `{}`, {} path(s) per sample (avg@{})\n- samples: {}\n- LM calls: {}, generated tokens: {}\n- per question: {:.1} LM calls, {:.0} prompt tokens, {:.0} generated tokens, memory at the end {}\n- wall time: {:.1} s; per question {:.2} s mean, {:.2} s median, {:.2} s p95; peak RSS {}\n\n",
         asm.recipe_file,
         s.model,
         asm.agent.kind(),
@@ -1192,9 +1233,17 @@ fn report(asm: &Assembly, s: &EvalSummary, examples: &[(Sample, Episode, SampleS
         s.n,
         s.lm_calls,
         s.generated_tokens,
+        s.cost.lm_calls_per_question,
+        s.cost.prompt_tokens_per_question,
+        s.cost.generated_tokens_per_question,
+        match s.cost.memory_tokens_per_question {
+            Some(t) => format!("{t:.0} tokens"),
+            None => "not reported".to_string(),
+        },
         s.seconds,
         s.cost.seconds_per_question_mean,
         s.cost.seconds_per_question_median,
+        s.cost.seconds_per_question_p95,
         match s.cost.peak_rss_mib() {
             Some(m) => format!("{m:.0} MiB ({})", s.cost.peak_rss_scope),
             None => s.cost.peak_rss_scope.clone(),

@@ -18,7 +18,10 @@
 //! - `sweep_cost.svg` — what each combination cost against the last numeric axis: mean
 //!   seconds per question (each question's wall seconds, `cost.jsonl`) above the eval's
 //!   peak resident memory (`metrics.json`'s `cost`, [`crate::eval::CostSummary`]); `sweep.json`
-//!   holds each run's `cost` and `sweep.md` pivots both. Timing is reported, never scored.
+//!   holds each run's `cost` and `sweep.md` pivots both (with prompt, generated and memory
+//!   tokens per question). Timing is reported, never scored;
+//! - `sweep_tradeoff.svg` — accuracy against cost: the primary metric against generated tokens
+//!   per question, one point per run (written for any sweep whose runs kept their cost).
 //!
 //! A combination whose directory already holds a finished eval of the same resolved recipe
 //! and sample count is not run again (an interrupted sweep resumes where it stopped).
@@ -545,7 +548,35 @@ fn write_report(report: &SweepReport, axes: &[Axis], out: &Path) -> Result<()> {
         });
         panels_chart(&out.join("sweep_cost.svg"), &x_key, &[seconds, rss])?;
     }
+    let tradeoff = accuracy_by_cost(report, Cost::GeneratedTokens);
+    if !tradeoff.is_empty() {
+        line_chart(
+            &out.join("sweep_tradeoff.svg"),
+            &format!(
+                "{} against {} (one point per run)",
+                report.primary_metric,
+                Cost::GeneratedTokens.label()
+            ),
+            Cost::GeneratedTokens.label(),
+            &report.primary_metric,
+            &tradeoff,
+        )?;
+    }
     Ok(())
+}
+
+/// Accuracy against cost: each run as one point `(cost, primary metric)`, named by its
+/// settings, so the trade-off between combinations reads off one chart.
+fn accuracy_by_cost(report: &SweepReport, cost: Cost) -> Vec<Series> {
+    report
+        .runs
+        .iter()
+        .filter_map(|run| {
+            let y = *run.metrics.get(&report.primary_metric)?;
+            let x = cost.of(run)?;
+            Some(Series::line(row_key(run, None), vec![(x, y)]))
+        })
+        .collect()
 }
 
 /// A cost figure of a run, for the pivot and the cost plot.
@@ -555,6 +586,8 @@ enum Cost {
     SecondsMedian,
     PeakRssMib,
     PromptTokens,
+    GeneratedTokens,
+    MemoryTokens,
 }
 
 impl Cost {
@@ -564,6 +597,8 @@ impl Cost {
             Cost::SecondsMedian => "seconds per question (median)",
             Cost::PeakRssMib => "peak RSS (MiB)",
             Cost::PromptTokens => "prompt tokens per question",
+            Cost::GeneratedTokens => "generated tokens per question",
+            Cost::MemoryTokens => "memory tokens at the end per question",
         }
     }
 
@@ -573,7 +608,9 @@ impl Cost {
         match self {
             Cost::SecondsMean | Cost::SecondsMedian if v < 1.0 => format!("{v:.3e}"),
             Cost::SecondsMean | Cost::SecondsMedian => format!("{v:.3}"),
-            Cost::PeakRssMib | Cost::PromptTokens => format!("{v:.0}"),
+            Cost::PeakRssMib | Cost::PromptTokens | Cost::GeneratedTokens | Cost::MemoryTokens => {
+                format!("{v:.0}")
+            }
         }
     }
 
@@ -581,7 +618,7 @@ impl Cost {
         match self {
             Cost::SecondsMean | Cost::SecondsMedian => "seconds",
             Cost::PeakRssMib => "MiB",
-            Cost::PromptTokens => "tokens",
+            Cost::PromptTokens | Cost::GeneratedTokens | Cost::MemoryTokens => "tokens",
         }
     }
 
@@ -592,6 +629,8 @@ impl Cost {
             Cost::SecondsMedian => Some(c.seconds_per_question_median),
             Cost::PeakRssMib => c.peak_rss_mib(),
             Cost::PromptTokens => Some(c.prompt_tokens_per_question),
+            Cost::GeneratedTokens => Some(c.generated_tokens_per_question),
+            Cost::MemoryTokens => c.memory_tokens_per_question,
         }
     }
 }
@@ -754,6 +793,8 @@ fn markdown(report: &SweepReport, axes: &[Axis]) -> String {
             Cost::SecondsMedian,
             Cost::PeakRssMib,
             Cost::PromptTokens,
+            Cost::GeneratedTokens,
+            Cost::MemoryTokens,
         ] {
             r.push_str(&format!(
                 "\n## {} by {}\n\n| | {} |\n|---|{}\n",
@@ -788,7 +829,8 @@ fn markdown(report: &SweepReport, axes: &[Axis]) -> String {
         r.push_str(
             "\nEach question's seconds run from the start of its episodes to their end (with \
              several questions in flight, their LM calls share batches); peak RSS is the \
-             eval's, the loaded model included. Plot: `sweep_cost.svg`.\n",
+             eval's, the loaded model included. Plots: `sweep_cost.svg`, and the primary \
+             metric against generated tokens per question in `sweep_tradeoff.svg`.\n",
         );
     }
     r

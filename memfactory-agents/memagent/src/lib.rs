@@ -25,9 +25,9 @@
 //! final = "boxed"           # final prompt: "boxed" (training) | "answer-is" (published eval)
 //! strip = false             # trim question and context (default: true with final = "answer-is")
 //! paths = 1
-//! [agent.update]            # any registered memory op; default below
-//! kind = "overwrite"
-//! memory_tokens = 1024
+//! [agent.update]            # any registered memory op; default below. Without `kind` (or
+//! kind = "overwrite"        # with kind "overwrite") the keys merge over the default op
+//! memory_tokens = 1024      # (memfactory_core::op::sub_op, the rule of every paradigm)
 //! [agent.answer]
 //! template = "final.txt"    # optional, replaces the template `final` picks; {prompt} {memory}
 //! max_new_tokens = 256      # MemAgent gives the final turn 1024 (memory.py:206)
@@ -62,8 +62,12 @@
 
 use memfactory_core::{
     Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryOp, OpInput, Paradigm, Prompt, PromptTemplate,
-    Result, Sample, SamplingParams, config::sampling_from_cfg, episode::generate_lockstep,
-    prompt::template_from_cfg, registry, text::py_strip,
+    Result, Sample, SamplingParams,
+    config::sampling_from_cfg,
+    episode::generate_lockstep,
+    op::{op_table, sub_op},
+    prompt::template_from_cfg,
+    text::py_strip,
 };
 
 /// The default final prompt (MemAgent's `TEMPLATE_FINAL_BOXED`), `final = "boxed"`.
@@ -309,12 +313,7 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
     let strip = cfg.get("strip", final_prompt == FinalPrompt::AnswerIs)?;
     let paths = cfg.paths()?;
     let empty_memory: String = cfg.get("empty_memory", "No previous memory".to_string())?;
-    let update_cfg = match cfg.sub("update")? {
-        Some(c) => c,
-        None => Cfg::from_value(cfg.key("update"), &toml::Value::String("overwrite".into()))?,
-    };
-    let (update, resolved) = registry::build::<dyn MemoryOp>(update_cfg)?;
-    cfg.set_resolved("update", toml::Value::Table(resolved));
+    let update = sub_op(cfg, "update", &op_table("overwrite", &[]))?;
 
     let mut answer = cfg.sub_or_empty("answer")?;
     let final_template = template_from_cfg(

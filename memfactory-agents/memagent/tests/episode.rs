@@ -182,5 +182,28 @@ fn bad_agent_tables_are_rejected_with_key_paths() {
             .contains("agent.answer.temperature")
     );
     assert!(err("kind = \"memagent\"\n[update]\nkind = \"overwrite\"\nmemory_tokens = 10\nmax_new_tokens = 20").contains("agent.update.max_new_tokens"));
+    // Without `kind`, the update table's keys merge over the default op (the rule every
+    // paradigm follows, `memfactory_core::op::sub_op`), so its own keys are checked too.
+    assert!(
+        err("kind = \"memagent\"\n[update]\nmemory_tokens = 10\nmax_new_tokens = 20")
+            .contains("agent.update.max_new_tokens")
+    );
     let _ = MemAgent::chunks; // public API used by trainers
+}
+
+#[test]
+fn a_partial_update_table_keeps_the_default_op() {
+    let built = |src: &str| {
+        registry::build::<dyn Paradigm>(Cfg::new("agent", toml::from_str(src).unwrap()))
+            .unwrap()
+            .1
+    };
+    let resolved = built("kind = \"memagent\"\n[update]\nmemory_tokens = 40\n");
+    let update = resolved["update"].as_table().unwrap();
+    assert_eq!(update["kind"].as_str(), Some("overwrite"));
+    assert_eq!(update["memory_tokens"].as_integer(), Some(40));
+    assert_eq!(
+        built("kind = \"memagent\"\n[update]\nkind = \"overwrite\"\nmemory_tokens = 40\n")["update"],
+        resolved["update"]
+    );
 }

@@ -123,7 +123,9 @@ pub mod turns;
 
 use memfactory_core::{
     Cfg, Dialogue, EpisodeCx, Error, MemoryEdit, MemoryItem, MemoryOp, OpInput, OpOutput, Paradigm,
-    Result, Sample, Session, Turn, registry, seed,
+    Result, Sample, Session, Turn,
+    op::{op_table, sub_op},
+    seed,
 };
 
 /// Registry kind of this paradigm.
@@ -752,35 +754,6 @@ impl Paradigm for MemoryR1 {
     }
 }
 
-/// Builds the op of sub-table `key`: absent → `default`; without `kind` or with the default
-/// kind → merged over `default`; another kind → as written.
-fn op_from_cfg(cfg: &mut Cfg, key: &str, default: toml::Table) -> Result<Box<dyn MemoryOp>> {
-    let default_kind = default.get("kind").and_then(toml::Value::as_str);
-    let table = match cfg.sub(key)? {
-        None => default.clone(),
-        Some(sub) => {
-            let mut t = sub.table().clone();
-            let kind = t.get("kind").map(|v| v.as_str());
-            if kind.is_none() || kind == Some(default_kind) {
-                for (k, v) in &default {
-                    t.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            t
-        }
-    };
-    let (op, resolved) = registry::build::<dyn MemoryOp>(Cfg::new(cfg.key(key), table))?;
-    cfg.set_resolved(key, toml::Value::Table(resolved));
-    Ok(op)
-}
-
-fn table(pairs: &[(&str, toml::Value)]) -> toml::Table {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
-
 fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
     let paths = cfg.paths()?;
     let turns_per_step = cfg.get_checked(
@@ -797,27 +770,25 @@ fn build(cfg: &mut Cfg) -> Result<Box<dyn Paradigm>> {
         "at least 1 related memory per fact",
     )?;
     let bank_cache = cfg.get("bank_cache", false)?;
-    let s = |v: &str| toml::Value::String(v.to_string());
-    let extract = op_from_cfg(cfg, "extract", table(&[("kind", s("extract"))]))?;
-    let related = op_from_cfg(
+    let extract = sub_op(cfg, "extract", &op_table("extract", &[]))?;
+    let related = sub_op(
         cfg,
         "related",
-        table(&[
-            ("kind", s("retrieve")),
-            ("k", toml::Value::Integer(related_k as i64)),
-        ]),
+        &op_table("retrieve", &[("k", toml::Value::Integer(related_k as i64))]),
     )?;
-    let manage = op_from_cfg(cfg, "manage", table(&[("kind", s("update"))]))?;
-    let retrieve = op_from_cfg(
+    let manage = sub_op(cfg, "manage", &op_table("update", &[]))?;
+    let retrieve = sub_op(
         cfg,
         "retrieve",
-        table(&[
-            ("kind", s("retrieve")),
-            ("k", toml::Value::Integer(30)),
-            ("per_speaker", toml::Value::Boolean(true)),
-        ]),
+        &op_table(
+            "retrieve",
+            &[
+                ("k", toml::Value::Integer(30)),
+                ("per_speaker", toml::Value::Boolean(true)),
+            ],
+        ),
     )?;
-    let answer = op_from_cfg(cfg, "answer", table(&[("kind", s("distill"))]))?;
+    let answer = sub_op(cfg, "answer", &op_table("distill", &[]))?;
     let stage = match cfg.get("stage", "trajectory".to_string())?.as_str() {
         "trajectory" => Stage::Trajectory,
         "manager-turn" => Stage::ManagerTurn,
@@ -899,17 +870,13 @@ fn teacher_from_cfg(tcfg: &mut Cfg, related_k: usize, bank_cache: bool) -> Resul
     if dir.trim().is_empty() {
         return Err(tcfg.error("tuples_dir", "must not be empty"));
     }
-    let s = |v: &str| toml::Value::String(v.to_string());
-    let extract = op_from_cfg(tcfg, "extract", table(&[("kind", s("extract"))]))?;
-    let related = op_from_cfg(
+    let extract = sub_op(tcfg, "extract", &op_table("extract", &[]))?;
+    let related = sub_op(
         tcfg,
         "related",
-        table(&[
-            ("kind", s("retrieve")),
-            ("k", toml::Value::Integer(related_k as i64)),
-        ]),
+        &op_table("retrieve", &[("k", toml::Value::Integer(related_k as i64))]),
     )?;
-    let manage = op_from_cfg(tcfg, "manage", table(&[("kind", s("update"))]))?;
+    let manage = sub_op(tcfg, "manage", &op_table("update", &[]))?;
     let mut resolved = tcfg.clone().finish()?;
     resolved.remove("tuples_dir");
     if let Some(ctx) = lm.context_length() {

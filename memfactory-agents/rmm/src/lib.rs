@@ -120,8 +120,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use memfactory_core::{
     Cfg, ChatMessage, Dialogue, EpisodeCx, Error, GenRequest, LanguageModel, MemoryEdit,
     MemoryItem, MemoryOp, OpInput, Paradigm, Prompt, PromptTemplate, Result, Sample,
-    SamplingParams, SearchQuery, Session, Step, config::sampling_from_cfg, op::model_from_cfg,
-    op::op_generate, prompt::template_from_cfg, registry, seed,
+    SamplingParams, SearchQuery, Session, Step,
+    config::sampling_from_cfg,
+    op::model_from_cfg,
+    op::op_generate,
+    op::{op_table, sub_op},
+    prompt::template_from_cfg,
+    seed,
 };
 use memfactory_op_rerank::{
     Feedback, Reranker, render_memory_list, render_memory_list_rmm_paper,
@@ -688,18 +693,7 @@ fn build_rmm(cfg: &mut Cfg) -> Result<Rmm> {
     let bank_cache = cfg.get("bank_cache", false)?;
     let online = cfg.get("online", true)?;
 
-    // `[agent.reflect]` without `kind` means the default op with these keys.
-    let reflect_cfg = match cfg.sub("reflect")? {
-        Some(c) if c.has("kind") => c,
-        Some(c) => {
-            let mut t = c.table().clone();
-            t.insert("kind".into(), toml::Value::String("summarize".into()));
-            Cfg::new(c.path(), t)
-        }
-        None => Cfg::from_value(cfg.key("reflect"), &toml::Value::String("summarize".into()))?,
-    };
-    let (reflect, resolved) = registry::build::<dyn MemoryOp>(reflect_cfg)?;
-    cfg.set_resolved("reflect", toml::Value::Table(resolved));
+    let reflect = sub_op(cfg, "reflect", &op_table("summarize", &[]))?;
 
     let mut rerank_cfg = match cfg.sub("rerank")? {
         Some(c) => c,

@@ -50,11 +50,8 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, GenRequest, LanguageModel, MemoryItem, MemoryOp, OpInput,
-    OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
-    config::sampling_from_cfg,
-    op::{model_from_cfg, op_generate},
-    prompt::template_from_cfg,
+    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Result,
 };
 
 /// The default prompt with memory distillation (`distill = true`).
@@ -206,65 +203,49 @@ pub fn render_memories(memory: &[MemoryItem], empty: &str) -> String {
 }
 
 /// The answer-agent op.
+#[derive(Debug)]
 pub struct Distill {
     /// List the relevant memories before answering.
     pub distill: bool,
-    /// The prompt.
-    pub template: PromptTemplate,
     /// What an empty candidate list reads as.
     pub empty_memory: String,
-    /// Sampling of the answer.
-    pub sampling: SamplingParams,
-    /// This role's own model (`None` = the episode's model).
-    pub model: Option<Box<dyn LanguageModel>>,
+    /// Template, sampling and own model (the reply is parsed whole: no `strip_think`).
+    pub lm: LmSettings,
 }
 
-impl std::fmt::Debug for Distill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Distill")
-            .field("distill", &self.distill)
-            .field("template", &self.template.name())
-            .field("empty_memory", &self.empty_memory)
-            .field("sampling", &self.sampling)
-            .field("model", &self.model.as_ref().map(|m| m.describe()))
-            .finish()
+/// The op's defaults for `distill`: its template, greedy with 128 new tokens, an own `model`
+/// sub-table accepted. The parser reads the whole reply, so `strip_think` is not a key.
+pub fn spec(distill: bool) -> LmOpSpec {
+    LmOpSpec {
+        template: if distill {
+            DISTILL_TEMPLATE
+        } else {
+            ANSWER_TEMPLATE
+        },
+        placeholders: PLACEHOLDERS,
+        required: PLACEHOLDERS,
+        max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+        strip_think: None,
+        own_model: true,
     }
 }
 
 impl Distill {
-    /// The op with its defaults for `distill` (its default template, greedy, 128 new
-    /// tokens, the episode's model).
+    /// The op with its defaults for `distill` ([`spec`], the episode's model).
     pub fn new(distill: bool) -> Result<Self> {
         Ok(Distill {
             distill,
-            template: PromptTemplate::new(
-                "default:template",
-                if distill {
-                    DISTILL_TEMPLATE
-                } else {
-                    ANSWER_TEMPLATE
-                },
-                PLACEHOLDERS,
-                PLACEHOLDERS,
-            )?,
             empty_memory: DEFAULT_EMPTY_MEMORY.into(),
-            sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
-            model: None,
+            lm: LmSettings::defaults(&spec(distill))?,
         })
     }
 
     /// The prompt text for `input`.
     pub fn prompt(&self, input: &OpInput<'_>) -> String {
         let memories = render_memories(input.memory, &self.empty_memory);
-        self.template
+        self.lm
+            .template
             .render(&[("question", input.question.trim()), ("memories", &memories)])
-    }
-
-    fn request(&self, input: &OpInput<'_>) -> GenRequest {
-        GenRequest {
-            prompt: Prompt::Chat(vec![ChatMessage::user(self.prompt(input))]),
-            params: self.sampling.clone(),
-        }
     }
 
     /// The op's output for the model's reply `text` to `input`.
@@ -283,53 +264,36 @@ impl Distill {
     }
 }
 
-impl MemoryOp for Distill {
+impl LmOp for Distill {
     fn kind(&self) -> &'static str {
         "distill"
     }
 
-    fn frozen_roles(&self) -> Vec<(String, String)> {
-        memfactory_core::op::own_model_roles(self.model.as_deref(), &[ROLE])
+    fn role(&self) -> &'static str {
+        ROLE
     }
 
-    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
-        let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
-        Ok(out.remove(0))
+    fn settings(&self) -> &LmSettings {
+        &self.lm
     }
 
-    fn run_batch(
-        &self,
-        cxs: &mut [EpisodeCx<'_>],
-        inputs: &[OpInput<'_>],
-    ) -> Result<Vec<OpOutput>> {
-        let reqs = inputs.iter().map(|i| self.request(i)).collect();
-        let gens = op_generate(self.model.as_deref(), cxs, ROLE, reqs)?;
-        Ok(inputs
-            .iter()
-            .zip(&gens)
-            .map(|(i, g)| self.output(i, &g.text))
-            .collect())
+    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
+        Ok(self.lm.chat(self.prompt(input)))
+    }
+
+    fn parse(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
+        Ok(self.output(input, reply))
     }
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     let distill: bool = cfg.get("distill", true)?;
-    let mut op = Distill::new(distill)?;
-    op.template = template_from_cfg(
-        cfg,
-        "template",
-        if distill {
-            DISTILL_TEMPLATE
-        } else {
-            ANSWER_TEMPLATE
-        },
-        PLACEHOLDERS,
-        PLACEHOLDERS,
-    )?;
-    op.empty_memory = cfg.get("empty_memory", op.empty_memory.clone())?;
-    op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
-    op.model = model_from_cfg(cfg, "model")?;
-    Ok(Box::new(op))
+    let empty_memory = cfg.get("empty_memory", DEFAULT_EMPTY_MEMORY.to_string())?;
+    Ok(Box::new(Distill {
+        distill,
+        empty_memory,
+        lm: LmSettings::from_cfg(cfg, &spec(distill))?,
+    }))
 }
 
 memfactory_core::inventory::submit! {

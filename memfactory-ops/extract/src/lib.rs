@@ -47,11 +47,8 @@
 use std::collections::BTreeMap;
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, GenRequest, LanguageModel, MemoryItem, MemoryOp, OpInput,
-    OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
-    config::sampling_from_cfg,
-    op::{model_from_cfg, op_generate},
-    prompt::template_from_cfg,
+    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Result,
 };
 use serde_json::Value;
 
@@ -89,71 +86,45 @@ impl Fact {
     }
 }
 
-/// The extraction op.
+/// The extraction op (see the crate docs).
+#[derive(Debug)]
 pub struct Extract {
     /// Cap on facts per call.
     pub max_facts: usize,
-    /// The prompt.
-    pub template: PromptTemplate,
-    /// Sampling of the extraction call.
-    pub sampling: SamplingParams,
-    /// This role's own model (`None` = the episode's model).
-    pub model: Option<Box<dyn LanguageModel>>,
-    /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
-    pub strip_think: bool,
+    /// Template, sampling, `strip_think` (default on) and own model.
+    pub lm: LmSettings,
 }
 
-impl std::fmt::Debug for Extract {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extract")
-            .field("max_facts", &self.max_facts)
-            .field("template", &self.template.name())
-            .field("sampling", &self.sampling)
-            .field("model", &self.model.as_ref().map(|m| m.describe()))
-            .field("strip_think", &self.strip_think)
-            .finish()
-    }
-}
+/// The op's defaults: its template, greedy with 256 new tokens, `strip_think` on, and an own
+/// `model` sub-table accepted.
+pub const SPEC: LmOpSpec = LmOpSpec {
+    template: DEFAULT_TEMPLATE,
+    placeholders: PLACEHOLDERS,
+    required: &["turns"],
+    max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+    strip_think: Some(true),
+    own_model: true,
+};
 
 impl Extract {
-    /// The op with its defaults (default template, greedy, 256 new tokens, episode model).
+    /// The op with its defaults ([`SPEC`], [`DEFAULT_MAX_FACTS`], the episode's model).
     pub fn new() -> Result<Self> {
         Ok(Extract {
             max_facts: DEFAULT_MAX_FACTS,
-            template: PromptTemplate::new(
-                "default:template",
-                DEFAULT_TEMPLATE,
-                PLACEHOLDERS,
-                &["turns"],
-            )?,
-            sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
-            model: None,
-            strip_think: true,
+            lm: LmSettings::defaults(&SPEC)?,
         })
     }
 
     /// The prompt text for `input`.
     pub fn prompt(&self, input: &OpInput<'_>) -> String {
-        self.template.render(&[
+        self.lm.template.render(&[
             ("turns", input.observation),
             ("max_facts", &self.max_facts.to_string()),
         ])
     }
 
-    fn request(&self, input: &OpInput<'_>) -> GenRequest {
-        GenRequest {
-            prompt: Prompt::Chat(vec![ChatMessage::user(self.prompt(input))]),
-            params: self.sampling.clone(),
-        }
-    }
-
-    /// The op's output for the model's reply `text`.
+    /// The op's output for the model's reply `text` (already past any `</think>`).
     pub fn output(&self, text: &str) -> OpOutput {
-        let text = if self.strip_think {
-            memfactory_core::text::strip_think(text)
-        } else {
-            text
-        };
         match parse_facts(text, self.max_facts) {
             Ok(facts) => OpOutput {
                 items: facts.into_iter().map(Fact::into_item).collect(),
@@ -167,28 +138,25 @@ impl Extract {
     }
 }
 
-impl MemoryOp for Extract {
+impl LmOp for Extract {
     fn kind(&self) -> &'static str {
         "extract"
     }
 
-    fn frozen_roles(&self) -> Vec<(String, String)> {
-        memfactory_core::op::own_model_roles(self.model.as_deref(), &[ROLE])
+    fn role(&self) -> &'static str {
+        ROLE
     }
 
-    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
-        let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
-        Ok(out.remove(0))
+    fn settings(&self) -> &LmSettings {
+        &self.lm
     }
 
-    fn run_batch(
-        &self,
-        cxs: &mut [EpisodeCx<'_>],
-        inputs: &[OpInput<'_>],
-    ) -> Result<Vec<OpOutput>> {
-        let reqs = inputs.iter().map(|i| self.request(i)).collect();
-        let gens = op_generate(self.model.as_deref(), cxs, ROLE, reqs)?;
-        Ok(gens.iter().map(|g| self.output(&g.text)).collect())
+    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
+        Ok(self.lm.chat(self.prompt(input)))
+    }
+
+    fn parse(&self, _cx: &EpisodeCx<'_>, _input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
+        Ok(self.output(reply))
     }
 }
 
@@ -254,18 +222,16 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
-    let mut op = Extract::new()?;
-    op.max_facts = cfg.get_checked(
+    let max_facts = cfg.get_checked(
         "max_facts",
         DEFAULT_MAX_FACTS,
         |n| *n >= 1,
         "a fact count >= 1",
     )?;
-    op.template = template_from_cfg(cfg, "template", DEFAULT_TEMPLATE, PLACEHOLDERS, &["turns"])?;
-    op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
-    op.strip_think = cfg.get("strip_think", true)?;
-    op.model = model_from_cfg(cfg, "model")?;
-    Ok(Box::new(op))
+    Ok(Box::new(Extract {
+        max_facts,
+        lm: LmSettings::from_cfg(cfg, &SPEC)?,
+    }))
 }
 
 memfactory_core::inventory::submit! {

@@ -30,9 +30,8 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, GenRequest, MemoryEdit, MemoryOp, OpInput, OpOutput, Prompt,
-    PromptTemplate, Result, SamplingParams, config::sampling_from_cfg, episode::generate_lockstep,
-    prompt::template_from_cfg,
+    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryOp, OpInput,
+    OpOutput, Result,
 };
 
 /// The default update prompt (MemAgent's `TEMPLATE`).
@@ -42,18 +41,28 @@ pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/update.txt");
 pub const ROLE: &str = "memory-update";
 
 /// The overwrite op.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Overwrite {
     /// Memory cap in tokens.
     pub memory_tokens: usize,
-    /// The update prompt.
-    pub template: PromptTemplate,
     /// What an empty memory reads as.
     pub empty_memory: String,
-    /// Sampling of the update.
-    pub sampling: SamplingParams,
-    /// Store only the text after the last `</think>` (recipe `strip_think`, default true).
-    pub strip_think: bool,
+    /// Template, sampling (`max_new_tokens` defaults to `memory_tokens`) and `strip_think`
+    /// (default on). The update runs on the episode's model: it is the policy.
+    pub lm: LmSettings,
+}
+
+/// The op's defaults for a `memory_tokens` cap: MemAgent's template, greedy with
+/// `memory_tokens` new tokens, `strip_think` on, no own model.
+pub fn spec(memory_tokens: usize) -> LmOpSpec {
+    LmOpSpec {
+        template: DEFAULT_TEMPLATE,
+        placeholders: &["prompt", "memory", "chunk"],
+        required: &["memory", "chunk"],
+        max_new_tokens: memory_tokens,
+        strip_think: Some(true),
+        own_model: false,
+    }
 }
 
 impl Overwrite {
@@ -61,15 +70,8 @@ impl Overwrite {
     pub fn new(memory_tokens: usize) -> Result<Self> {
         Ok(Overwrite {
             memory_tokens,
-            template: PromptTemplate::new(
-                "default:template",
-                DEFAULT_TEMPLATE,
-                &["prompt", "memory", "chunk"],
-                &["memory", "chunk"],
-            )?,
             empty_memory: "No previous memory".into(),
-            sampling: SamplingParams::greedy(memory_tokens),
-            strip_think: true,
+            lm: LmSettings::defaults(&spec(memory_tokens))?,
         })
     }
 
@@ -82,27 +84,33 @@ impl Overwrite {
             joined.join("\n")
         }
     }
+}
 
-    fn request(&self, input: &OpInput<'_>) -> GenRequest {
+impl LmOp for Overwrite {
+    fn kind(&self) -> &'static str {
+        "overwrite"
+    }
+
+    fn role(&self) -> &'static str {
+        ROLE
+    }
+
+    fn settings(&self) -> &LmSettings {
+        &self.lm
+    }
+
+    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
         let memory = self.memory_text(input);
-        let text = self.template.render(&[
+        Ok(self.lm.chat(self.lm.template.render(&[
             ("prompt", input.question),
             ("memory", &memory),
             ("chunk", input.observation),
-        ]);
-        GenRequest {
-            prompt: Prompt::Chat(vec![ChatMessage::user(text)]),
-            params: self.sampling.clone(),
-        }
+        ])))
     }
 
-    fn output(&self, cx: &EpisodeCx<'_>, text: &str) -> Result<OpOutput> {
-        let text = if self.strip_think {
-            memfactory_core::text::strip_think(text)
-        } else {
-            text
-        };
-        let text = text.trim();
+    /// The new memory: the reply (past any `</think>`), trimmed and cut to `memory_tokens`.
+    fn parse(&self, cx: &EpisodeCx<'_>, _input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
+        let text = reply.trim();
         let ids = cx.encode(text)?;
         let content = if ids.len() > self.memory_tokens {
             cx.decode(&ids[..self.memory_tokens])?
@@ -119,51 +127,22 @@ impl Overwrite {
     }
 }
 
-impl MemoryOp for Overwrite {
-    fn kind(&self) -> &'static str {
-        "overwrite"
-    }
-
-    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
-        let g = cx.generate(ROLE, vec![self.request(&input)])?;
-        self.output(cx, &g[0].text)
-    }
-
-    fn run_batch(
-        &self,
-        cxs: &mut [EpisodeCx<'_>],
-        inputs: &[OpInput<'_>],
-    ) -> Result<Vec<OpOutput>> {
-        let reqs = inputs.iter().map(|i| self.request(i)).collect();
-        let gens = generate_lockstep(cxs, ROLE, reqs)?;
-        cxs.iter()
-            .zip(&gens)
-            .map(|(cx, g)| self.output(cx, &g.text))
-            .collect()
-    }
-}
-
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
     let memory_tokens: usize =
         cfg.get_checked("memory_tokens", 1024, |n| *n > 0, "a positive token count")?;
-    let mut op = Overwrite::new(memory_tokens)?;
-    op.template = template_from_cfg(
-        cfg,
-        "template",
-        DEFAULT_TEMPLATE,
-        &["prompt", "memory", "chunk"],
-        &["memory", "chunk"],
-    )?;
-    op.empty_memory = cfg.get("empty_memory", op.empty_memory.clone())?;
-    op.sampling = sampling_from_cfg(cfg, memory_tokens)?;
-    op.strip_think = cfg.get("strip_think", true)?;
-    if op.sampling.max_new_tokens > memory_tokens {
+    let empty_memory = cfg.get("empty_memory", "No previous memory".to_string())?;
+    let lm = LmSettings::from_cfg(cfg, &spec(memory_tokens))?;
+    if lm.sampling.max_new_tokens > memory_tokens {
         return Err(cfg.error(
             "max_new_tokens",
             format!("must not exceed memory_tokens ({memory_tokens}): the memory is capped anyway"),
         ));
     }
-    Ok(Box::new(op))
+    Ok(Box::new(Overwrite {
+        memory_tokens,
+        empty_memory,
+        lm,
+    }))
 }
 
 memfactory_core::inventory::submit! {

@@ -50,11 +50,8 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, GenRequest, LanguageModel, MemoryEdit, MemoryItem, MemoryOp,
-    OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
-    config::sampling_from_cfg,
-    op::{model_from_cfg, op_generate},
-    prompt::template_from_cfg,
+    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryItem, MemoryOp,
+    OpInput, OpOutput, Result,
 };
 use serde_json::Value;
 
@@ -139,45 +136,31 @@ pub fn fresh_id(items: &[MemoryItem]) -> String {
 }
 
 /// The manager op.
+#[derive(Debug)]
 pub struct Update {
-    /// The prompt.
-    pub template: PromptTemplate,
     /// What an empty list of related memories reads as.
     pub empty_memory: String,
-    /// Sampling of the decision.
-    pub sampling: SamplingParams,
-    /// This role's own model (`None` = the episode's model).
-    pub model: Option<Box<dyn LanguageModel>>,
-    /// Parse only the text after the last `</think>` (recipe `strip_think`, default true).
-    pub strip_think: bool,
+    /// Template, sampling, `strip_think` (default on) and own model.
+    pub lm: LmSettings,
 }
 
-impl std::fmt::Debug for Update {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Update")
-            .field("template", &self.template.name())
-            .field("empty_memory", &self.empty_memory)
-            .field("sampling", &self.sampling)
-            .field("model", &self.model.as_ref().map(|m| m.describe()))
-            .field("strip_think", &self.strip_think)
-            .finish()
-    }
-}
+/// The op's defaults: its template, greedy with 128 new tokens, `strip_think` on, and an own
+/// `model` sub-table accepted.
+pub const SPEC: LmOpSpec = LmOpSpec {
+    template: DEFAULT_TEMPLATE,
+    placeholders: PLACEHOLDERS,
+    required: PLACEHOLDERS,
+    max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+    strip_think: Some(true),
+    own_model: true,
+};
 
 impl Update {
-    /// The op with its defaults (default template, greedy, 128 new tokens, episode model).
+    /// The op with its defaults ([`SPEC`], the episode's model).
     pub fn new() -> Result<Self> {
         Ok(Update {
-            template: PromptTemplate::new(
-                "default:template",
-                DEFAULT_TEMPLATE,
-                PLACEHOLDERS,
-                PLACEHOLDERS,
-            )?,
             empty_memory: DEFAULT_EMPTY_MEMORY.into(),
-            sampling: SamplingParams::greedy(DEFAULT_MAX_NEW_TOKENS),
-            model: None,
-            strip_think: true,
+            lm: LmSettings::defaults(&SPEC)?,
         })
     }
 
@@ -197,28 +180,15 @@ impl Update {
 
     /// The prompt text for `input`.
     pub fn prompt(&self, input: &OpInput<'_>) -> String {
-        let memories = self.memories_text(input.memory);
-        self.template.render(&[
+        self.lm.template.render(&[
             ("fact", one_line(input.observation).as_str()),
-            ("memories", &memories),
+            ("memories", &self.memories_text(input.memory)),
         ])
     }
 
-    fn request(&self, input: &OpInput<'_>) -> GenRequest {
-        GenRequest {
-            prompt: Prompt::Chat(vec![ChatMessage::user(self.prompt(input))]),
-            params: self.sampling.clone(),
-        }
-    }
-
-    /// The op's output for the model's reply `text` in episode `cx` (whose store gives the
-    /// fresh id of an ADD).
+    /// The op's output for the model's reply `text` (already past any `</think>`) in episode
+    /// `cx` (whose store gives the fresh id of an ADD).
     pub fn output(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, text: &str) -> Result<OpOutput> {
-        let text = if self.strip_think {
-            memfactory_core::text::strip_think(text)
-        } else {
-            text
-        };
         Ok(match parse_decision(text, input.memory) {
             Ok(d) => {
                 let id = match d {
@@ -243,32 +213,25 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-impl MemoryOp for Update {
+impl LmOp for Update {
     fn kind(&self) -> &'static str {
         "update"
     }
 
-    fn frozen_roles(&self) -> Vec<(String, String)> {
-        memfactory_core::op::own_model_roles(self.model.as_deref(), &[ROLE])
+    fn role(&self) -> &'static str {
+        ROLE
     }
 
-    fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
-        let mut out = self.run_batch(std::slice::from_mut(cx), &[input])?;
-        Ok(out.remove(0))
+    fn settings(&self) -> &LmSettings {
+        &self.lm
     }
 
-    fn run_batch(
-        &self,
-        cxs: &mut [EpisodeCx<'_>],
-        inputs: &[OpInput<'_>],
-    ) -> Result<Vec<OpOutput>> {
-        let reqs = inputs.iter().map(|i| self.request(i)).collect();
-        let gens = op_generate(self.model.as_deref(), cxs, ROLE, reqs)?;
-        cxs.iter()
-            .zip(inputs)
-            .zip(&gens)
-            .map(|((cx, input), g)| self.output(cx, input, &g.text))
-            .collect()
+    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
+        Ok(self.lm.chat(self.prompt(input)))
+    }
+
+    fn parse(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
+        self.output(cx, input, reply)
     }
 }
 
@@ -349,19 +312,11 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn build(cfg: &mut Cfg) -> Result<Box<dyn MemoryOp>> {
-    let mut op = Update::new()?;
-    op.template = template_from_cfg(
-        cfg,
-        "template",
-        DEFAULT_TEMPLATE,
-        PLACEHOLDERS,
-        PLACEHOLDERS,
-    )?;
-    op.empty_memory = cfg.get("empty_memory", op.empty_memory.clone())?;
-    op.sampling = sampling_from_cfg(cfg, DEFAULT_MAX_NEW_TOKENS)?;
-    op.strip_think = cfg.get("strip_think", true)?;
-    op.model = model_from_cfg(cfg, "model")?;
-    Ok(Box::new(op))
+    let empty_memory = cfg.get("empty_memory", DEFAULT_EMPTY_MEMORY.to_string())?;
+    Ok(Box::new(Update {
+        empty_memory,
+        lm: LmSettings::from_cfg(cfg, &SPEC)?,
+    }))
 }
 
 memfactory_core::inventory::submit! {

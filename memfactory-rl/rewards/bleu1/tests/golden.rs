@@ -56,6 +56,7 @@ fn episode(answer: &str) -> Episode {
         seed: 0,
         steps: Vec::new(),
         answer: Some(answer.to_string()),
+        memory_tokens: None,
     }
 }
 

@@ -80,6 +80,7 @@ mod tests {
                 })
                 .collect(),
             answer: Some(answer.into()),
+            memory_tokens: None,
         }
     }
 

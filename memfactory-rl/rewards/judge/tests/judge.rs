@@ -136,6 +136,7 @@ fn episode(answer: &str) -> Episode {
         seed: 7,
         steps: vec![],
         answer: Some(answer.into()),
+        memory_tokens: None,
     }
 }
 

@@ -157,6 +157,7 @@ mod tests {
                 call("answer", 18),
                 call("answer", 10),
             ],
+            memory_tokens: None,
         };
         // answers: -0.5 and 0 → mean -0.25; the memory update is not counted.
         assert_eq!(r.score(&sample, &e).unwrap(), Some(-0.25));

@@ -69,6 +69,7 @@ fn episode(retrieved: &str, reranked: &str) -> Episode {
             },
         ],
         answer: Some("a".into()),
+        memory_tokens: None,
     }
 }
 

@@ -152,6 +152,7 @@ mod tests {
             seed: 0,
             steps: Vec::new(),
             answer: Some(answer.to_string()),
+            memory_tokens: None,
         }
     }
 
