@@ -70,6 +70,11 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
         let median = c["seconds_per_question_median"].as_f64().unwrap();
         assert!(mean > 0.0 && mean.is_finite(), "{c}");
         assert!(median > 0.0 && median.is_finite(), "{c}");
+        let p95 = c["seconds_per_question_p95"].as_f64().unwrap();
+        assert!(p95 >= median && p95.is_finite(), "{c}");
+        // MemAgent's memory is one overwritten text: its final size is known and positive.
+        let memory = c["memory_tokens_per_question"].as_f64().unwrap();
+        assert!(memory > 0.0, "{c}");
         assert!(
             c["wall_seconds_per_question"].as_f64().unwrap() > 0.0,
             "{c}"
@@ -110,6 +115,26 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
             ids
         );
         let mut secs: Vec<f64> = Vec::new();
+        let calls: u64 = lines.iter().map(|l| l["lm_calls"].as_u64().unwrap()).sum();
+        assert_eq!(
+            c["lm_calls_per_question"].as_f64().unwrap(),
+            calls as f64 / lines.len() as f64,
+            "{c}"
+        );
+        // Each episode of trajectories.jsonl records its memory's final size, and cost.jsonl
+        // its sample's mean.
+        let sizes: Vec<f64> = std::fs::read_to_string(d.join("trajectories.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                e["memory_tokens"].as_f64().expect("memory_tokens per episode")
+            })
+            .collect();
+        assert_eq!(sizes.len(), lines.len(), "one path per question");
+        for (l, size) in lines.iter().zip(&sizes) {
+            assert_eq!(l["memory_tokens"].as_f64(), Some(*size), "{l}");
+        }
         for l in &lines {
             secs.push(l["seconds"].as_f64().unwrap());
             assert!(l["seconds"].as_f64().unwrap() > 0.0, "{l}");
@@ -134,7 +159,10 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
         "## seconds per question (median) by data.eval.tokens",
         "## peak RSS (MiB) by data.eval.tokens",
         "## prompt tokens per question by data.eval.tokens",
+        "## generated tokens per question by data.eval.tokens",
+        "## memory tokens at the end per question by data.eval.tokens",
         "sweep_cost.svg",
+        "sweep_tradeoff.svg",
     ] {
         assert!(md.contains(h), "{h} missing:\n{md}");
     }
@@ -145,6 +173,15 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
         "peak RSS (MiB) by data.eval.tokens",
     ] {
         assert!(svg.contains(w), "{w} missing from sweep_cost.svg");
+    }
+    // Accuracy against cost: one labelled point per run.
+    let svg = std::fs::read_to_string(sw.join("sweep_tradeoff.svg")).unwrap();
+    assert!(svg.contains("generated tokens per question"), "tradeoff axis");
+    for t in TOKENS {
+        assert!(
+            svg.contains(&format!("data.eval.tokens={t}")),
+            "run {t} missing from sweep_tradeoff.svg"
+        );
     }
 
     // Reused combinations keep their cost.
