@@ -85,8 +85,8 @@ pub struct Episode {
     pub steps: Vec<Step>,
     /// The final answer text, when the paradigm produced one.
     pub answer: Option<String>,
-    /// The memory's size at the end, in tokens of the episode's model: every item's content
-    /// encoded and counted (cost, reported beside accuracy). `None` when the store or the
+    /// The memory's size at the end, in tokens of the episode's model: the items' contents
+    /// joined by newlines and encoded (cost, reported beside accuracy). `None` when the store or the
     /// tokenizer could not say, and in trajectories written before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_tokens: Option<usize>,
@@ -271,13 +271,15 @@ impl<'a> EpisodeCx<'a> {
         self.episode
     }
 
-    /// The memory's size in tokens of the episode's model.
+    /// The memory's size in tokens of the episode's model: its items' contents joined by
+    /// newlines, encoded once (one call, also for a backend that tokenizes on a server).
     fn memory_tokens(&self) -> Result<usize> {
-        self.store
-            .items()?
-            .iter()
-            .map(|m| self.lm.encode(&m.content).map(|ids| ids.len()))
-            .sum()
+        let items = self.store.items()?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let text: Vec<&str> = items.iter().map(|m| m.content.as_str()).collect();
+        Ok(self.lm.encode(&text.join("\n"))?.len())
     }
 }
 
