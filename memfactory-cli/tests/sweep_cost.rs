@@ -128,7 +128,9 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
             .lines()
             .map(|l| {
                 let e: serde_json::Value = serde_json::from_str(l).unwrap();
-                e["memory_tokens"].as_f64().expect("memory_tokens per episode")
+                e["memory_tokens"]
+                    .as_f64()
+                    .expect("memory_tokens per episode")
             })
             .collect();
         assert_eq!(sizes.len(), lines.len(), "one path per question");
@@ -176,7 +178,10 @@ fn a_context_length_sweep_reports_seconds_per_question_and_peak_memory() {
     }
     // Accuracy against cost: one labelled point per run.
     let svg = std::fs::read_to_string(sw.join("sweep_tradeoff.svg")).unwrap();
-    assert!(svg.contains("generated tokens per question"), "tradeoff axis");
+    assert!(
+        svg.contains("generated tokens per question"),
+        "tradeoff axis"
+    );
     for t in TOKENS {
         assert!(
             svg.contains(&format!("data.eval.tokens={t}")),
