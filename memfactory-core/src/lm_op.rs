@@ -3,7 +3,7 @@
 //! Most ops ask a model once per episode and turn its reply into an [`OpOutput`] (extract,
 //! update, distill, overwrite). Such an op implements [`LmOp`] — what to ask
 //! ([`LmOp::request`]) and how to read the reply ([`LmOp::parse`]) — and gets [`MemoryOp`]
-//! from the blanket impl here:
+//! from the blanket impl here (the op's `kind` and `role` are constants of its impl):
 //! - `run_batch` makes one lockstep call for all episodes, on the op's own model when its
 //!   table has one ([`op_generate`]: recorded under the op's role with that model's id, so a
 //!   trainer never trains on a frozen model's calls), and parses each reply after stripping a
@@ -28,16 +28,22 @@ use crate::{
 /// reply. [`MemoryOp`] follows (see the module docs).
 pub trait LmOp: Send + Sync {
     /// The registry kind.
-    fn kind(&self) -> &'static str;
+    const KIND: &'static str;
 
     /// The role its calls are recorded under (what a trainer selects by).
-    fn role(&self) -> &'static str;
+    const ROLE: &'static str;
 
     /// Its template, sampling, `strip_think` and own model.
     fn settings(&self) -> &LmSettings;
 
-    /// The request for one episode.
-    fn request(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest>;
+    /// The user message for one episode (usually the template rendered from the input).
+    fn prompt_text(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String>;
+
+    /// The request for one episode. Default: [`LmOp::prompt_text`] as one user message at the
+    /// op's sampling ([`LmSettings::chat`]).
+    fn request(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
+        Ok(self.settings().chat(self.prompt_text(cx, input)?))
+    }
 
     /// The output for one episode from the model's `reply` (after the `<think>` block is
     /// stripped when `strip_think` is on). Malformed replies are data: an output with
@@ -48,7 +54,7 @@ pub trait LmOp: Send + Sync {
 
 impl<T: LmOp> MemoryOp for T {
     fn kind(&self) -> &'static str {
-        LmOp::kind(self)
+        T::KIND
     }
 
     fn run(&self, cx: &mut EpisodeCx<'_>, input: OpInput<'_>) -> Result<OpOutput> {
@@ -61,20 +67,14 @@ impl<T: LmOp> MemoryOp for T {
         cxs: &mut [EpisodeCx<'_>],
         inputs: &[OpInput<'_>],
     ) -> Result<Vec<OpOutput>> {
-        if cxs.len() != inputs.len() {
-            return Err(crate::Error::Invalid(format!(
-                "{} episodes but {} op inputs",
-                cxs.len(),
-                inputs.len()
-            )));
-        }
+        crate::op::check_inputs(cxs.len(), inputs.len())?;
         let requests = cxs
             .iter()
             .zip(inputs)
             .map(|(cx, input)| self.request(cx, input))
             .collect::<Result<Vec<_>>>()?;
         let settings = self.settings();
-        let gens = op_generate(settings.model.as_deref(), cxs, self.role(), requests)?;
+        let gens = op_generate(settings.model.as_deref(), cxs, T::ROLE, requests)?;
         cxs.iter()
             .zip(inputs)
             .zip(&gens)
@@ -83,7 +83,7 @@ impl<T: LmOp> MemoryOp for T {
     }
 
     fn frozen_roles(&self) -> Vec<(String, String)> {
-        own_model_roles(self.settings().model.as_deref(), &[self.role()])
+        own_model_roles(self.settings().model.as_deref(), &[T::ROLE])
     }
 }
 
@@ -218,19 +218,13 @@ mod tests {
         lm: LmSettings,
     }
     impl LmOp for Echo {
-        fn kind(&self) -> &'static str {
-            "echo"
-        }
-        fn role(&self) -> &'static str {
-            "echo-role"
-        }
+        const KIND: &'static str = "echo";
+        const ROLE: &'static str = "echo-role";
         fn settings(&self) -> &LmSettings {
             &self.lm
         }
-        fn request(&self, _: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
-            Ok(self
-                .lm
-                .chat(self.lm.template.render(&[("q", input.question)])))
+        fn prompt_text(&self, _: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String> {
+            Ok(self.lm.template.render(&[("q", input.question)]))
         }
         fn parse(&self, _: &EpisodeCx<'_>, _: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
             Ok(OpOutput {

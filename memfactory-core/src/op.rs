@@ -51,13 +51,7 @@ pub trait MemoryOp: Send + Sync {
         cxs: &mut [EpisodeCx<'_>],
         inputs: &[OpInput<'_>],
     ) -> Result<Vec<OpOutput>> {
-        if cxs.len() != inputs.len() {
-            return Err(crate::Error::Invalid(format!(
-                "{} episodes but {} op inputs",
-                cxs.len(),
-                inputs.len()
-            )));
-        }
+        check_inputs(cxs.len(), inputs.len())?;
         cxs.iter_mut()
             .zip(inputs)
             .map(|(cx, input)| self.run(cx, *input))
@@ -73,6 +67,16 @@ pub trait MemoryOp: Send + Sync {
     fn frozen_roles(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+}
+
+/// An op's batch contract: one input per episode (a caller's error otherwise).
+pub fn check_inputs(episodes: usize, inputs: usize) -> Result<()> {
+    if episodes != inputs {
+        return Err(crate::Error::Invalid(format!(
+            "{episodes} episodes but {inputs} op inputs"
+        )));
+    }
+    Ok(())
 }
 
 /// [`MemoryOp::frozen_roles`] of an op that makes its calls under `roles`: each role with

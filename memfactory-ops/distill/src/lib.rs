@@ -50,8 +50,7 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput,
-    OpOutput, Result,
+    Cfg, EpisodeCx, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput, OpOutput, Result,
 };
 
 /// The default prompt with memory distillation (`distill = true`).
@@ -265,20 +264,15 @@ impl Distill {
 }
 
 impl LmOp for Distill {
-    fn kind(&self) -> &'static str {
-        "distill"
-    }
-
-    fn role(&self) -> &'static str {
-        ROLE
-    }
+    const KIND: &'static str = "distill";
+    const ROLE: &'static str = ROLE;
 
     fn settings(&self) -> &LmSettings {
         &self.lm
     }
 
-    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
-        Ok(self.lm.chat(self.prompt(input)))
+    fn prompt_text(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String> {
+        Ok(self.prompt(input))
     }
 
     fn parse(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {

@@ -47,8 +47,7 @@
 use std::collections::BTreeMap;
 
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput,
-    OpOutput, Result,
+    Cfg, EpisodeCx, LmOp, LmOpSpec, LmSettings, MemoryItem, MemoryOp, OpInput, OpOutput, Result,
 };
 use serde_json::Value;
 
@@ -139,20 +138,15 @@ impl Extract {
 }
 
 impl LmOp for Extract {
-    fn kind(&self) -> &'static str {
-        "extract"
-    }
-
-    fn role(&self) -> &'static str {
-        ROLE
-    }
+    const KIND: &'static str = "extract";
+    const ROLE: &'static str = ROLE;
 
     fn settings(&self) -> &LmSettings {
         &self.lm
     }
 
-    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
-        Ok(self.lm.chat(self.prompt(input)))
+    fn prompt_text(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String> {
+        Ok(self.prompt(input))
     }
 
     fn parse(&self, _cx: &EpisodeCx<'_>, _input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {

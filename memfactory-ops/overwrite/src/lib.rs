@@ -30,8 +30,7 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryOp, OpInput,
-    OpOutput, Result,
+    Cfg, EpisodeCx, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryOp, OpInput, OpOutput, Result,
 };
 
 /// The default update prompt (MemAgent's `TEMPLATE`).
@@ -87,25 +86,19 @@ impl Overwrite {
 }
 
 impl LmOp for Overwrite {
-    fn kind(&self) -> &'static str {
-        "overwrite"
-    }
-
-    fn role(&self) -> &'static str {
-        ROLE
-    }
+    const KIND: &'static str = "overwrite";
+    const ROLE: &'static str = ROLE;
 
     fn settings(&self) -> &LmSettings {
         &self.lm
     }
 
-    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
-        let memory = self.memory_text(input);
-        Ok(self.lm.chat(self.lm.template.render(&[
+    fn prompt_text(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String> {
+        Ok(self.lm.template.render(&[
             ("prompt", input.question),
-            ("memory", &memory),
+            ("memory", &self.memory_text(input)),
             ("chunk", input.observation),
-        ])))
+        ]))
     }
 
     /// The new memory: the reply (past any `</think>`), trimmed and cut to `memory_tokens`.

@@ -104,8 +104,8 @@ pub mod parse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use memfactory_core::{
-    Cfg, ChatMessage, EpisodeCx, Error, GenRequest, LanguageModel, MemoryEdit, MemoryItem,
-    MemoryOp, OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
+    Cfg, ChatMessage, EpisodeCx, GenRequest, LanguageModel, MemoryEdit, MemoryItem, MemoryOp,
+    OpInput, OpOutput, Prompt, PromptTemplate, Result, SamplingParams,
     config::sampling_from_cfg,
     memory::{cosine, lexical, words},
     op::{model_from_cfg, op_generate, op_generate_subset},
@@ -546,13 +546,7 @@ impl MemoryOp for Summarize {
         cxs: &mut [EpisodeCx<'_>],
         inputs: &[OpInput<'_>],
     ) -> Result<Vec<OpOutput>> {
-        if cxs.len() != inputs.len() {
-            return Err(Error::Invalid(format!(
-                "{} episodes but {} op inputs",
-                cxs.len(),
-                inputs.len()
-            )));
-        }
+        memfactory_core::op::check_inputs(cxs.len(), inputs.len())?;
         let requests = inputs
             .iter()
             .map(|i| self.request(self.reflect_text(i)))

@@ -50,8 +50,8 @@
 //! ```
 
 use memfactory_core::{
-    Cfg, EpisodeCx, GenRequest, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryItem, MemoryOp,
-    OpInput, OpOutput, Result,
+    Cfg, EpisodeCx, LmOp, LmOpSpec, LmSettings, MemoryEdit, MemoryItem, MemoryOp, OpInput,
+    OpOutput, Result,
 };
 use serde_json::Value;
 
@@ -214,20 +214,15 @@ fn one_line(s: &str) -> String {
 }
 
 impl LmOp for Update {
-    fn kind(&self) -> &'static str {
-        "update"
-    }
-
-    fn role(&self) -> &'static str {
-        ROLE
-    }
+    const KIND: &'static str = "update";
+    const ROLE: &'static str = ROLE;
 
     fn settings(&self) -> &LmSettings {
         &self.lm
     }
 
-    fn request(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<GenRequest> {
-        Ok(self.lm.chat(self.prompt(input)))
+    fn prompt_text(&self, _cx: &EpisodeCx<'_>, input: &OpInput<'_>) -> Result<String> {
+        Ok(self.prompt(input))
     }
 
     fn parse(&self, cx: &EpisodeCx<'_>, input: &OpInput<'_>, reply: &str) -> Result<OpOutput> {
